@@ -1,0 +1,176 @@
+//! Framed peer connections over TCP: a reader that splits and decodes frames with a hard size
+//! limit, and a writer that sends a chunk straight from its buffer.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use shoal_proto::peer::{self, Frame, FrameError, Header, RejectReason, PROTOCOL_VERSION};
+use shoal_proto::{FileId, Manifest};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("the peer sent nothing for {0:?}")]
+    Timeout(Duration),
+    #[error("the peer refused: {0}")]
+    Rejected(RejectReason),
+    #[error("unexpected {0:?} frame")]
+    Unexpected(Header),
+    #[error("the peer's manifest does not match the file id")]
+    BadManifest,
+}
+
+/// Splits the byte stream into frames no longer than the current maximum (checked on the length
+/// prefix, before the body is buffered) and decodes each one.
+pub struct PeerCodec {
+    inner: LengthDelimitedCodec,
+}
+
+impl PeerCodec {
+    pub fn new(max_frame: usize) -> PeerCodec {
+        let inner = LengthDelimitedCodec::builder().length_field_length(peer::LENGTH_PREFIX).max_frame_length(max_frame).new_codec();
+        PeerCodec { inner }
+    }
+
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.inner.set_max_frame_length(max);
+    }
+}
+
+impl Decoder for PeerCodec {
+    type Item = Frame;
+    type Error = ConnError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ConnError> {
+        match self.inner.decode(src)? {
+            Some(body) => Ok(Some(peer::decode_frame(body.freeze())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+pub type FrameReader = FramedRead<OwnedReadHalf, PeerCodec>;
+
+/// Reads the next frame within `limit`.
+pub async fn next_frame(reader: &mut FrameReader, limit: Duration) -> Result<Frame, ConnError> {
+    match tokio::time::timeout(limit, reader.next()).await {
+        Err(_) => Err(ConnError::Timeout(limit)),
+        Ok(None) => Err(ConnError::Closed),
+        Ok(Some(frame)) => frame,
+    }
+}
+
+/// Writes frames. Control frames are queued and flushed together; a payload goes out in the same
+/// vectored write as its header, never copied.
+pub struct FrameWriter {
+    inner: OwnedWriteHalf,
+    queued: BytesMut,
+}
+
+impl FrameWriter {
+    pub fn new(inner: OwnedWriteHalf) -> FrameWriter {
+        FrameWriter { inner, queued: BytesMut::with_capacity(256) }
+    }
+
+    /// Queues a frame without payload; [`FrameWriter::flush`] sends it.
+    pub fn queue(&mut self, header: &Header) {
+        peer::encode_head(header, 0, &mut self.queued);
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.queued.is_empty() {
+            self.inner.write_all(&self.queued).await?;
+            self.queued.clear();
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, header: &Header) -> io::Result<()> {
+        self.queue(header);
+        self.flush().await
+    }
+
+    /// Sends queued frames, then `header` and `payload`, in as few writes as the kernel allows.
+    pub async fn send_payload(&mut self, header: &Header, payload: &[u8]) -> io::Result<()> {
+        peer::encode_head(header, payload.len(), &mut self.queued);
+        let (mut head, mut body) = (&self.queued[..], payload);
+        while !head.is_empty() || !body.is_empty() {
+            let n = self.inner.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        self.queued.clear();
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.inner.shutdown().await
+    }
+}
+
+/// Socket options for every peer connection: small control frames must not wait for Nagle.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
+/// Splits a connected stream into a frame reader (accepting frames up to `max_frame`) and writer.
+pub fn split(stream: TcpStream, max_frame: usize) -> (FrameReader, FrameWriter) {
+    tune(&stream);
+    let (r, w) = stream.into_split();
+    (FramedRead::with_capacity(r, PeerCodec::new(max_frame), 64 * 1024), FrameWriter::new(w))
+}
+
+/// The client side of a peer connection, after a successful hello.
+pub struct PeerConn {
+    pub addr: SocketAddr,
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
+}
+
+impl PeerConn {
+    /// Connects, says hello for `file` and waits for the welcome, all within `limit`.
+    pub async fn connect(addr: SocketAddr, file: FileId, limit: Duration) -> Result<PeerConn, ConnError> {
+        let stream = tokio::time::timeout(limit, TcpStream::connect(addr)).await.map_err(|_| ConnError::Timeout(limit))??;
+        // Until the manifest is known, the largest frame is a manifest.
+        let (reader, mut writer) = split(stream, peer::MAX_FRAME_LEN);
+        writer.send(&Header::Hello { version: PROTOCOL_VERSION, file }).await?;
+        let mut conn = PeerConn { addr, reader, writer };
+        match next_frame(&mut conn.reader, limit).await?.header {
+            Header::Welcome { .. } => Ok(conn),
+            Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
+            other => Err(ConnError::Unexpected(other)),
+        }
+    }
+
+    /// Fetches the manifest and checks it against `file`: a peer cannot make us trust anything else.
+    pub async fn manifest(&mut self, file: &FileId, limit: Duration) -> Result<(Manifest, Bytes), ConnError> {
+        self.writer.send(&Header::GetManifest).await?;
+        let frame = next_frame(&mut self.reader, limit).await?;
+        match frame.header {
+            Header::Manifest => {
+                let manifest = Manifest::decode_verified(&frame.payload, file).ok_or(ConnError::BadManifest)?;
+                // From now on no honest frame is larger than one chunk and its header.
+                self.reader.decoder_mut().set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
+                Ok((manifest, frame.payload))
+            }
+            Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
+            other => Err(ConnError::Unexpected(other)),
+        }
+    }
+}

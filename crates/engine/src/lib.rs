@@ -1,0 +1,24 @@
+//! The shoal peer engine on tokio: everything that does I/O.
+//!
+//! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
+//!   download writes into.
+//! - [`conn`]: framed peer connections over TCP.
+//! - [`server`]: serves chunks of shared files to other peers.
+//! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
+//!   a peer registered ([`tracker_client::Announcer`]).
+//! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
+//! - [`download`]: the leecher's download: peers, workers, verification, resume.
+//! - [`seeding`]: serving a library and keeping it registered.
+//! - [`support`]: logging and signals for the command-line programs.
+
+pub mod conn;
+pub mod download;
+pub mod scheduler;
+pub mod seeding;
+pub mod server;
+pub mod store;
+pub mod support;
+pub mod tracker_client;
+
+/// Default tracker address when neither `--tracker` nor `P2P_TRACKER` says otherwise.
+pub const DEFAULT_TRACKER: &str = "127.0.0.1:6969";

@@ -1,0 +1,64 @@
+//! Sharing a [`Library`]: a chunk server on a TCP port plus an [`Announcer`] that keeps the files
+//! registered with the tracker. Used by the seeder, and by the leecher once its file is complete.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Library;
+use crate::tracker_client::{peer_info, Announcer, TrackerClient};
+
+#[derive(Clone, Debug, Default)]
+pub struct SeedingOptions {
+    /// TCP port to serve on; 0 lets the OS pick.
+    pub port: u16,
+    /// Register this address instead of the one the tracker sees (NAT, multi-homed hosts).
+    pub advertise: Option<(IpAddr, Option<u16>)>,
+}
+
+pub struct Seeding {
+    /// The TCP port chunks are served on.
+    pub port: u16,
+    cancel: CancellationToken,
+    server: JoinHandle<()>,
+    announcer: JoinHandle<()>,
+}
+
+impl Seeding {
+    /// Binds the port, starts serving and registering. Fails only if the port cannot be bound.
+    pub async fn start(library: Arc<Library>, client: Arc<TrackerClient>, opts: &SeedingOptions) -> std::io::Result<Seeding> {
+        let listener = crate::server::bind(opts.port).await?;
+        let port = listener.local_addr()?.port();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(crate::server::serve(listener, library.clone(), cancel.child_token()));
+        let (ip, advertised_port) = opts.advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
+        let announcer = Announcer { client, library, peer: peer_info(advertised_port.unwrap_or(port), ip) };
+        let announcer = tokio::spawn(announcer.run(cancel.child_token()));
+        Ok(Seeding { port, cancel, server, announcer })
+    }
+
+    /// Unregisters from the tracker and stops serving.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.announcer.await;
+        let _ = self.server.await;
+    }
+}
+
+/// Parses `--advertise HOST[:PORT]`, resolving a host name.
+pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return Ok((addr.ip(), Some(addr.port())));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| format!("bad port in --advertise {s:?}"))?)),
+        None => (s, None),
+    };
+    let ip = tokio::net::lookup_host((host, 0)).await.ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or_else(|| format!("cannot resolve --advertise host {host:?}"))?;
+    Ok((ip, port))
+}

@@ -1,0 +1,347 @@
+//! Files on disk: hashing a file into its manifest, the files a peer shares ([`Library`]), and the
+//! `.part` file a download writes into ([`PartFile`]).
+//!
+//! Everything here is blocking I/O; callers run it on `spawn_blocking` or on threads of its own,
+//! never on the async runtime's workers.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use shoal_proto::manifest::{chunk_count, hash_chunk, ChunkHash};
+use shoal_proto::tracker::FileEntry;
+use shoal_proto::{ChunkIndex, FileId, Manifest, ManifestError};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    #[error("{path} is a directory, not a file")]
+    IsDir { path: PathBuf },
+    #[error("{path}: permission denied")]
+    Denied { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Manifest { path: PathBuf, source: ManifestError },
+    #[error("{path} changed while it was being hashed; try again once nothing writes to it")]
+    ChangedWhileHashing { path: PathBuf },
+    #[error("not enough space on the disk for {path}")]
+    DiskFull { path: PathBuf },
+    #[error("another leecher is already writing {path}")]
+    Locked { path: PathBuf },
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: io::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing { path },
+            io::ErrorKind::PermissionDenied => StoreError::Denied { path },
+            io::ErrorKind::IsADirectory => StoreError::IsDir { path },
+            io::ErrorKind::StorageFull => StoreError::DiskFull { path },
+            _ if source.raw_os_error() == Some(libc::ENOSPC) => StoreError::DiskFull { path },
+            _ => StoreError::Io { path, source },
+        }
+    }
+}
+
+/// Hashes every chunk of `file` on all cores. `progress` grows by the bytes hashed so far.
+pub fn hash_chunks(file: &File, size: u64, chunk_size: u32, progress: &AtomicU64) -> io::Result<Vec<ChunkHash>> {
+    let n = chunk_count(size, chunk_size).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.max(1) as usize);
+    let hashes: Vec<Mutex<Vec<(u32, ChunkHash)>>> = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let out = &hashes[t];
+                s.spawn(move || -> io::Result<()> {
+                    let mut buf = vec![0u8; chunk_size as usize];
+                    let mut mine = Vec::new();
+                    // Interleave chunks so the threads read the file front to back together.
+                    for i in (t as u32..n).step_by(threads) {
+                        let offset = u64::from(i) * u64::from(chunk_size);
+                        let len = (size - offset).min(u64::from(chunk_size)) as usize;
+                        file.read_exact_at(&mut buf[..len], offset)?;
+                        mine.push((i, hash_chunk(&buf[..len])));
+                        progress.fetch_add(len as u64, Ordering::Relaxed);
+                    }
+                    *out.lock().unwrap() = mine;
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().expect("hashing thread panicked"))
+    })?;
+    let mut all: Vec<(u32, ChunkHash)> = hashes.into_iter().flat_map(|m| m.into_inner().unwrap()).collect();
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, h)| h).collect())
+}
+
+/// What we remember of a file's metadata to notice that it changed under us.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Snapshot {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Snapshot {
+    fn of(file: &File) -> io::Result<Snapshot> {
+        let meta = file.metadata()?;
+        Ok(Snapshot { len: meta.len(), modified: meta.modified().ok() })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the file changed on disk since it was hashed")]
+    Changed,
+    #[error("no such chunk")]
+    NoSuchChunk,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A complete file this peer shares, with its manifest.
+pub struct SharedFile {
+    pub id: FileId,
+    pub name: String,
+    pub manifest: Manifest,
+    /// The manifest's canonical encoding, sent as is to every peer that asks.
+    pub manifest_bytes: Bytes,
+    pub path: PathBuf,
+    file: File,
+    snapshot: Snapshot,
+    withdrawn: AtomicBool,
+}
+
+impl SharedFile {
+    /// Opens and hashes a file. `progress` grows by the bytes hashed.
+    pub fn hash(path: &Path, chunk_size: u32, progress: &AtomicU64) -> Result<SharedFile, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let before = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
+        if file.metadata().map_err(|e| StoreError::io(path, e))?.is_dir() {
+            return Err(StoreError::IsDir { path: path.to_path_buf() });
+        }
+        chunk_count(before.len, chunk_size).map_err(|source| StoreError::Manifest { path: path.to_path_buf(), source })?;
+        let hashes = hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| StoreError::io(path, e))?;
+        if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
+            return Err(StoreError::ChangedWhileHashing { path: path.to_path_buf() });
+        }
+        let manifest = Manifest::new(before.len, chunk_size, hashes).map_err(|source| StoreError::Manifest { path: path.to_path_buf(), source })?;
+        let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        Ok(SharedFile::from_parts(path, name, manifest, file, before))
+    }
+
+    /// A file a download has just verified chunk by chunk: no need to hash it again.
+    pub fn verified(path: &Path, name: String, manifest: Manifest) -> Result<SharedFile, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let snapshot = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
+        Ok(SharedFile::from_parts(path, name, manifest, file, snapshot))
+    }
+
+    fn from_parts(path: &Path, name: String, manifest: Manifest, file: File, snapshot: Snapshot) -> SharedFile {
+        let manifest_bytes = Bytes::from(manifest.encode());
+        SharedFile {
+            id: shoal_proto::manifest::id_of_encoding(&manifest_bytes),
+            name,
+            manifest,
+            manifest_bytes,
+            path: path.to_path_buf(),
+            file,
+            snapshot,
+            withdrawn: AtomicBool::new(false),
+        }
+    }
+
+    pub fn entry(&self) -> FileEntry {
+        FileEntry { id: self.id, size: self.manifest.size(), name: self.name.clone() }
+    }
+
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Relaxed)
+    }
+
+    /// Reads one chunk (blocking). If the file's size or modification time is no longer what was
+    /// hashed, the file is withdrawn: from then on every read fails with [`ServeError::Changed`].
+    pub fn read_chunk(&self, index: ChunkIndex) -> Result<Bytes, ServeError> {
+        if self.is_withdrawn() {
+            return Err(ServeError::Changed);
+        }
+        let len = self.manifest.chunk_len(index) as usize;
+        if len == 0 {
+            return Err(ServeError::NoSuchChunk);
+        }
+        let mut buf = BytesMut::zeroed(len);
+        let read = self.file.read_exact_at(&mut buf, self.manifest.offset(index));
+        // Checked after the read, so a write that raced with it is caught too.
+        if Snapshot::of(&self.file).ok() != Some(self.snapshot) {
+            if !self.withdrawn.swap(true, Ordering::Relaxed) {
+                tracing::warn!(file = %self.id.short(), path = %self.path.display(), "the file changed on disk since it was hashed; no longer serving it");
+            }
+            return Err(ServeError::Changed);
+        }
+        read?;
+        Ok(buf.freeze())
+    }
+}
+
+/// The files a peer shares, by id. Several names for the same bytes are one entry.
+#[derive(Default)]
+pub struct Library {
+    files: RwLock<HashMap<FileId, Arc<SharedFile>>>,
+    changed: Notify,
+}
+
+impl Library {
+    pub fn new() -> Arc<Library> {
+        Arc::new(Library::default())
+    }
+
+    pub fn add(&self, file: SharedFile) -> Arc<SharedFile> {
+        let file = Arc::new(file);
+        self.files.write().unwrap().entry(file.id).or_insert_with(|| file.clone());
+        self.changed.notify_waiters();
+        file
+    }
+
+    pub fn get(&self, id: &FileId) -> Option<Arc<SharedFile>> {
+        self.files.read().unwrap().get(id).filter(|f| !f.is_withdrawn()).cloned()
+    }
+
+    /// What should be registered with the tracker now: every file not withdrawn.
+    pub fn entries(&self) -> Vec<FileEntry> {
+        let mut v: Vec<FileEntry> = self.files.read().unwrap().values().filter(|f| !f.is_withdrawn()).map(|f| f.entry()).collect();
+        v.sort_by_key(|e| e.id);
+        v
+    }
+
+    /// Tells the announcer to look again (a file was added or withdrawn).
+    pub fn touch(&self) {
+        self.changed.notify_waiters();
+    }
+
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// The file a download writes into: `<name>.part` beside the destination, locked so two leechers
+/// cannot write it at once, renamed to `<name>` only once every chunk is verified and synced.
+pub struct PartFile {
+    file: File,
+    part: PathBuf,
+    dest: PathBuf,
+}
+
+impl PartFile {
+    pub fn part_path(dest: &Path) -> PathBuf {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(".part");
+        dest.with_file_name(name)
+    }
+
+    /// Opens (or creates) the `.part` for `dest`, sized for `size` bytes. Space is reserved up
+    /// front where the file system allows, so a full disk is reported before the download starts.
+    pub fn open(dest: &Path, size: u64) -> Result<PartFile, StoreError> {
+        let part = PartFile::part_path(dest);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&part).map_err(|e| StoreError::io(&part, e))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Locked { path: part });
+        }
+        let len = file.metadata().map_err(|e| StoreError::io(&part, e))?.len();
+        if len != size {
+            file.set_len(size).map_err(|e| StoreError::io(&part, e))?;
+        }
+        if size > 0 {
+            // SAFETY: as above. Allocation failure other than ENOSPC (no support) is ignored.
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+            if rc == libc::ENOSPC {
+                return Err(StoreError::DiskFull { path: part });
+            }
+        }
+        Ok(PartFile { file, part, dest: dest.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.part
+    }
+
+    /// Which chunks already on disk match the manifest (a resumed download). `progress` grows by
+    /// the bytes checked.
+    pub fn verify_existing(&self, manifest: &Manifest, progress: &AtomicU64) -> Result<Vec<bool>, StoreError> {
+        let hashes = hash_chunks(&self.file, manifest.size(), manifest.chunk_size(), progress).map_err(|e| StoreError::io(&self.part, e))?;
+        Ok(hashes.iter().enumerate().map(|(i, h)| manifest.hash(ChunkIndex(i as u32)) == Some(h)).collect())
+    }
+
+    /// Writes verified chunk data at its offset (blocking).
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all_at(data, offset).map_err(|e| StoreError::io(&self.part, e))
+    }
+
+    /// Syncs the data, renames `.part` to the final name and syncs the folder, so the final name
+    /// only ever points at complete, durable data.
+    pub fn finish(self) -> Result<PathBuf, StoreError> {
+        self.file.sync_all().map_err(|e| StoreError::io(&self.part, e))?;
+        std::fs::rename(&self.part, &self.dest).map_err(|e| StoreError::io(&self.dest, e))?;
+        if let Some(dir) = self.dest.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(self.dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_matches_the_in_memory_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, &data).unwrap();
+        let progress = AtomicU64::new(0);
+        let shared = SharedFile::hash(&path, 16 * 1024, &progress).unwrap();
+        assert_eq!(shared.manifest, Manifest::of_bytes(&data, 16 * 1024).unwrap());
+        assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
+        assert_eq!(&shared.read_chunk(ChunkIndex(6)).unwrap()[..], &data[6 * 16384..]);
+        assert!(matches!(shared.read_chunk(ChunkIndex(7)), Err(ServeError::NoSuchChunk)));
+    }
+
+    #[test]
+    fn a_changed_file_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![1u8; 40_000]).unwrap();
+        let shared = SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap();
+        std::fs::write(&path, vec![2u8; 50_000]).unwrap();
+        assert!(matches!(shared.read_chunk(ChunkIndex(0)), Err(ServeError::Changed)));
+        assert!(shared.is_withdrawn());
+    }
+
+    #[test]
+    fn part_file_is_locked_and_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let part = PartFile::open(&dest, 10).unwrap();
+        assert!(matches!(PartFile::open(&dest, 10), Err(StoreError::Locked { .. })));
+        part.write_at(0, b"0123456789").unwrap();
+        assert!(!dest.exists());
+        part.finish().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"0123456789");
+        assert!(!PartFile::part_path(&dest).exists());
+    }
+}

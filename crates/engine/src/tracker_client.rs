@@ -1,0 +1,315 @@
+//! Talking to the tracker over UDP: requests with retries and backoff, connection ids, paged
+//! listings, name resolution, and the [`Announcer`] that keeps a peer registered.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_proto::tracker::{
+    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
+};
+use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Library;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("the tracker at {addr} did not answer after {attempts} tries; start one with `tracker`, or choose another with --tracker HOST:PORT or P2P_TRACKER")]
+    Unreachable { addr: SocketAddr, attempts: u32 },
+    #[error("could not resolve tracker address {0:?}; give it as HOST:PORT")]
+    BadAddress(String),
+    #[error("the tracker refused: {0}")]
+    Refused(ErrorCode),
+    #[error("the tracker sent an unexpected reply")]
+    Protocol,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long to wait for each reply, in turn; after the last, give up.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub waits: Vec<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// 0.25 + 0.5 + 1 + 2 s: under four seconds before "unreachable".
+    fn default() -> Self {
+        RetryPolicy { waits: [250, 500, 1000, 2000].map(Duration::from_millis).to_vec() }
+    }
+}
+
+/// A connection id is good for at least a minute at the tracker; renew it a little before.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(50);
+
+struct ClientState {
+    conn: Option<(ConnectionId, Instant)>,
+}
+
+/// A tracker client over one UDP socket. Requests are serialised: each waits for its reply.
+pub struct TrackerClient {
+    addr: SocketAddr,
+    socket: UdpSocket,
+    retry: RetryPolicy,
+    state: Mutex<ClientState>,
+}
+
+impl TrackerClient {
+    /// Resolves `addr` (host names work) and binds a socket of the matching family.
+    pub async fn connect(addr: &str, retry: RetryPolicy) -> Result<TrackerClient, TrackerError> {
+        let resolved = tokio::net::lookup_host(addr).await.map_err(|_| TrackerError::BadAddress(addr.to_string()))?.next().ok_or_else(|| TrackerError::BadAddress(addr.to_string()))?;
+        let local: SocketAddr = if resolved.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(resolved).await?;
+        Ok(TrackerClient { addr: resolved, socket, retry, state: Mutex::new(ClientState { conn: None }) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a request and returns the reply, connecting (or reconnecting) first when needed.
+    pub async fn request(&self, body: RequestBody) -> Result<ResponseBody, TrackerError> {
+        let mut state = self.state.lock().await;
+        for _ in 0..2 {
+            let conn = match state.conn {
+                Some((c, at)) if at.elapsed() < CONNECTION_LIFETIME => c,
+                _ => {
+                    let padding = [0; CONNECT_PADDING];
+                    match self.round_trip(ConnectionId(0), RequestBody::Connect { padding }).await? {
+                        ResponseBody::Connected { conn } => {
+                            state.conn = Some((conn, Instant::now()));
+                            conn
+                        }
+                        _ => return Err(TrackerError::Protocol),
+                    }
+                }
+            };
+            match self.round_trip(conn, body.clone()).await? {
+                // The tracker restarted or the id expired: connect again, once.
+                ResponseBody::Error { code: ErrorCode::BadConnection } => state.conn = None,
+                ResponseBody::Error { code } => return Err(TrackerError::Refused(code)),
+                other => return Ok(other),
+            }
+        }
+        Err(TrackerError::Refused(ErrorCode::BadConnection))
+    }
+
+    async fn round_trip(&self, conn: ConnectionId, body: RequestBody) -> Result<ResponseBody, TrackerError> {
+        let txn = TransactionId(fastrand::u32(..));
+        let bytes = Request { txn, conn, body }.encode();
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        for wait in &self.retry.waits {
+            let deadline = tokio::time::Instant::now() + *wait;
+            // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
+            let _ = self.socket.send(&bytes).await;
+            loop {
+                match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
+                    Err(_) => break,
+                    Ok(Err(_)) => {
+                        // ICMP "port unreachable" surfaces here at once; keep the backoff anyway.
+                        tokio::time::sleep_until(deadline).await;
+                        break;
+                    }
+                    Ok(Ok(n)) => match Response::decode(&buf[..n]) {
+                        Ok(resp) if resp.txn == txn => return Ok(resp.body),
+                        // A late reply to an earlier try, or noise: keep waiting.
+                        _ => continue,
+                    },
+                }
+            }
+        }
+        Err(TrackerError::Unreachable { addr: self.addr, attempts: self.retry.waits.len() as u32 })
+    }
+
+    /// Every page of a listing.
+    pub async fn list(&self, filter: Filter) -> Result<Vec<ListEntry>, TrackerError> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        loop {
+            match self.request(RequestBody::List { filter: filter.clone(), cursor }).await? {
+                ResponseBody::Files { entries, next } => {
+                    all.extend(entries);
+                    match next {
+                        Some(n) if n > cursor => cursor = n,
+                        _ => return Ok(all),
+                    }
+                }
+                _ => return Err(TrackerError::Protocol),
+            }
+        }
+    }
+
+    pub async fn peers(&self, file: FileId) -> Result<Vec<SocketAddr>, TrackerError> {
+        match self.request(RequestBody::GetPeers { file }).await? {
+            ResponseBody::Peers { peers, .. } => Ok(peers),
+            _ => Err(TrackerError::Protocol),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the tracker knows no file named or with id {0:?}; `leecher --list` shows what it has")]
+    NotFound(String),
+    #[error("{query:?} matches {} files; give more of the id:\n{}", .matches.len(), list_lines(.matches))]
+    Ambiguous { query: String, matches: Vec<ListEntry> },
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+}
+
+fn list_lines(entries: &[ListEntry]) -> String {
+    entries.iter().map(|e| format!("  {} {} {}", e.id, e.size, e.name)).collect::<Vec<_>>().join("\n")
+}
+
+/// Turns what the user typed (an id, a unique id prefix of 8+ hex characters, or a name) into one
+/// file the tracker knows.
+pub async fn resolve(client: &TrackerClient, query: &str) -> Result<ListEntry, ResolveError> {
+    if let Some(prefix) = IdPrefix::parse(query) {
+        let found = client.list(Filter::IdPrefix(prefix)).await?;
+        if !found.is_empty() {
+            return one(query, found);
+        }
+    }
+    let found = client.list(Filter::NameIs(query.to_string())).await?;
+    if found.is_empty() {
+        return Err(ResolveError::NotFound(query.to_string()));
+    }
+    one(query, found)
+}
+
+fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError> {
+    if found.len() == 1 {
+        Ok(found.remove(0))
+    } else {
+        Err(ResolveError::Ambiguous { query: query.to_string(), matches: found })
+    }
+}
+
+/// Keeps a peer's files registered: announces what the [`Library`] holds, heartbeats at the
+/// interval the tracker asks for, announces again at once when the tracker has forgotten us (it
+/// restarted), follows additions and withdrawals, and unregisters on cancellation.
+pub struct Announcer {
+    pub client: Arc<TrackerClient>,
+    pub library: Arc<Library>,
+    pub peer: PeerInfo,
+}
+
+/// Used until the tracker tells us its interval.
+const FIRST_INTERVAL: Duration = Duration::from_secs(10);
+/// After a failed exchange, try again this soon (the tracker may be restarting).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Announcer {
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut registered: BTreeSet<FileId> = BTreeSet::new();
+        let mut interval = FIRST_INTERVAL;
+        let mut next_heartbeat = tokio::time::Instant::now() + interval;
+        loop {
+            let changed = self.library.changed();
+            match self.sync(&mut registered).await {
+                Ok(Some(i)) => {
+                    interval = i;
+                    next_heartbeat = tokio::time::Instant::now() + interval;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("could not register with the tracker: {e}");
+                    next_heartbeat = tokio::time::Instant::now() + RETRY_AFTER;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = changed => continue,
+                _ = tokio::time::sleep_until(next_heartbeat) => {}
+            }
+            let peer = self.peer.clone();
+            match self.client.request(RequestBody::Heartbeat { peer, files: registered.len() as u32 }).await {
+                Ok(ResponseBody::Ack { interval_secs }) => interval = Duration::from_secs(interval_secs.max(1).into()),
+                Ok(ResponseBody::Unknown) => {
+                    tracing::info!("the tracker forgot us (it restarted?); registering again");
+                    registered.clear();
+                }
+                Ok(_) => tracing::warn!("unexpected heartbeat reply from the tracker"),
+                Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            }
+            next_heartbeat = tokio::time::Instant::now() + if registered.is_empty() { RETRY_AFTER } else { interval };
+        }
+        // One quick try: the tracker drops us after its timeout anyway.
+        let unregister = self.client.request(RequestBody::Unregister { peer: self.peer.clone(), files: None });
+        if tokio::time::timeout(Duration::from_secs(2), unregister).await.is_ok() {
+            tracing::info!("unregistered from the tracker");
+        }
+    }
+
+    /// Brings the tracker in line with the library; returns the tracker's interval if it said one.
+    async fn sync(&self, registered: &mut BTreeSet<FileId>) -> Result<Option<Duration>, TrackerError> {
+        let live = self.library.entries();
+        let live_ids: BTreeSet<FileId> = live.iter().map(|e| e.id).collect();
+        let gone: Vec<FileId> = registered.difference(&live_ids).copied().collect();
+        let mut interval = None;
+        for page in pages(&gone, |id| encoded_len(id)) {
+            self.client.request(RequestBody::Unregister { peer: self.peer.clone(), files: Some(page.to_vec()) }).await?;
+            for id in page {
+                registered.remove(id);
+                tracing::info!(file = %id.short(), "withdrawn from the tracker");
+            }
+        }
+        let new: Vec<FileEntry> = live.into_iter().filter(|e| !registered.contains(&e.id)).collect();
+        for page in pages(&new, encoded_len) {
+            match self.client.request(RequestBody::Announce { peer: self.peer.clone(), files: page.to_vec() }).await? {
+                ResponseBody::Ack { interval_secs } => interval = Some(Duration::from_secs(interval_secs.max(1).into())),
+                _ => return Err(TrackerError::Protocol),
+            }
+            registered.extend(page.iter().map(|e| e.id));
+        }
+        if !new.is_empty() {
+            tracing::info!(files = new.len(), tracker = %self.client.addr(), "registered with the tracker");
+        }
+        Ok(interval)
+    }
+}
+
+/// Splits items into runs whose encodings fit in one request datagram.
+fn pages<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    // Room for the magic, transaction, connection id, peer info and the list's length.
+    const BUDGET: usize = MAX_DATAGRAM - 64;
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && used + n > BUDGET {
+            out.push(&items[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// The peer info to register: our serving port, and an address override if one was given.
+pub fn peer_info(port: u16, advertise: Option<IpAddr>) -> PeerInfo {
+    PeerInfo { port, advertise }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_fit_a_datagram() {
+        let items: Vec<usize> = vec![100; 50];
+        let p = pages(&items, |n| *n);
+        assert!(p.len() > 1);
+        assert!(p.iter().all(|page| page.iter().sum::<usize>() <= MAX_DATAGRAM - 64));
+        assert_eq!(p.iter().map(|page| page.len()).sum::<usize>(), 50);
+        assert!(pages(&[] as &[usize], |n| *n).is_empty());
+    }
+}

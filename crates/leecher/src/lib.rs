@@ -1,0 +1,212 @@
+//! The `leecher` command: finds a file through the tracker, downloads and verifies it, then keeps
+//! seeding it until Ctrl-C (unless `--no-seed`). `leecher --list` prints what the tracker knows.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
+use shoal_engine::seeding::{parse_advertise, Seeding, SeedingOptions};
+use shoal_engine::store::{Library, SharedFile};
+use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
+use shoal_engine::tracker_client::{resolve, RetryPolicy, TrackerClient};
+use shoal_proto::tracker::Filter;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "leecher", version, about = "Download a file from the swarm, verify every chunk, then seed it.")]
+struct Args {
+    /// The file: its id, a unique id prefix (8+ hex characters) or its name. With --list, a
+    /// pattern that names must contain.
+    #[arg(value_name = "ID-or-NAME", required_unless_present = "list")]
+    query: Option<String>,
+    /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
+    #[arg(long)]
+    list: bool,
+    /// Tracker address.
+    #[arg(long, env = "P2P_TRACKER", default_value = shoal_engine::DEFAULT_TRACKER, value_name = "HOST:PORT")]
+    tracker: String,
+    /// Folder to write the file into.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    out: PathBuf,
+    /// Replace the destination file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Exit as soon as the verified file is in place instead of seeding it.
+    #[arg(long)]
+    no_seed: bool,
+    /// TCP port to seed on afterwards (default: one the OS picks).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Register this address with the tracker instead of the one it sees.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    advertise: Option<String>,
+    /// Give up after this many seconds without any peer delivering data.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// Drop a peer that sends nothing for this many seconds while it owes us chunks.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Most peer connections at once.
+    #[arg(long, default_value_t = DownloadOptions::default().max_peers)]
+    max_peers: usize,
+    /// Chunk requests in flight per peer.
+    #[arg(long, default_value_t = DownloadOptions::default().window)]
+    window: usize,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("leecher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.window == 0 || args.max_peers == 0 || args.stall_timeout == 0 {
+        anyhow::bail!("--window, --max-peers and --stall-timeout must be at least 1");
+    }
+    let client = Arc::new(TrackerClient::connect(&args.tracker, RetryPolicy::default()).await?);
+    if args.list {
+        let filter = args.query.clone().map_or(Filter::All, Filter::NameContains);
+        let mut out = std::io::stdout().lock();
+        for e in client.list(filter).await? {
+            writeln!(out, "{} {} {} {}", e.id, e.size, e.seeders, e.name)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let query = args.query.clone().expect("clap requires it without --list");
+    if !args.out.is_dir() {
+        anyhow::bail!("the output folder {} does not exist", args.out.display());
+    }
+    let entry = resolve(&client, &query).await?;
+    let opts = DownloadOptions {
+        out_dir: args.out.clone(),
+        force: args.force,
+        window: args.window,
+        max_peers: args.max_peers,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let display = tokio::spawn(show_progress(progress.clone(), entry.name.clone(), cancel.clone()));
+    let signal = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            cancel.cancel();
+        })
+    };
+    let result = download(client.clone(), entry, opts, progress, cancel.clone()).await;
+    let interrupted = cancel.is_cancelled();
+    cancel.cancel();
+    let _ = display.await;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e @ DownloadError::Cancelled { .. }) if interrupted => {
+            eprintln!("leecher: {e}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!("{}", summary_line(&summary));
+    println!("{} {} {}", summary.id, summary.manifest.size(), summary.path.display());
+    std::io::stdout().flush()?;
+    if args.no_seed {
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Keep sharing what we just verified, without hashing it again.
+    let library = Library::new();
+    let (path, name, manifest) = (summary.path.clone(), summary.name.clone(), summary.manifest.clone());
+    library.add(tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??);
+    let advertise = match &args.advertise {
+        Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let seeding = Seeding::start(library, client, &SeedingOptions { port: args.port, advertise }).await?;
+    tracing::info!(port = seeding.port, "seeding {}; Ctrl-C to stop", summary.name);
+    // The download's signal task is still waiting for the first Ctrl-C.
+    let _ = signal.await;
+    seeding.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary_line(s: &Summary) -> String {
+    let secs = s.elapsed.as_secs_f64();
+    let fetched: u64 = s.peers.iter().map(|(_, p)| p.bytes).sum();
+    let rate = fetched as f64 / s.data_phase.as_secs_f64().max(1e-6);
+    let per_peer: Vec<String> = s.peers.iter().filter(|(_, p)| p.chunks > 0).map(|(a, p)| format!("{a}={}", p.chunks)).collect();
+    let banned = s.banned();
+    let mut line = format!(
+        "downloaded {}: {} in {secs:.2} s ({}/s); chunks per peer: {}",
+        s.name,
+        human_bytes(s.manifest.size()),
+        human_bytes(rate as u64),
+        if per_peer.is_empty() { "none".to_string() } else { per_peer.join(" ") }
+    );
+    if s.resumed_chunks > 0 {
+        line += &format!("; resumed {} chunks, fetched {}", s.resumed_chunks, s.fetched_chunks);
+    }
+    if s.hash_failures > 0 {
+        line += &format!("; {} chunks failed verification", s.hash_failures);
+    }
+    if !banned.is_empty() {
+        line += &format!("; banned: {}", banned.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "));
+    }
+    line
+}
+
+/// A bar on a terminal; otherwise a plain line every few seconds. Ends when `done` fires.
+async fn show_progress(p: Arc<Progress>, name: String, done: CancellationToken) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {prefix} peers")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.clone());
+        Some(bar)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let mut last_line = Instant::now();
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(if tty { 100 } else { 500 })) => {}
+        }
+        let (total, got, peers) = (p.total.load(Ordering::Relaxed), p.done.load(Ordering::Relaxed), p.peers.load(Ordering::Relaxed));
+        match &bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(got);
+                bar.set_prefix(peers.to_string());
+            }
+            None if last_line.elapsed() >= Duration::from_secs(2) && total > 0 => {
+                last_line = Instant::now();
+                let pct = got as f64 * 100.0 / total as f64;
+                let rate = got as f64 / start.elapsed().as_secs_f64().max(1e-6);
+                eprintln!("{name}: {pct:.0}% {}/{} {}/s, {peers} peers", human_bytes(got), human_bytes(total), human_bytes(rate as u64));
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}

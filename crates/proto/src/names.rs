@@ -1,0 +1,58 @@
+//! File names that come from the network are labels, never paths.
+//!
+//! A tracker entry may carry any string at all. [`safe_file_name`] turns it into a single path
+//! component that cannot climb out of, or point outside, the leecher's output folder.
+
+use crate::FileId;
+
+/// Longest name we write, in bytes (file systems commonly allow 255; `.part` must still fit).
+pub const MAX_LOCAL_NAME: usize = 200;
+
+/// A name safe to join onto the output folder: the last path component of `name`, without control
+/// characters, never empty, `.` or `..`, and at most [`MAX_LOCAL_NAME`] bytes. Falls back to
+/// `file-<id prefix>` when nothing usable is left.
+pub fn safe_file_name(name: &str, id: &FileId) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let mut cleaned = cleaned.trim().to_string();
+    if cleaned.len() > MAX_LOCAL_NAME {
+        let mut end = MAX_LOCAL_NAME;
+        while !cleaned.is_char_boundary(end) {
+            end -= 1;
+        }
+        cleaned.truncate(end);
+    }
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
+        return format!("file-{}", id.short());
+    }
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_become_one_component() {
+        let id = FileId([0x12; 32]);
+        let cases = [
+            ("../../etc/passwd", "passwd"),
+            ("/abs/path", "path"),
+            ("a/b", "b"),
+            ("..", "file-12121212"),
+            (".", "file-12121212"),
+            ("", "file-12121212"),
+            ("dir/", "file-12121212"),
+            ("a\\..\\b", "b"),
+            ("bad\u{0}na\u{7}me\n", "badname"),
+            ("notes.pdf", "notes.pdf"),
+            ("...", "file-12121212"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(safe_file_name(input, &id), want, "input {input:?}");
+        }
+        let long = "é".repeat(500);
+        let out = safe_file_name(&long, &id);
+        assert!(out.len() <= MAX_LOCAL_NAME && !out.is_empty());
+    }
+}

@@ -1,0 +1,125 @@
+//! The `seeder` command: hashes files, prints their ids, registers them with the tracker and
+//! serves their chunks until Ctrl-C.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_engine::seeding::{parse_advertise, Seeding, SeedingOptions};
+use shoal_engine::store::{Library, SharedFile};
+use shoal_engine::support::{init_logging, shutdown_signal};
+use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
+use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
+
+#[derive(Parser, Debug)]
+#[command(name = "seeder", version, about = "Share files: hash them, register them with the tracker, serve their chunks.")]
+struct Args {
+    /// Files to share.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Tracker address.
+    #[arg(long, env = "P2P_TRACKER", default_value = shoal_engine::DEFAULT_TRACKER, value_name = "HOST:PORT")]
+    tracker: String,
+    /// TCP port to serve on (default: one the OS picks).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Chunk size: a power of two from 16K to 16M (suffixes K and M).
+    #[arg(long, default_value = "512K", value_parser = parse_size)]
+    chunk_size: u32,
+    /// Register this address with the tracker instead of the one it sees (NAT, several networks).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    advertise: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.to_ascii_uppercase() {
+        u if u.ends_with("KIB") || u.ends_with("K") => (u.trim_end_matches("IB").trim_end_matches('K').to_string(), 1024),
+        u if u.ends_with("MIB") || u.ends_with("M") => (u.trim_end_matches("IB").trim_end_matches('M').to_string(), 1024 * 1024),
+        u => (u, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 512K or 1M"))?;
+    let size = n.checked_mul(mult).filter(|v| *v <= u64::from(u32::MAX)).ok_or("too large")? as u32;
+    shoal_proto::manifest::chunk_count(0, size).map_err(|e| e.to_string())?;
+    Ok(size)
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seeder: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    debug_assert!(DEFAULT_CHUNK_SIZE.is_power_of_two());
+    // Check every path before hashing anything, so a typo fails at once.
+    for path in &args.files {
+        let meta = std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+        if meta.is_dir() {
+            anyhow::bail!("{} is a directory; seeder shares files", path.display());
+        }
+        std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+    }
+    let library = Library::new();
+    for path in &args.files {
+        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
+        println!("{} {} {}", shared.id, shared.manifest.size(), shared.name);
+        library.add(shared);
+    }
+    std::io::stdout().flush()?;
+
+    let advertise = match &args.advertise {
+        Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let client = Arc::new(TrackerClient::connect(&args.tracker, RetryPolicy::default()).await?);
+    let seeding = Seeding::start(library.clone(), client, &SeedingOptions { port: args.port, advertise })
+        .await
+        .with_context(|| format!("cannot serve on TCP port {}; choose another with --port", args.port))?;
+    tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %args.tracker, "serving; Ctrl-C to stop");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    seeding.stop().await;
+    Ok(())
+}
+
+/// Hashes on a blocking thread while a progress bar (on a terminal) shows how far it got.
+async fn hash_with_progress(path: PathBuf, chunk_size: u32) -> anyhow::Result<SharedFile> {
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let done = Arc::new(AtomicU64::new(0));
+    let task = {
+        let (path, done) = (path.clone(), done.clone());
+        tokio::task::spawn_blocking(move || SharedFile::hash(&path, chunk_size, &done))
+    };
+    let bar = ProgressBar::new(size).with_style(
+        ProgressStyle::with_template("hashing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    // Only draw if hashing takes more than a moment.
+    let show_after = tokio::time::Instant::now() + Duration::from_millis(300);
+    tokio::pin!(task);
+    let result = loop {
+        tokio::select! {
+            r = &mut task => break r.expect("hashing panicked"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if tokio::time::Instant::now() >= show_after {
+                    bar.set_position(done.load(Ordering::Relaxed));
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    Ok(result?)
+}
