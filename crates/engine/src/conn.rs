@@ -40,7 +40,10 @@ pub struct PeerCodec {
 
 impl PeerCodec {
     pub fn new(max_frame: usize) -> PeerCodec {
-        let inner = LengthDelimitedCodec::builder().length_field_length(peer::LENGTH_PREFIX).max_frame_length(max_frame).new_codec();
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(peer::LENGTH_PREFIX)
+            .max_frame_length(max_frame)
+            .new_codec();
         PeerCodec { inner }
     }
 
@@ -81,7 +84,10 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     pub fn new(inner: OwnedWriteHalf) -> FrameWriter {
-        FrameWriter { inner, queued: BytesMut::with_capacity(256) }
+        FrameWriter {
+            inner,
+            queued: BytesMut::with_capacity(256),
+        }
     }
 
     /// Queues a frame without payload; [`FrameWriter::flush`] sends it.
@@ -107,7 +113,10 @@ impl FrameWriter {
         peer::encode_head(header, payload.len(), &mut self.queued);
         let (mut head, mut body) = (&self.queued[..], payload);
         while !head.is_empty() || !body.is_empty() {
-            let n = self.inner.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]).await?;
+            let n = self
+                .inner
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -133,7 +142,10 @@ pub fn tune(stream: &TcpStream) {
 pub fn split(stream: TcpStream, max_frame: usize) -> (FrameReader, FrameWriter) {
     tune(&stream);
     let (r, w) = stream.into_split();
-    (FramedRead::with_capacity(r, PeerCodec::new(max_frame), 64 * 1024), FrameWriter::new(w))
+    (
+        FramedRead::with_capacity(r, PeerCodec::new(max_frame), 64 * 1024),
+        FrameWriter::new(w),
+    )
 }
 
 /// The client side of a peer connection, after a successful hello.
@@ -145,12 +157,27 @@ pub struct PeerConn {
 
 impl PeerConn {
     /// Connects, says hello for `file` and waits for the welcome, all within `limit`.
-    pub async fn connect(addr: SocketAddr, file: FileId, limit: Duration) -> Result<PeerConn, ConnError> {
-        let stream = tokio::time::timeout(limit, TcpStream::connect(addr)).await.map_err(|_| ConnError::Timeout(limit))??;
+    pub async fn connect(
+        addr: SocketAddr,
+        file: FileId,
+        limit: Duration,
+    ) -> Result<PeerConn, ConnError> {
+        let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnError::Timeout(limit))??;
         // Until the manifest is known, the largest frame is a manifest.
         let (reader, mut writer) = split(stream, peer::MAX_FRAME_LEN);
-        writer.send(&Header::Hello { version: PROTOCOL_VERSION, file }).await?;
-        let mut conn = PeerConn { addr, reader, writer };
+        writer
+            .send(&Header::Hello {
+                version: PROTOCOL_VERSION,
+                file,
+            })
+            .await?;
+        let mut conn = PeerConn {
+            addr,
+            reader,
+            writer,
+        };
         match next_frame(&mut conn.reader, limit).await?.header {
             Header::Welcome { .. } => Ok(conn),
             Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
@@ -159,14 +186,21 @@ impl PeerConn {
     }
 
     /// Fetches the manifest and checks it against `file`: a peer cannot make us trust anything else.
-    pub async fn manifest(&mut self, file: &FileId, limit: Duration) -> Result<(Manifest, Bytes), ConnError> {
+    pub async fn manifest(
+        &mut self,
+        file: &FileId,
+        limit: Duration,
+    ) -> Result<(Manifest, Bytes), ConnError> {
         self.writer.send(&Header::GetManifest).await?;
         let frame = next_frame(&mut self.reader, limit).await?;
         match frame.header {
             Header::Manifest => {
-                let manifest = Manifest::decode_verified(&frame.payload, file).ok_or(ConnError::BadManifest)?;
+                let manifest = Manifest::decode_verified(&frame.payload, file)
+                    .ok_or(ConnError::BadManifest)?;
                 // From now on no honest frame is larger than one chunk and its header.
-                self.reader.decoder_mut().set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
+                self.reader
+                    .decoder_mut()
+                    .set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
                 Ok((manifest, frame.payload))
             }
             Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),

@@ -90,7 +90,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn banned(&self) -> Vec<SocketAddr> {
-        self.peers.iter().filter(|(_, s)| s.banned).map(|(a, _)| *a).collect()
+        self.peers
+            .iter()
+            .filter(|(_, s)| s.banned)
+            .map(|(a, _)| *a)
+            .collect()
     }
 }
 
@@ -99,7 +103,11 @@ pub enum DownloadError {
     #[error("{0} already exists; use --force to replace it")]
     Exists(PathBuf),
     #[error("no peer could provide {name} for {waited:?}{}", part_note(.part))]
-    NoPeers { name: String, waited: Duration, part: Option<PathBuf> },
+    NoPeers {
+        name: String,
+        waited: Duration,
+        part: Option<PathBuf>,
+    },
     #[error("the manifest size ({manifest} bytes) differs from what the tracker listed ({listed} bytes)")]
     SizeMismatch { manifest: u64, listed: u64 },
     #[error("interrupted{}", part_note(.part))]
@@ -112,7 +120,10 @@ pub enum DownloadError {
 
 fn part_note(part: &Option<PathBuf>) -> String {
     match part {
-        Some(p) => format!("; the partial download is kept in {} and the same command resumes it", p.display()),
+        Some(p) => format!(
+            "; the partial download is kept in {} and the same command resumes it",
+            p.display()
+        ),
         None => String::new(),
     }
 }
@@ -143,7 +154,13 @@ impl Shared {
 }
 
 /// Downloads `entry` (as resolved through the tracker) into `opts.out_dir`.
-pub async fn download(client: Arc<TrackerClient>, entry: ListEntry, opts: DownloadOptions, progress: Arc<Progress>, cancel: CancellationToken) -> Result<Summary, DownloadError> {
+pub async fn download(
+    client: Arc<TrackerClient>,
+    entry: ListEntry,
+    opts: DownloadOptions,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<Summary, DownloadError> {
     let start = Instant::now();
     let name = safe_file_name(&entry.name, &entry.id);
     let dest = opts.out_dir.join(&name);
@@ -157,7 +174,10 @@ pub async fn download(client: Arc<TrackerClient>, entry: ListEntry, opts: Downlo
         r = fetch_manifest(&client, &entry, &opts, &mut book).instrument(span.clone()) => r?,
     };
     if manifest.size() != entry.size {
-        return Err(DownloadError::SizeMismatch { manifest: manifest.size(), listed: entry.size });
+        return Err(DownloadError::SizeMismatch {
+            manifest: manifest.size(),
+            listed: entry.size,
+        });
     }
     progress.total.store(manifest.size(), Ordering::Relaxed);
 
@@ -174,12 +194,17 @@ pub async fn download(client: Arc<TrackerClient>, entry: ListEntry, opts: Downlo
     // Resume: whatever is already on disk and matches the manifest is not fetched again.
     let (part, have) = if existed {
         let (m, p) = (manifest.clone(), progress.clone());
-        tokio::task::spawn_blocking(move || part.verify_existing(&m, &p.checked).map(|h| (part, h))).await.expect("verification panicked")?
+        tokio::task::spawn_blocking(move || part.verify_existing(&m, &p.checked).map(|h| (part, h)))
+            .await
+            .expect("verification panicked")?
     } else {
         (part, vec![false; manifest.num_chunks() as usize])
     };
     let resumed_chunks = have.iter().filter(|h| **h).count() as u32;
-    let resumed_bytes: u64 = (0..manifest.num_chunks()).filter(|&i| have[i as usize]).map(|i| u64::from(manifest.chunk_len(ChunkIndex(i)))).sum();
+    let resumed_bytes: u64 = (0..manifest.num_chunks())
+        .filter(|&i| have[i as usize])
+        .map(|i| u64::from(manifest.chunk_len(ChunkIndex(i))))
+        .sum();
     progress.done.store(resumed_bytes, Ordering::Relaxed);
     if resumed_chunks > 0 {
         tracing::info!(parent: &span, chunks = resumed_chunks, "resuming: chunks already on disk and verified");
@@ -192,7 +217,9 @@ pub async fn download(client: Arc<TrackerClient>, entry: ListEntry, opts: Downlo
         part,
         changed: watch::channel(()).0,
         progress: progress.clone(),
-        verify_permits: Arc::new(Semaphore::new(2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2)),
+        verify_permits: Arc::new(Semaphore::new(
+            2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2,
+        )),
         verifying: TaskTracker::new(),
         fatal: Mutex::new(None),
         last_activity: Mutex::new(Instant::now()),
@@ -200,21 +227,36 @@ pub async fn download(client: Arc<TrackerClient>, entry: ListEntry, opts: Downlo
         cancel: cancel.child_token(),
     });
     let data_start = Instant::now();
-    let outcome = run_workers(&shared, &client, &mut book, first).instrument(span.clone()).await;
+    let outcome = run_workers(&shared, &client, &mut book, first)
+        .instrument(span.clone())
+        .await;
     shared.cancel.cancel();
     shared.verifying.close();
     shared.verifying.wait().await;
     let data_phase = data_start.elapsed();
     match outcome {
         Ok(()) => {}
-        Err(RunEnd::Cancelled) => return Err(DownloadError::Cancelled { part: Some(part_path) }),
-        Err(RunEnd::NoPeers(waited)) => return Err(DownloadError::NoPeers { name, waited, part: Some(part_path) }),
+        Err(RunEnd::Cancelled) => {
+            return Err(DownloadError::Cancelled {
+                part: Some(part_path),
+            })
+        }
+        Err(RunEnd::NoPeers(waited)) => {
+            return Err(DownloadError::NoPeers {
+                name,
+                waited,
+                part: Some(part_path),
+            })
+        }
         Err(RunEnd::Fatal(e)) => return Err(e.into()),
     }
     let shared = Arc::into_inner(shared).expect("every worker and verifier has finished");
-    let path = tokio::task::spawn_blocking(move || shared.part.finish()).await.expect("finishing panicked")?;
+    let path = tokio::task::spawn_blocking(move || shared.part.finish())
+        .await
+        .expect("finishing panicked")?;
     let sched = shared.sched.into_inner().unwrap();
-    let mut peers: Vec<(SocketAddr, PeerStats)> = sched.stats().iter().map(|(a, s)| (*a, s.clone())).collect();
+    let mut peers: Vec<(SocketAddr, PeerStats)> =
+        sched.stats().iter().map(|(a, s)| (*a, s.clone())).collect();
     peers.sort_by(|a, b| b.1.chunks.cmp(&a.1.chunks).then(a.0.cmp(&b.0)));
     Ok(Summary {
         id: entry.id,
@@ -237,13 +279,20 @@ enum RunEnd {
 }
 
 /// Asks the tracker for peers until one hands over a manifest that matches the id.
-async fn fetch_manifest(client: &TrackerClient, entry: &ListEntry, opts: &DownloadOptions, book: &mut PeerBook) -> Result<(Manifest, PeerConn), DownloadError> {
+async fn fetch_manifest(
+    client: &TrackerClient,
+    entry: &ListEntry,
+    opts: &DownloadOptions,
+    book: &mut PeerBook,
+) -> Result<(Manifest, PeerConn), DownloadError> {
     let start = Instant::now();
     let mut query_wait = Duration::from_millis(250);
     loop {
         match client.peers(entry.id).await {
             Ok(peers) => book.add(&peers),
-            Err(e) if start.elapsed() < opts.timeout => tracing::warn!("asking the tracker for peers failed: {e}"),
+            Err(e) if start.elapsed() < opts.timeout => {
+                tracing::warn!("asking the tracker for peers failed: {e}")
+            }
             Err(e) => return Err(e.into()),
         }
         for addr in book.ready(Instant::now()) {
@@ -256,27 +305,46 @@ async fn fetch_manifest(client: &TrackerClient, entry: &ListEntry, opts: &Downlo
             }
         }
         if start.elapsed() >= opts.timeout {
-            return Err(DownloadError::NoPeers { name: entry.name.clone(), waited: opts.timeout, part: None });
+            return Err(DownloadError::NoPeers {
+                name: entry.name.clone(),
+                waited: opts.timeout,
+                part: None,
+            });
         }
         tokio::time::sleep(query_wait.min(opts.timeout.saturating_sub(start.elapsed()))).await;
         query_wait = (query_wait * 2).min(Duration::from_secs(5));
     }
 }
 
-async fn get_manifest(addr: SocketAddr, id: FileId, limit: Duration) -> Result<(Manifest, PeerConn), ConnError> {
+async fn get_manifest(
+    addr: SocketAddr,
+    id: FileId,
+    limit: Duration,
+) -> Result<(Manifest, PeerConn), ConnError> {
     let mut conn = PeerConn::connect(addr, id, limit).await?;
     let (manifest, _) = conn.manifest(&id, limit).await?;
     Ok((manifest, conn))
 }
 
-async fn run_workers(shared: &Arc<Shared>, client: &TrackerClient, book: &mut PeerBook, first: PeerConn) -> Result<(), RunEnd> {
+async fn run_workers(
+    shared: &Arc<Shared>,
+    client: &TrackerClient,
+    book: &mut PeerBook,
+    first: PeerConn,
+) -> Result<(), RunEnd> {
     let mut workers: JoinSet<(SocketAddr, bool)> = JoinSet::new();
     let mut changed = shared.changed.subscribe();
-    let spawn = |workers: &mut JoinSet<(SocketAddr, bool)>, book: &mut PeerBook, addr: SocketAddr, conn: Option<PeerConn>| {
+    let spawn = |workers: &mut JoinSet<(SocketAddr, bool)>,
+                 book: &mut PeerBook,
+                 addr: SocketAddr,
+                 conn: Option<PeerConn>| {
         book.started(addr);
         shared.progress.peers.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
-        workers.spawn(async move { (addr, worker(shared, addr, conn).await) }.instrument(tracing::info_span!("peer", %addr)));
+        workers.spawn(
+            async move { (addr, worker(shared, addr, conn).await) }
+                .instrument(tracing::info_span!("peer", %addr)),
+        );
     };
     spawn(&mut workers, book, first.addr, Some(first));
     let mut next_query = Instant::now() + Duration::from_secs(1);
@@ -301,18 +369,37 @@ async fn run_workers(shared: &Arc<Shared>, client: &TrackerClient, book: &mut Pe
                 Ok(peers) => book.add(&peers),
                 Err(e) => tracing::warn!("asking the tracker for peers failed: {e}"),
             }
-            query_wait = if book.len() > before { Duration::from_secs(1) } else { (query_wait * 2).min(Duration::from_secs(10)) };
-            next_query = Instant::now() + if workers.is_empty() { query_wait.min(Duration::from_secs(2)) } else { query_wait };
+            query_wait = if book.len() > before {
+                Duration::from_secs(1)
+            } else {
+                (query_wait * 2).min(Duration::from_secs(10))
+            };
+            next_query = Instant::now()
+                + if workers.is_empty() {
+                    query_wait.min(Duration::from_secs(2))
+                } else {
+                    query_wait
+                };
         }
         {
             let sched = shared.sched.lock().unwrap();
-            let ready: Vec<SocketAddr> = book.ready(now).into_iter().filter(|a| !sched.is_banned(a)).collect();
+            let ready: Vec<SocketAddr> = book
+                .ready(now)
+                .into_iter()
+                .filter(|a| !sched.is_banned(a))
+                .collect();
             drop(sched);
-            for addr in ready.into_iter().take(shared.opts.max_peers.saturating_sub(workers.len())) {
+            for addr in ready
+                .into_iter()
+                .take(shared.opts.max_peers.saturating_sub(workers.len()))
+            {
                 spawn(&mut workers, book, addr, None);
             }
         }
-        let tick = next_query.min(book.next_retry().unwrap_or(next_query)).saturating_duration_since(Instant::now()).max(Duration::from_millis(50));
+        let tick = next_query
+            .min(book.next_retry().unwrap_or(next_query))
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(50));
         tokio::select! {
             _ = shared.cancel.cancelled() => {
                 // A failed write cancels the workers too; report it rather than an interruption.
@@ -351,14 +438,25 @@ enum PullError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("sent chunk {got} while chunk {expected:?} was due")]
-    OutOfOrder { got: ChunkIndex, expected: Option<ChunkIndex> },
+    OutOfOrder {
+        got: ChunkIndex,
+        expected: Option<ChunkIndex>,
+    },
     #[error("sent {got} bytes for chunk {index}, which has {expected}")]
-    WrongLength { index: ChunkIndex, got: usize, expected: u32 },
+    WrongLength {
+        index: ChunkIndex,
+        got: usize,
+        expected: u32,
+    },
     #[error("banned for sending data that failed its hash")]
     Banned,
 }
 
-async fn pull(shared: &Arc<Shared>, addr: SocketAddr, conn: Option<PeerConn>) -> Result<(), PullError> {
+async fn pull(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    conn: Option<PeerConn>,
+) -> Result<(), PullError> {
     let limit = shared.opts.stall_timeout;
     let mut conn = match conn {
         Some(c) => c,
@@ -367,7 +465,9 @@ async fn pull(shared: &Arc<Shared>, addr: SocketAddr, conn: Option<PeerConn>) ->
             c = PeerConn::connect(addr, shared.id, limit) => c?,
         },
     };
-    conn.reader.decoder_mut().set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
+    conn.reader
+        .decoder_mut()
+        .set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
     loop {
@@ -405,13 +505,20 @@ async fn pull(shared: &Arc<Shared>, addr: SocketAddr, conn: Option<PeerConn>) ->
         match frame.header {
             Header::Chunk { index } => {
                 if outstanding.front() != Some(&index) {
-                    return Err(PullError::OutOfOrder { got: index, expected: outstanding.front().copied() });
+                    return Err(PullError::OutOfOrder {
+                        got: index,
+                        expected: outstanding.front().copied(),
+                    });
                 }
                 outstanding.pop_front();
                 let expected = shared.manifest.chunk_len(index);
                 if frame.payload.len() != expected as usize {
                     shared.sched.lock().unwrap().hash_failed(addr, index);
-                    return Err(PullError::WrongLength { index, got: frame.payload.len(), expected });
+                    return Err(PullError::WrongLength {
+                        index,
+                        got: frame.payload.len(),
+                        expected,
+                    });
                 }
                 if shared.sched.lock().unwrap().is_done(index) {
                     // Endgame: someone else's copy already won.
@@ -428,7 +535,10 @@ async fn pull(shared: &Arc<Shared>, addr: SocketAddr, conn: Option<PeerConn>) ->
                     drop(permit);
                 });
             }
-            Header::Reject { index: Some(index), reason } if outstanding.front() == Some(&index) => {
+            Header::Reject {
+                index: Some(index),
+                reason,
+            } if outstanding.front() == Some(&index) => {
                 return Err(ConnError::Rejected(reason).into());
             }
             other => return Err(ConnError::Unexpected(other).into()),
@@ -439,7 +549,10 @@ async fn pull(shared: &Arc<Shared>, addr: SocketAddr, conn: Option<PeerConn>) ->
 /// Runs on a blocking thread: hash, write, record. A bad chunk strikes its sender.
 fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: Bytes) {
     if !shared.manifest.verify(index, &data) {
-        shared.progress.hash_failures.fetch_add(1, Ordering::Relaxed);
+        shared
+            .progress
+            .hash_failures
+            .fetch_add(1, Ordering::Relaxed);
         let banned = shared.sched.lock().unwrap().hash_failed(addr, index);
         tracing::warn!(peer = %addr, chunk = %index, banned, "chunk failed its hash; discarded");
         shared.notify();
@@ -455,8 +568,17 @@ fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: Byt
         shared.notify();
         return;
     }
-    if shared.sched.lock().unwrap().completed(addr, index, data.len() as u32) == Completion::Accepted {
-        shared.progress.done.fetch_add(data.len() as u64, Ordering::Relaxed);
+    if shared
+        .sched
+        .lock()
+        .unwrap()
+        .completed(addr, index, data.len() as u32)
+        == Completion::Accepted
+    {
+        shared
+            .progress
+            .done
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     shared.notify();
 }
@@ -480,31 +602,55 @@ impl PeerBook {
 
     fn add(&mut self, addrs: &[SocketAddr]) {
         for a in addrs {
-            self.peers.entry(*a).or_insert(BookEntry { active: false, failures: 0, retry_at: Instant::now() });
+            self.peers.entry(*a).or_insert(BookEntry {
+                active: false,
+                failures: 0,
+                retry_at: Instant::now(),
+            });
         }
     }
 
     /// Peers not connected now whose back-off has passed.
     fn ready(&self, now: Instant) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.peers.iter().filter(|(_, e)| !e.active && e.retry_at <= now).map(|(a, _)| *a).collect();
+        let mut v: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| !e.active && e.retry_at <= now)
+            .map(|(a, _)| *a)
+            .collect();
         v.sort();
         v
     }
 
     fn next_retry(&self) -> Option<Instant> {
-        self.peers.values().filter(|e| !e.active).map(|e| e.retry_at).min()
+        self.peers
+            .values()
+            .filter(|e| !e.active)
+            .map(|e| e.retry_at)
+            .min()
     }
 
     fn started(&mut self, addr: SocketAddr) {
         if let Some(e) = self.peers.get_mut(&addr) {
             e.active = true;
         } else {
-            self.peers.insert(addr, BookEntry { active: true, failures: 0, retry_at: Instant::now() });
+            self.peers.insert(
+                addr,
+                BookEntry {
+                    active: true,
+                    failures: 0,
+                    retry_at: Instant::now(),
+                },
+            );
         }
     }
 
     fn ended(&mut self, addr: SocketAddr, ok: bool, now: Instant) {
-        let e = self.peers.entry(addr).or_insert(BookEntry { active: false, failures: 0, retry_at: now });
+        let e = self.peers.entry(addr).or_insert(BookEntry {
+            active: false,
+            failures: 0,
+            retry_at: now,
+        });
         e.active = false;
         e.failures = if ok { 0 } else { e.failures + 1 };
         e.retry_at = now + Duration::from_millis(500 * (1u64 << e.failures.min(5)));

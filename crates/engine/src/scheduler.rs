@@ -50,10 +50,19 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for `num_chunks` chunks, of which those marked in `have` are already verified.
     pub fn new(num_chunks: u32, have: &[bool]) -> Scheduler {
-        let done: Vec<bool> = (0..num_chunks as usize).map(|i| have.get(i).copied().unwrap_or(false)).collect();
+        let done: Vec<bool> = (0..num_chunks as usize)
+            .map(|i| have.get(i).copied().unwrap_or(false))
+            .collect();
         let missing = (0..num_chunks).filter(|&i| !done[i as usize]).collect();
         let done_count = done.iter().filter(|d| **d).count() as u32;
-        Scheduler { num_chunks, done, done_count, missing, in_flight: BTreeMap::new(), peers: HashMap::new() }
+        Scheduler {
+            num_chunks,
+            done,
+            done_count,
+            missing,
+            in_flight: BTreeMap::new(),
+            peers: HashMap::new(),
+        }
     }
 
     pub fn is_complete(&self) -> bool {
@@ -88,7 +97,11 @@ impl Scheduler {
             self.in_flight.insert(i, vec![peer]);
             return Some(ChunkIndex(i));
         }
-        let (&i, holders) = self.in_flight.iter_mut().filter(|(_, h)| h.len() < MAX_HOLDERS && !h.contains(&peer)).min_by_key(|(_, h)| h.len())?;
+        let (&i, holders) = self
+            .in_flight
+            .iter_mut()
+            .filter(|(_, h)| h.len() < MAX_HOLDERS && !h.contains(&peer))
+            .min_by_key(|(_, h)| h.len())?;
         holders.push(peer);
         Some(ChunkIndex(i))
     }
@@ -132,7 +145,12 @@ impl Scheduler {
 
     /// `peer`'s connection ended: everything it was asked for goes back to whoever is left.
     pub fn peer_gone(&mut self, peer: PeerKey) {
-        let held: Vec<u32> = self.in_flight.iter().filter(|(_, h)| h.contains(&peer)).map(|(&i, _)| i).collect();
+        let held: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, h)| h.contains(&peer))
+            .map(|(&i, _)| i)
+            .collect();
         for i in held {
             self.drop_holder(peer, i);
         }
@@ -155,12 +173,23 @@ impl Scheduler {
         let done = self.done.iter().filter(|d| **d).count() as u32;
         assert_eq!(done, self.done_count);
         for i in 0..self.num_chunks {
-            let states = [self.done[i as usize], self.missing.contains(&i), self.in_flight.contains_key(&i)];
-            assert_eq!(states.iter().filter(|s| **s).count(), 1, "chunk {i} must be in exactly one state: {states:?}");
+            let states = [
+                self.done[i as usize],
+                self.missing.contains(&i),
+                self.in_flight.contains_key(&i),
+            ];
+            assert_eq!(
+                states.iter().filter(|s| **s).count(),
+                1,
+                "chunk {i} must be in exactly one state: {states:?}"
+            );
         }
         for holders in self.in_flight.values() {
             assert!(!holders.is_empty() && holders.len() <= MAX_HOLDERS);
-            assert!(holders.iter().all(|p| !self.is_banned(p)), "a banned peer holds a chunk");
+            assert!(
+                holders.iter().all(|p| !self.is_banned(p)),
+                "a banned peer holds a chunk"
+            );
         }
     }
 }

@@ -28,15 +28,32 @@ pub struct Seeding {
 
 impl Seeding {
     /// Binds the port, starts serving and registering. Fails only if the port cannot be bound.
-    pub async fn start(library: Arc<Library>, client: Arc<TrackerClient>, opts: &SeedingOptions) -> std::io::Result<Seeding> {
+    pub async fn start(
+        library: Arc<Library>,
+        client: Arc<TrackerClient>,
+        opts: &SeedingOptions,
+    ) -> std::io::Result<Seeding> {
         let listener = crate::server::bind(opts.port).await?;
         let port = listener.local_addr()?.port();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(crate::server::serve(listener, library.clone(), cancel.child_token()));
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            library.clone(),
+            cancel.child_token(),
+        ));
         let (ip, advertised_port) = opts.advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
-        let announcer = Announcer { client, library, peer: peer_info(advertised_port.unwrap_or(port), ip) };
+        let announcer = Announcer {
+            client,
+            library,
+            peer: peer_info(advertised_port.unwrap_or(port), ip),
+        };
         let announcer = tokio::spawn(announcer.run(cancel.child_token()));
-        Ok(Seeding { port, cancel, server, announcer })
+        Ok(Seeding {
+            port,
+            cancel,
+            server,
+            announcer,
+        })
     }
 
     /// Unregisters from the tracker and stops serving.
@@ -56,9 +73,20 @@ pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
         return Ok((addr.ip(), Some(addr.port())));
     }
     let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| format!("bad port in --advertise {s:?}"))?)),
+        Some((h, p)) => (
+            h,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port in --advertise {s:?}"))?,
+            ),
+        ),
         None => (s, None),
     };
-    let ip = tokio::net::lookup_host((host, 0)).await.ok().and_then(|mut a| a.next()).map(|a| a.ip()).ok_or_else(|| format!("cannot resolve --advertise host {host:?}"))?;
+    let ip = tokio::net::lookup_host((host, 0))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("cannot resolve --advertise host {host:?}"))?;
     Ok((ip, port))
 }

@@ -71,24 +71,42 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
 
 type Pending = JoinHandle<(Header, Option<bytes::Bytes>)>;
 
-async fn serve_conn(stream: TcpStream, library: &Arc<Library>, cancel: &CancellationToken) -> Result<(), ConnError> {
+async fn serve_conn(
+    stream: TcpStream,
+    library: &Arc<Library>,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
     let file = match next_frame(&mut reader, HELLO_TIMEOUT).await?.header {
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            writer.send(&Header::Reject { index: None, reason: RejectReason::VersionMismatch }).await?;
+            writer
+                .send(&Header::Reject {
+                    index: None,
+                    reason: RejectReason::VersionMismatch,
+                })
+                .await?;
             return Ok(());
         }
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => f,
             None => {
-                writer.send(&Header::Reject { index: None, reason: RejectReason::UnknownFile }).await?;
+                writer
+                    .send(&Header::Reject {
+                        index: None,
+                        reason: RejectReason::UnknownFile,
+                    })
+                    .await?;
                 return Ok(());
             }
         },
         other => return Err(ConnError::Unexpected(other)),
     };
     tracing::debug!(file = %file.id.short(), "hello");
-    writer.send(&Header::Welcome { version: PROTOCOL_VERSION }).await?;
+    writer
+        .send(&Header::Welcome {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
 
     // Requests are answered in order. Reads run ahead on blocking threads while earlier chunks
     // are being written; we stop reading requests while READ_AHEAD are pending (TCP pushes back).
@@ -126,7 +144,11 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>, cancel: &Cancella
     }
 }
 
-fn read_chunk(file: Arc<SharedFile>, library: &Arc<Library>, index: shoal_proto::ChunkIndex) -> Pending {
+fn read_chunk(
+    file: Arc<SharedFile>,
+    library: &Arc<Library>,
+    index: shoal_proto::ChunkIndex,
+) -> Pending {
     let library = library.clone();
     tokio::task::spawn_blocking(move || match file.read_chunk(index) {
         Ok(data) => (Header::Chunk { index }, Some(data)),
@@ -139,7 +161,13 @@ fn read_chunk(file: Arc<SharedFile>, library: &Arc<Library>, index: shoal_proto:
                     RejectReason::Unavailable
                 }
             };
-            (Header::Reject { index: Some(index), reason }, None)
+            (
+                Header::Reject {
+                    index: Some(index),
+                    reason,
+                },
+                None,
+            )
         }
     })
 }

@@ -31,7 +31,10 @@ pub enum StoreError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
-    Manifest { path: PathBuf, source: ManifestError },
+    Manifest {
+        path: PathBuf,
+        source: ManifestError,
+    },
     #[error("{path} changed while it was being hashed; try again once nothing writes to it")]
     ChangedWhileHashing { path: PathBuf },
     #[error("not enough space on the disk for {path}")]
@@ -55,10 +58,19 @@ impl StoreError {
 }
 
 /// Hashes every chunk of `file` on all cores. `progress` grows by the bytes hashed so far.
-pub fn hash_chunks(file: &File, size: u64, chunk_size: u32, progress: &AtomicU64) -> io::Result<Vec<ChunkHash>> {
-    let n = chunk_count(size, chunk_size).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.max(1) as usize);
-    let hashes: Vec<Mutex<Vec<(u32, ChunkHash)>>> = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+pub fn hash_chunks(
+    file: &File,
+    size: u64,
+    chunk_size: u32,
+    progress: &AtomicU64,
+) -> io::Result<Vec<ChunkHash>> {
+    let n = chunk_count(size, chunk_size)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(n.max(1) as usize);
+    let hashes: Vec<Mutex<Vec<(u32, ChunkHash)>>> =
+        (0..threads).map(|_| Mutex::new(Vec::new())).collect();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
@@ -79,9 +91,14 @@ pub fn hash_chunks(file: &File, size: u64, chunk_size: u32, progress: &AtomicU64
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().expect("hashing thread panicked"))
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("hashing thread panicked"))
     })?;
-    let mut all: Vec<(u32, ChunkHash)> = hashes.into_iter().flat_map(|m| m.into_inner().unwrap()).collect();
+    let mut all: Vec<(u32, ChunkHash)> = hashes
+        .into_iter()
+        .flat_map(|m| m.into_inner().unwrap())
+        .collect();
     all.sort_unstable_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, h)| h).collect())
 }
@@ -96,7 +113,10 @@ struct Snapshot {
 impl Snapshot {
     fn of(file: &File) -> io::Result<Snapshot> {
         let meta = file.metadata()?;
-        Ok(Snapshot { len: meta.len(), modified: meta.modified().ok() })
+        Ok(Snapshot {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
     }
 }
 
@@ -125,30 +145,63 @@ pub struct SharedFile {
 
 impl SharedFile {
     /// Opens and hashes a file. `progress` grows by the bytes hashed.
-    pub fn hash(path: &Path, chunk_size: u32, progress: &AtomicU64) -> Result<SharedFile, StoreError> {
+    pub fn hash(
+        path: &Path,
+        chunk_size: u32,
+        progress: &AtomicU64,
+    ) -> Result<SharedFile, StoreError> {
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let before = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
-        if file.metadata().map_err(|e| StoreError::io(path, e))?.is_dir() {
-            return Err(StoreError::IsDir { path: path.to_path_buf() });
+        if file
+            .metadata()
+            .map_err(|e| StoreError::io(path, e))?
+            .is_dir()
+        {
+            return Err(StoreError::IsDir {
+                path: path.to_path_buf(),
+            });
         }
-        chunk_count(before.len, chunk_size).map_err(|source| StoreError::Manifest { path: path.to_path_buf(), source })?;
-        let hashes = hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| StoreError::io(path, e))?;
+        chunk_count(before.len, chunk_size).map_err(|source| StoreError::Manifest {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let hashes = hash_chunks(&file, before.len, chunk_size, progress)
+            .map_err(|e| StoreError::io(path, e))?;
         if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
-            return Err(StoreError::ChangedWhileHashing { path: path.to_path_buf() });
+            return Err(StoreError::ChangedWhileHashing {
+                path: path.to_path_buf(),
+            });
         }
-        let manifest = Manifest::new(before.len, chunk_size, hashes).map_err(|source| StoreError::Manifest { path: path.to_path_buf(), source })?;
-        let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let manifest = Manifest::new(before.len, chunk_size, hashes).map_err(|source| {
+            StoreError::Manifest {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
         Ok(SharedFile::from_parts(path, name, manifest, file, before))
     }
 
     /// A file a download has just verified chunk by chunk: no need to hash it again.
-    pub fn verified(path: &Path, name: String, manifest: Manifest) -> Result<SharedFile, StoreError> {
+    pub fn verified(
+        path: &Path,
+        name: String,
+        manifest: Manifest,
+    ) -> Result<SharedFile, StoreError> {
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let snapshot = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
         Ok(SharedFile::from_parts(path, name, manifest, file, snapshot))
     }
 
-    fn from_parts(path: &Path, name: String, manifest: Manifest, file: File, snapshot: Snapshot) -> SharedFile {
+    fn from_parts(
+        path: &Path,
+        name: String,
+        manifest: Manifest,
+        file: File,
+        snapshot: Snapshot,
+    ) -> SharedFile {
         let manifest_bytes = Bytes::from(manifest.encode());
         SharedFile {
             id: shoal_proto::manifest::id_of_encoding(&manifest_bytes),
@@ -163,7 +216,11 @@ impl SharedFile {
     }
 
     pub fn entry(&self) -> FileEntry {
-        FileEntry { id: self.id, size: self.manifest.size(), name: self.name.clone() }
+        FileEntry {
+            id: self.id,
+            size: self.manifest.size(),
+            name: self.name.clone(),
+        }
     }
 
     pub fn is_withdrawn(&self) -> bool {
@@ -181,7 +238,9 @@ impl SharedFile {
             return Err(ServeError::NoSuchChunk);
         }
         let mut buf = BytesMut::zeroed(len);
-        let read = self.file.read_exact_at(&mut buf, self.manifest.offset(index));
+        let read = self
+            .file
+            .read_exact_at(&mut buf, self.manifest.offset(index));
         // Checked after the read, so a write that raced with it is caught too.
         if Snapshot::of(&self.file).ok() != Some(self.snapshot) {
             if !self.withdrawn.swap(true, Ordering::Relaxed) {
@@ -208,18 +267,34 @@ impl Library {
 
     pub fn add(&self, file: SharedFile) -> Arc<SharedFile> {
         let file = Arc::new(file);
-        self.files.write().unwrap().entry(file.id).or_insert_with(|| file.clone());
+        self.files
+            .write()
+            .unwrap()
+            .entry(file.id)
+            .or_insert_with(|| file.clone());
         self.changed.notify_waiters();
         file
     }
 
     pub fn get(&self, id: &FileId) -> Option<Arc<SharedFile>> {
-        self.files.read().unwrap().get(id).filter(|f| !f.is_withdrawn()).cloned()
+        self.files
+            .read()
+            .unwrap()
+            .get(id)
+            .filter(|f| !f.is_withdrawn())
+            .cloned()
     }
 
     /// What should be registered with the tracker now: every file not withdrawn.
     pub fn entries(&self) -> Vec<FileEntry> {
-        let mut v: Vec<FileEntry> = self.files.read().unwrap().values().filter(|f| !f.is_withdrawn()).map(|f| f.entry()).collect();
+        let mut v: Vec<FileEntry> = self
+            .files
+            .read()
+            .unwrap()
+            .values()
+            .filter(|f| !f.is_withdrawn())
+            .map(|f| f.entry())
+            .collect();
         v.sort_by_key(|e| e.id);
         v
     }
@@ -253,7 +328,13 @@ impl PartFile {
     /// front where the file system allows, so a full disk is reported before the download starts.
     pub fn open(dest: &Path, size: u64) -> Result<PartFile, StoreError> {
         let part = PartFile::part_path(dest);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&part).map_err(|e| StoreError::io(&part, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(|e| StoreError::io(&part, e))?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(StoreError::Locked { path: part });
@@ -269,7 +350,11 @@ impl PartFile {
                 return Err(StoreError::DiskFull { path: part });
             }
         }
-        Ok(PartFile { file, part, dest: dest.to_path_buf() })
+        Ok(PartFile {
+            file,
+            part,
+            dest: dest.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -278,23 +363,40 @@ impl PartFile {
 
     /// Which chunks already on disk match the manifest (a resumed download). `progress` grows by
     /// the bytes checked.
-    pub fn verify_existing(&self, manifest: &Manifest, progress: &AtomicU64) -> Result<Vec<bool>, StoreError> {
-        let hashes = hash_chunks(&self.file, manifest.size(), manifest.chunk_size(), progress).map_err(|e| StoreError::io(&self.part, e))?;
-        Ok(hashes.iter().enumerate().map(|(i, h)| manifest.hash(ChunkIndex(i as u32)) == Some(h)).collect())
+    pub fn verify_existing(
+        &self,
+        manifest: &Manifest,
+        progress: &AtomicU64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let hashes = hash_chunks(&self.file, manifest.size(), manifest.chunk_size(), progress)
+            .map_err(|e| StoreError::io(&self.part, e))?;
+        Ok(hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| manifest.hash(ChunkIndex(i as u32)) == Some(h))
+            .collect())
     }
 
     /// Writes verified chunk data at its offset (blocking).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        self.file.write_all_at(data, offset).map_err(|e| StoreError::io(&self.part, e))
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| StoreError::io(&self.part, e))
     }
 
     /// Syncs the data, renames `.part` to the final name and syncs the folder, so the final name
     /// only ever points at complete, durable data.
     pub fn finish(self) -> Result<PathBuf, StoreError> {
-        self.file.sync_all().map_err(|e| StoreError::io(&self.part, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io(&self.part, e))?;
         std::fs::rename(&self.part, &self.dest).map_err(|e| StoreError::io(&self.dest, e))?;
         if let Some(dir) = self.dest.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -315,10 +417,19 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let progress = AtomicU64::new(0);
         let shared = SharedFile::hash(&path, 16 * 1024, &progress).unwrap();
-        assert_eq!(shared.manifest, Manifest::of_bytes(&data, 16 * 1024).unwrap());
+        assert_eq!(
+            shared.manifest,
+            Manifest::of_bytes(&data, 16 * 1024).unwrap()
+        );
         assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
-        assert_eq!(&shared.read_chunk(ChunkIndex(6)).unwrap()[..], &data[6 * 16384..]);
-        assert!(matches!(shared.read_chunk(ChunkIndex(7)), Err(ServeError::NoSuchChunk)));
+        assert_eq!(
+            &shared.read_chunk(ChunkIndex(6)).unwrap()[..],
+            &data[6 * 16384..]
+        );
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(7)),
+            Err(ServeError::NoSuchChunk)
+        ));
     }
 
     #[test]
@@ -328,7 +439,10 @@ mod tests {
         std::fs::write(&path, vec![1u8; 40_000]).unwrap();
         let shared = SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap();
         std::fs::write(&path, vec![2u8; 50_000]).unwrap();
-        assert!(matches!(shared.read_chunk(ChunkIndex(0)), Err(ServeError::Changed)));
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(0)),
+            Err(ServeError::Changed)
+        ));
         assert!(shared.is_withdrawn());
     }
 
@@ -337,7 +451,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.bin");
         let part = PartFile::open(&dest, 10).unwrap();
-        assert!(matches!(PartFile::open(&dest, 10), Err(StoreError::Locked { .. })));
+        assert!(matches!(
+            PartFile::open(&dest, 10),
+            Err(StoreError::Locked { .. })
+        ));
         part.write_at(0, b"0123456789").unwrap();
         assert!(!dest.exists());
         part.finish().unwrap();

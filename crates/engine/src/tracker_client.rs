@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
+    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
+    ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 use tokio::net::UdpSocket;
@@ -39,7 +40,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 0.25 + 0.5 + 1 + 2 s: under four seconds before "unreachable".
     fn default() -> Self {
-        RetryPolicy { waits: [250, 500, 1000, 2000].map(Duration::from_millis).to_vec() }
+        RetryPolicy {
+            waits: [250, 500, 1000, 2000].map(Duration::from_millis).to_vec(),
+        }
     }
 }
 
@@ -61,11 +64,24 @@ pub struct TrackerClient {
 impl TrackerClient {
     /// Resolves `addr` (host names work) and binds a socket of the matching family.
     pub async fn connect(addr: &str, retry: RetryPolicy) -> Result<TrackerClient, TrackerError> {
-        let resolved = tokio::net::lookup_host(addr).await.map_err(|_| TrackerError::BadAddress(addr.to_string()))?.next().ok_or_else(|| TrackerError::BadAddress(addr.to_string()))?;
-        let local: SocketAddr = if resolved.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let resolved = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|_| TrackerError::BadAddress(addr.to_string()))?
+            .next()
+            .ok_or_else(|| TrackerError::BadAddress(addr.to_string()))?;
+        let local: SocketAddr = if resolved.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let socket = UdpSocket::bind(local).await?;
         socket.connect(resolved).await?;
-        Ok(TrackerClient { addr: resolved, socket, retry, state: Mutex::new(ClientState { conn: None }) })
+        Ok(TrackerClient {
+            addr: resolved,
+            socket,
+            retry,
+            state: Mutex::new(ClientState { conn: None }),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -80,7 +96,10 @@ impl TrackerClient {
                 Some((c, at)) if at.elapsed() < CONNECTION_LIFETIME => c,
                 _ => {
                     let padding = [0; CONNECT_PADDING];
-                    match self.round_trip(ConnectionId(0), RequestBody::Connect { padding }).await? {
+                    match self
+                        .round_trip(ConnectionId(0), RequestBody::Connect { padding })
+                        .await?
+                    {
                         ResponseBody::Connected { conn } => {
                             state.conn = Some((conn, Instant::now()));
                             conn
@@ -91,7 +110,9 @@ impl TrackerClient {
             };
             match self.round_trip(conn, body.clone()).await? {
                 // The tracker restarted or the id expired: connect again, once.
-                ResponseBody::Error { code: ErrorCode::BadConnection } => state.conn = None,
+                ResponseBody::Error {
+                    code: ErrorCode::BadConnection,
+                } => state.conn = None,
                 ResponseBody::Error { code } => return Err(TrackerError::Refused(code)),
                 other => return Ok(other),
             }
@@ -99,7 +120,11 @@ impl TrackerClient {
         Err(TrackerError::Refused(ErrorCode::BadConnection))
     }
 
-    async fn round_trip(&self, conn: ConnectionId, body: RequestBody) -> Result<ResponseBody, TrackerError> {
+    async fn round_trip(
+        &self,
+        conn: ConnectionId,
+        body: RequestBody,
+    ) -> Result<ResponseBody, TrackerError> {
         let txn = TransactionId(fastrand::u32(..));
         let bytes = Request { txn, conn, body }.encode();
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -123,7 +148,10 @@ impl TrackerClient {
                 }
             }
         }
-        Err(TrackerError::Unreachable { addr: self.addr, attempts: self.retry.waits.len() as u32 })
+        Err(TrackerError::Unreachable {
+            addr: self.addr,
+            attempts: self.retry.waits.len() as u32,
+        })
     }
 
     /// Every page of a listing.
@@ -131,7 +159,13 @@ impl TrackerClient {
         let mut all = Vec::new();
         let mut cursor = 0;
         loop {
-            match self.request(RequestBody::List { filter: filter.clone(), cursor }).await? {
+            match self
+                .request(RequestBody::List {
+                    filter: filter.clone(),
+                    cursor,
+                })
+                .await?
+            {
                 ResponseBody::Files { entries, next } => {
                     all.extend(entries);
                     match next {
@@ -154,16 +188,25 @@ impl TrackerClient {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("the tracker knows no file named or with id {0:?}; `leecher --list` shows what it has")]
+    #[error(
+        "the tracker knows no file named or with id {0:?}; `leecher --list` shows what it has"
+    )]
     NotFound(String),
     #[error("{query:?} matches {} files; give more of the id:\n{}", .matches.len(), list_lines(.matches))]
-    Ambiguous { query: String, matches: Vec<ListEntry> },
+    Ambiguous {
+        query: String,
+        matches: Vec<ListEntry>,
+    },
     #[error(transparent)]
     Tracker(#[from] TrackerError),
 }
 
 fn list_lines(entries: &[ListEntry]) -> String {
-    entries.iter().map(|e| format!("  {} {} {}", e.id, e.size, e.name)).collect::<Vec<_>>().join("\n")
+    entries
+        .iter()
+        .map(|e| format!("  {} {} {}", e.id, e.size, e.name))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Turns what the user typed (an id, a unique id prefix of 8+ hex characters, or a name) into one
@@ -186,7 +229,10 @@ fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError
     if found.len() == 1 {
         Ok(found.remove(0))
     } else {
-        Err(ResolveError::Ambiguous { query: query.to_string(), matches: found })
+        Err(ResolveError::Ambiguous {
+            query: query.to_string(),
+            matches: found,
+        })
     }
 }
 
@@ -228,8 +274,17 @@ impl Announcer {
                 _ = tokio::time::sleep_until(next_heartbeat) => {}
             }
             let peer = self.peer.clone();
-            match self.client.request(RequestBody::Heartbeat { peer, files: registered.len() as u32 }).await {
-                Ok(ResponseBody::Ack { interval_secs }) => interval = Duration::from_secs(interval_secs.max(1).into()),
+            match self
+                .client
+                .request(RequestBody::Heartbeat {
+                    peer,
+                    files: registered.len() as u32,
+                })
+                .await
+            {
+                Ok(ResponseBody::Ack { interval_secs }) => {
+                    interval = Duration::from_secs(interval_secs.max(1).into())
+                }
                 Ok(ResponseBody::Unknown) => {
                     tracing::info!("the tracker forgot us (it restarted?); registering again");
                     registered.clear();
@@ -237,32 +292,63 @@ impl Announcer {
                 Ok(_) => tracing::warn!("unexpected heartbeat reply from the tracker"),
                 Err(e) => tracing::warn!("heartbeat failed: {e}"),
             }
-            next_heartbeat = tokio::time::Instant::now() + if registered.is_empty() { RETRY_AFTER } else { interval };
+            next_heartbeat = tokio::time::Instant::now()
+                + if registered.is_empty() {
+                    RETRY_AFTER
+                } else {
+                    interval
+                };
         }
         // One quick try: the tracker drops us after its timeout anyway.
-        let unregister = self.client.request(RequestBody::Unregister { peer: self.peer.clone(), files: None });
-        if tokio::time::timeout(Duration::from_secs(2), unregister).await.is_ok() {
+        let unregister = self.client.request(RequestBody::Unregister {
+            peer: self.peer.clone(),
+            files: None,
+        });
+        if tokio::time::timeout(Duration::from_secs(2), unregister)
+            .await
+            .is_ok()
+        {
             tracing::info!("unregistered from the tracker");
         }
     }
 
     /// Brings the tracker in line with the library; returns the tracker's interval if it said one.
-    async fn sync(&self, registered: &mut BTreeSet<FileId>) -> Result<Option<Duration>, TrackerError> {
+    async fn sync(
+        &self,
+        registered: &mut BTreeSet<FileId>,
+    ) -> Result<Option<Duration>, TrackerError> {
         let live = self.library.entries();
         let live_ids: BTreeSet<FileId> = live.iter().map(|e| e.id).collect();
         let gone: Vec<FileId> = registered.difference(&live_ids).copied().collect();
         let mut interval = None;
         for page in pages(&gone, |id| encoded_len(id)) {
-            self.client.request(RequestBody::Unregister { peer: self.peer.clone(), files: Some(page.to_vec()) }).await?;
+            self.client
+                .request(RequestBody::Unregister {
+                    peer: self.peer.clone(),
+                    files: Some(page.to_vec()),
+                })
+                .await?;
             for id in page {
                 registered.remove(id);
                 tracing::info!(file = %id.short(), "withdrawn from the tracker");
             }
         }
-        let new: Vec<FileEntry> = live.into_iter().filter(|e| !registered.contains(&e.id)).collect();
+        let new: Vec<FileEntry> = live
+            .into_iter()
+            .filter(|e| !registered.contains(&e.id))
+            .collect();
         for page in pages(&new, encoded_len) {
-            match self.client.request(RequestBody::Announce { peer: self.peer.clone(), files: page.to_vec() }).await? {
-                ResponseBody::Ack { interval_secs } => interval = Some(Duration::from_secs(interval_secs.max(1).into())),
+            match self
+                .client
+                .request(RequestBody::Announce {
+                    peer: self.peer.clone(),
+                    files: page.to_vec(),
+                })
+                .await?
+            {
+                ResponseBody::Ack { interval_secs } => {
+                    interval = Some(Duration::from_secs(interval_secs.max(1).into()))
+                }
                 _ => return Err(TrackerError::Protocol),
             }
             registered.extend(page.iter().map(|e| e.id));
@@ -308,7 +394,9 @@ mod tests {
         let items: Vec<usize> = vec![100; 50];
         let p = pages(&items, |n| *n);
         assert!(p.len() > 1);
-        assert!(p.iter().all(|page| page.iter().sum::<usize>() <= MAX_DATAGRAM - 64));
+        assert!(p
+            .iter()
+            .all(|page| page.iter().sum::<usize>() <= MAX_DATAGRAM - 64));
         assert_eq!(p.iter().map(|page| page.len()).sum::<usize>(), 50);
         assert!(pages(&[] as &[usize], |n| *n).is_empty());
     }

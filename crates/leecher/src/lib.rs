@@ -19,7 +19,11 @@ use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "leecher", version, about = "Download a file from the swarm, verify every chunk, then seed it.")]
+#[command(
+    name = "leecher",
+    version,
+    about = "Download a file from the swarm, verify every chunk, then seed it."
+)]
 struct Args {
     /// The file: its id, a unique id prefix (8+ hex characters) or its name. With --list, a
     /// pattern that names must contain.
@@ -101,7 +105,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
-    let display = tokio::spawn(show_progress(progress.clone(), entry.name.clone(), cancel.clone()));
+    let display = tokio::spawn(show_progress(
+        progress.clone(),
+        entry.name.clone(),
+        cancel.clone(),
+    ));
     let signal = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -122,7 +130,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     eprintln!("{}", summary_line(&summary));
-    println!("{} {} {}", summary.id, summary.manifest.size(), summary.path.display());
+    println!(
+        "{} {} {}",
+        summary.id,
+        summary.manifest.size(),
+        summary.path.display()
+    );
     std::io::stdout().flush()?;
     if args.no_seed {
         return Ok(ExitCode::SUCCESS);
@@ -130,14 +143,32 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Keep sharing what we just verified, without hashing it again.
     let library = Library::new();
-    let (path, name, manifest) = (summary.path.clone(), summary.name.clone(), summary.manifest.clone());
-    library.add(tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??);
+    let (path, name, manifest) = (
+        summary.path.clone(),
+        summary.name.clone(),
+        summary.manifest.clone(),
+    );
+    library.add(
+        tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??,
+    );
     let advertise = match &args.advertise {
         Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let seeding = Seeding::start(library, client, &SeedingOptions { port: args.port, advertise }).await?;
-    tracing::info!(port = seeding.port, "seeding {}; Ctrl-C to stop", summary.name);
+    let seeding = Seeding::start(
+        library,
+        client,
+        &SeedingOptions {
+            port: args.port,
+            advertise,
+        },
+    )
+    .await?;
+    tracing::info!(
+        port = seeding.port,
+        "seeding {}; Ctrl-C to stop",
+        summary.name
+    );
     // The download's signal task is still waiting for the first Ctrl-C.
     let _ = signal.await;
     seeding.stop().await;
@@ -148,23 +179,42 @@ fn summary_line(s: &Summary) -> String {
     let secs = s.elapsed.as_secs_f64();
     let fetched: u64 = s.peers.iter().map(|(_, p)| p.bytes).sum();
     let rate = fetched as f64 / s.data_phase.as_secs_f64().max(1e-6);
-    let per_peer: Vec<String> = s.peers.iter().filter(|(_, p)| p.chunks > 0).map(|(a, p)| format!("{a}={}", p.chunks)).collect();
+    let per_peer: Vec<String> = s
+        .peers
+        .iter()
+        .filter(|(_, p)| p.chunks > 0)
+        .map(|(a, p)| format!("{a}={}", p.chunks))
+        .collect();
     let banned = s.banned();
     let mut line = format!(
         "downloaded {}: {} in {secs:.2} s ({}/s); chunks per peer: {}",
         s.name,
         human_bytes(s.manifest.size()),
         human_bytes(rate as u64),
-        if per_peer.is_empty() { "none".to_string() } else { per_peer.join(" ") }
+        if per_peer.is_empty() {
+            "none".to_string()
+        } else {
+            per_peer.join(" ")
+        }
     );
     if s.resumed_chunks > 0 {
-        line += &format!("; resumed {} chunks, fetched {}", s.resumed_chunks, s.fetched_chunks);
+        line += &format!(
+            "; resumed {} chunks, fetched {}",
+            s.resumed_chunks, s.fetched_chunks
+        );
     }
     if s.hash_failures > 0 {
         line += &format!("; {} chunks failed verification", s.hash_failures);
     }
     if !banned.is_empty() {
-        line += &format!("; banned: {}", banned.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "));
+        line += &format!(
+            "; banned: {}",
+            banned
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     line
 }
@@ -174,9 +224,11 @@ async fn show_progress(p: Arc<Progress>, name: String, done: CancellationToken) 
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {prefix} peers")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {prefix} peers",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(name.clone());
         Some(bar)
@@ -190,7 +242,11 @@ async fn show_progress(p: Arc<Progress>, name: String, done: CancellationToken) 
             _ = done.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(if tty { 100 } else { 500 })) => {}
         }
-        let (total, got, peers) = (p.total.load(Ordering::Relaxed), p.done.load(Ordering::Relaxed), p.peers.load(Ordering::Relaxed));
+        let (total, got, peers) = (
+            p.total.load(Ordering::Relaxed),
+            p.done.load(Ordering::Relaxed),
+            p.peers.load(Ordering::Relaxed),
+        );
         match &bar {
             Some(bar) => {
                 bar.set_length(total);
@@ -201,7 +257,12 @@ async fn show_progress(p: Arc<Progress>, name: String, done: CancellationToken) 
                 last_line = Instant::now();
                 let pct = got as f64 * 100.0 / total as f64;
                 let rate = got as f64 / start.elapsed().as_secs_f64().max(1e-6);
-                eprintln!("{name}: {pct:.0}% {}/{} {}/s, {peers} peers", human_bytes(got), human_bytes(total), human_bytes(rate as u64));
+                eprintln!(
+                    "{name}: {pct:.0}% {}/{} {}/s, {peers} peers",
+                    human_bytes(got),
+                    human_bytes(total),
+                    human_bytes(rate as u64)
+                );
             }
             None => {}
         }

@@ -71,7 +71,8 @@ impl IdPrefix {
 
     /// `None` unless `s` is 8 to 64 hex characters.
     pub fn parse(s: &str) -> Option<IdPrefix> {
-        let ok = (Self::MIN_LEN..=64).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_hexdigit());
+        let ok =
+            (Self::MIN_LEN..=64).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_hexdigit());
         ok.then(|| IdPrefix(s.to_ascii_lowercase()))
     }
 

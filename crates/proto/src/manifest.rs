@@ -27,9 +27,17 @@ pub enum ManifestError {
     #[error("chunk size {0} is not a power of two between 16 KiB and 16 MiB")]
     BadChunkSize(u32),
     #[error("a {size}-byte file needs {needed} chunks of {chunk_size} bytes, more than the {max} a manifest may list; choose a larger chunk size", max = MAX_CHUNKS)]
-    TooManyChunks { size: u64, chunk_size: u32, needed: u64 },
+    TooManyChunks {
+        size: u64,
+        chunk_size: u32,
+        needed: u64,
+    },
     #[error("the manifest lists {listed} chunk hashes but a {size}-byte file has {expected}")]
-    WrongChunkCount { size: u64, listed: usize, expected: u64 },
+    WrongChunkCount {
+        size: u64,
+        listed: usize,
+        expected: u64,
+    },
     #[error("the manifest is not validly encoded")]
     Encoding,
 }
@@ -41,7 +49,11 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> Result<u32, ManifestError> {
     }
     let needed = size.div_ceil(u64::from(chunk_size));
     if needed > u64::from(MAX_CHUNKS) {
-        return Err(ManifestError::TooManyChunks { size, chunk_size, needed });
+        return Err(ManifestError::TooManyChunks {
+            size,
+            chunk_size,
+            needed,
+        });
     }
     Ok(needed as u32)
 }
@@ -60,12 +72,24 @@ pub struct Manifest {
 
 impl Manifest {
     /// Builds a manifest, checking that the hashes fit the size and chunk size.
-    pub fn new(size: u64, chunk_size: u32, hashes: Vec<ChunkHash>) -> Result<Manifest, ManifestError> {
+    pub fn new(
+        size: u64,
+        chunk_size: u32,
+        hashes: Vec<ChunkHash>,
+    ) -> Result<Manifest, ManifestError> {
         let expected = chunk_count(size, chunk_size)?;
         if hashes.len() != expected as usize {
-            return Err(ManifestError::WrongChunkCount { size, listed: hashes.len(), expected: expected.into() });
+            return Err(ManifestError::WrongChunkCount {
+                size,
+                listed: hashes.len(),
+                expected: expected.into(),
+            });
         }
-        Ok(Manifest { size, chunk_size, hashes })
+        Ok(Manifest {
+            size,
+            chunk_size,
+            hashes,
+        })
     }
 
     /// The manifest of an in-memory byte string (tests and small tools).
@@ -87,12 +111,20 @@ impl Manifest {
             return Err(ManifestError::Encoding);
         }
         let m: Manifest = postcard::from_bytes(bytes).map_err(|_| ManifestError::Encoding)?;
-        Manifest::new(m.size, m.chunk_size, m.hashes)
+        let m = Manifest::new(m.size, m.chunk_size, m.hashes)?;
+        // postcard also accepts over-long varints and ignores trailing bytes; only the canonical
+        // encoding may stand for a manifest, or one file would have many ids.
+        if m.encode() != bytes {
+            return Err(ManifestError::Encoding);
+        }
+        Ok(m)
     }
 
     /// Decodes manifest bytes only if they hash to `id`.
     pub fn decode_verified(bytes: &[u8], id: &FileId) -> Option<Manifest> {
-        (id_of_encoding(bytes) == *id).then(|| Manifest::decode(bytes).ok()).flatten()
+        (id_of_encoding(bytes) == *id)
+            .then(|| Manifest::decode(bytes).ok())
+            .flatten()
     }
 
     pub fn id(&self) -> FileId {
@@ -132,7 +164,9 @@ impl Manifest {
     /// Whether `data` is exactly chunk `index`.
     pub fn verify(&self, index: ChunkIndex, data: &[u8]) -> bool {
         match self.hash(index) {
-            Some(expected) => data.len() == self.chunk_len(index) as usize && hash_chunk(data) == *expected,
+            Some(expected) => {
+                data.len() == self.chunk_len(index) as usize && hash_chunk(data) == *expected
+            }
             None => false,
         }
     }
@@ -150,11 +184,19 @@ mod tests {
     #[test]
     fn chunking_edges() {
         let cs = MIN_CHUNK_SIZE;
-        for (size, chunks) in [(0u64, 0u32), (1, 1), (cs as u64, 1), (cs as u64 + 1, 2), (3 * cs as u64 - 7, 3)] {
+        for (size, chunks) in [
+            (0u64, 0u32),
+            (1, 1),
+            (cs as u64, 1),
+            (cs as u64 + 1, 2),
+            (3 * cs as u64 - 7, 3),
+        ] {
             let data = vec![7u8; size as usize];
             let m = Manifest::of_bytes(&data, cs).unwrap();
             assert_eq!(m.num_chunks(), chunks, "size {size}");
-            let total: u64 = (0..chunks).map(|i| u64::from(m.chunk_len(ChunkIndex(i)))).sum();
+            let total: u64 = (0..chunks)
+                .map(|i| u64::from(m.chunk_len(ChunkIndex(i))))
+                .sum();
             assert_eq!(total, size);
             for i in 0..chunks {
                 let idx = ChunkIndex(i);
@@ -174,21 +216,40 @@ mod tests {
         let c = Manifest::of_bytes(b"hello", MIN_CHUNK_SIZE * 2).unwrap();
         assert_ne!(a.id(), b.id());
         assert_ne!(a.id(), c.id());
-        assert_eq!(Manifest::decode_verified(&a.encode(), &a.id()), Some(a.clone()));
+        assert_eq!(
+            Manifest::decode_verified(&a.encode(), &a.id()),
+            Some(a.clone())
+        );
         assert_eq!(Manifest::decode_verified(&a.encode(), &b.id()), None);
     }
 
     #[test]
     fn bad_chunk_sizes() {
-        for cs in [0, 1, MIN_CHUNK_SIZE / 2, MIN_CHUNK_SIZE + 1, MAX_CHUNK_SIZE * 2] {
+        for cs in [
+            0,
+            1,
+            MIN_CHUNK_SIZE / 2,
+            MIN_CHUNK_SIZE + 1,
+            MAX_CHUNK_SIZE * 2,
+        ] {
             assert_eq!(chunk_count(10, cs), Err(ManifestError::BadChunkSize(cs)));
         }
-        assert!(matches!(chunk_count(u64::MAX, MIN_CHUNK_SIZE), Err(ManifestError::TooManyChunks { .. })));
+        assert!(matches!(
+            chunk_count(u64::MAX, MIN_CHUNK_SIZE),
+            Err(ManifestError::TooManyChunks { .. })
+        ));
     }
 
     #[test]
     fn decode_rejects_inconsistent_manifests() {
-        let bad = Manifest { size: 100, chunk_size: MIN_CHUNK_SIZE, hashes: vec![] };
-        assert!(matches!(Manifest::decode(&bad.encode()), Err(ManifestError::WrongChunkCount { .. })));
+        let bad = Manifest {
+            size: 100,
+            chunk_size: MIN_CHUNK_SIZE,
+            hashes: vec![],
+        };
+        assert!(matches!(
+            Manifest::decode(&bad.encode()),
+            Err(ManifestError::WrongChunkCount { .. })
+        ));
     }
 }

@@ -41,28 +41,47 @@ pub fn max_frame_for_chunk_size(chunk_size: u32) -> usize {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Header {
     /// First frame from the client: which file it wants and which protocol it speaks.
-    Hello { version: u16, file: FileId },
+    Hello {
+        version: u16,
+        file: FileId,
+    },
     /// The server has the file and speaks this version.
-    Welcome { version: u16 },
+    Welcome {
+        version: u16,
+    },
     GetManifest,
     /// Payload: the manifest's canonical encoding.
     Manifest,
-    Request { index: ChunkIndex },
+    Request {
+        index: ChunkIndex,
+    },
     /// Payload: the chunk's bytes.
-    Chunk { index: ChunkIndex },
+    Chunk {
+        index: ChunkIndex,
+    },
     /// A refusal: of the hello when `index` is `None`, else of one request.
-    Reject { index: Option<ChunkIndex>, reason: RejectReason },
+    Reject {
+        index: Option<ChunkIndex>,
+        reason: RejectReason,
+    },
     /// Reserved for partial seeding: the sender now has this chunk.
-    Have { index: ChunkIndex },
+    Have {
+        index: ChunkIndex,
+    },
     /// Reserved for partial seeding: payload is one bit per chunk, most significant bit first.
     Bitfield,
     /// Reserved: the client no longer wants this chunk.
-    Cancel { index: ChunkIndex },
+    Cancel {
+        index: ChunkIndex,
+    },
 }
 
 impl Header {
     fn carries_payload(&self) -> bool {
-        matches!(self, Header::Chunk { .. } | Header::Manifest | Header::Bitfield)
+        matches!(
+            self,
+            Header::Chunk { .. } | Header::Manifest | Header::Bitfield
+        )
     }
 }
 
@@ -99,7 +118,10 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(header: Header) -> Frame {
-        Frame { header, payload: Bytes::new() }
+        Frame {
+            header,
+            payload: Bytes::new(),
+        }
     }
 }
 
@@ -116,14 +138,21 @@ pub enum FrameError {
 /// Decodes a frame's body (the bytes after the length prefix).
 pub fn decode_frame(body: Bytes) -> Result<Frame, FrameError> {
     if body.len() > MAX_FRAME_LEN {
-        return Err(FrameError::TooLong { len: body.len(), max: MAX_FRAME_LEN });
+        return Err(FrameError::TooLong {
+            len: body.len(),
+            max: MAX_FRAME_LEN,
+        });
     }
-    let (header, rest) = postcard::take_from_bytes::<Header>(&body).map_err(|_| FrameError::BadHeader)?;
+    let (header, rest) =
+        postcard::take_from_bytes::<Header>(&body).map_err(|_| FrameError::BadHeader)?;
     let header_len = body.len() - rest.len();
     if !header.carries_payload() && !rest.is_empty() {
         return Err(FrameError::UnexpectedPayload(header));
     }
-    Ok(Frame { header, payload: body.slice(header_len..) })
+    Ok(Frame {
+        header,
+        payload: body.slice(header_len..),
+    })
 }
 
 /// Appends the length prefix and header of a frame whose payload is `payload_len` bytes; the
@@ -168,7 +197,12 @@ mod tests {
     #[test]
     fn head_then_payload_decodes() {
         let mut out = BytesMut::new();
-        let frame = Frame { header: Header::Chunk { index: ChunkIndex(7) }, payload: Bytes::from_static(b"abc") };
+        let frame = Frame {
+            header: Header::Chunk {
+                index: ChunkIndex(7),
+            },
+            payload: Bytes::from_static(b"abc"),
+        };
         encode_frame(&frame, &mut out);
         let body = split_frame(&mut out, MAX_FRAME_LEN).unwrap().unwrap();
         assert_eq!(decode_frame(body).unwrap(), frame);
@@ -178,7 +212,10 @@ mod tests {
     #[test]
     fn oversize_prefix_is_refused_before_reading() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(split_frame(&mut buf, 1000), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            split_frame(&mut buf, 1000),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -187,6 +224,9 @@ mod tests {
         encode_head(&Header::GetManifest, 2, &mut out);
         out.extend_from_slice(b"xx");
         let body = split_frame(&mut out, MAX_FRAME_LEN).unwrap().unwrap();
-        assert_eq!(decode_frame(body), Err(FrameError::UnexpectedPayload(Header::GetManifest)));
+        assert_eq!(
+            decode_frame(body),
+            Err(FrameError::UnexpectedPayload(Header::GetManifest))
+        );
     }
 }

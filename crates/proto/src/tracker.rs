@@ -57,17 +57,33 @@ pub enum Filter {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestBody {
     /// Asks for a connection id. The padding makes the request as large as the reply.
-    Connect { padding: [u8; CONNECT_PADDING] },
+    Connect {
+        padding: [u8; CONNECT_PADDING],
+    },
     /// Registers files for this peer (adding to those it has). Long lists go in several requests.
-    Announce { peer: PeerInfo, files: Vec<FileEntry> },
+    Announce {
+        peer: PeerInfo,
+        files: Vec<FileEntry>,
+    },
     /// Refreshes all of this peer's files at once. `files` is how many the peer believes it has
     /// registered; a tracker that knows a different number answers `Unknown`.
-    Heartbeat { peer: PeerInfo, files: u32 },
+    Heartbeat {
+        peer: PeerInfo,
+        files: u32,
+    },
     /// Removes this peer, or only the listed files of it.
-    Unregister { peer: PeerInfo, files: Option<Vec<FileId>> },
-    GetPeers { file: FileId },
+    Unregister {
+        peer: PeerInfo,
+        files: Option<Vec<FileId>>,
+    },
+    GetPeers {
+        file: FileId,
+    },
     /// Lists files, one page at a time; `cursor` comes from the previous page's `next`.
-    List { filter: Filter, cursor: u32 },
+    List {
+        filter: Filter,
+        cursor: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,14 +102,26 @@ pub struct ListEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseBody {
-    Connected { conn: ConnectionId },
+    Connected {
+        conn: ConnectionId,
+    },
     /// Done; heartbeat at least every `interval_secs`.
-    Ack { interval_secs: u32 },
+    Ack {
+        interval_secs: u32,
+    },
     /// The tracker does not know this peer (it restarted, or dropped it): announce again.
     Unknown,
-    Peers { interval_secs: u32, peers: Vec<SocketAddr> },
-    Files { entries: Vec<ListEntry>, next: Option<u32> },
-    Error { code: ErrorCode },
+    Peers {
+        interval_secs: u32,
+        peers: Vec<SocketAddr>,
+    },
+    Files {
+        entries: Vec<ListEntry>,
+        next: Option<u32>,
+    },
+    Error {
+        code: ErrorCode,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +165,9 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(DecodeError::TooLong(bytes.len()));
     }
-    let rest = bytes.strip_prefix(&MAGIC[..]).ok_or(DecodeError::BadMagic)?;
+    let rest = bytes
+        .strip_prefix(&MAGIC[..])
+        .ok_or(DecodeError::BadMagic)?;
     match postcard::take_from_bytes(rest) {
         Ok((msg, [])) => Ok(msg),
         _ => Err(DecodeError::Malformed),
@@ -164,7 +194,8 @@ impl Response {
 
 /// Encoded size of a list entry, so a tracker can fill a page without going over [`MAX_DATAGRAM`].
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
-    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -176,15 +207,26 @@ mod tests {
         let req = Request {
             txn: TransactionId(u32::MAX),
             conn: ConnectionId(0),
-            body: RequestBody::Connect { padding: [0; CONNECT_PADDING] },
+            body: RequestBody::Connect {
+                padding: [0; CONNECT_PADDING],
+            },
         };
-        let resp = Response { txn: TransactionId(u32::MAX), body: ResponseBody::Connected { conn: ConnectionId(u64::MAX) } };
+        let resp = Response {
+            txn: TransactionId(u32::MAX),
+            body: ResponseBody::Connected {
+                conn: ConnectionId(u64::MAX),
+            },
+        };
         assert!(resp.encode().len() <= req.encode().len());
     }
 
     #[test]
     fn trailing_bytes_are_malformed() {
-        let mut bytes = Response { txn: TransactionId(1), body: ResponseBody::Unknown }.encode();
+        let mut bytes = Response {
+            txn: TransactionId(1),
+            body: ResponseBody::Unknown,
+        }
+        .encode();
         bytes.push(0);
         assert_eq!(Response::decode(&bytes), Err(DecodeError::Malformed));
         assert_eq!(Response::decode(b"nope"), Err(DecodeError::BadMagic));

@@ -33,7 +33,10 @@ fn id_prefix() -> impl Strategy<Value = IdPrefix> {
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from)
+    ]
 }
 
 /// Flow info and scope id are zero: serde's compact form of `SocketAddrV6` carries only the
@@ -41,8 +44,12 @@ fn ip() -> impl Strategy<Value = IpAddr> {
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
         (any::<[u8; 4]>(), any::<u16>()).prop_map(SocketAddr::from),
-        (any::<[u8; 16]>(), any::<u16>())
-            .prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(ip.into(), port, 0, 0))),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(
+            ip.into(),
+            port,
+            0,
+            0
+        ))),
     ]
 }
 
@@ -73,8 +80,14 @@ fn file_entry() -> impl Strategy<Value = FileEntry> {
 }
 
 fn list_entry() -> impl Strategy<Value = ListEntry> {
-    (file_id(), any::<u64>(), any::<u32>(), name())
-        .prop_map(|(id, size, seeders, name)| ListEntry { id, size, seeders, name })
+    (file_id(), any::<u64>(), any::<u32>(), name()).prop_map(|(id, size, seeders, name)| {
+        ListEntry {
+            id,
+            size,
+            seeders,
+            name,
+        }
+    })
 }
 
 fn filter() -> impl Strategy<Value = Filter> {
@@ -91,7 +104,8 @@ fn request_body() -> impl Strategy<Value = RequestBody> {
         any::<[u8; CONNECT_PADDING]>().prop_map(|padding| RequestBody::Connect { padding }),
         (peer_info(), vec(file_entry(), 0..6))
             .prop_map(|(peer, files)| RequestBody::Announce { peer, files }),
-        (peer_info(), any::<u32>()).prop_map(|(peer, files)| RequestBody::Heartbeat { peer, files }),
+        (peer_info(), any::<u32>())
+            .prop_map(|(peer, files)| RequestBody::Heartbeat { peer, files }),
         (peer_info(), option::of(vec(file_id(), 0..16)))
             .prop_map(|(peer, files)| RequestBody::Unregister { peer, files }),
         file_id().prop_map(|file| RequestBody::GetPeers { file }),
@@ -117,8 +131,12 @@ fn response_body() -> impl Strategy<Value = ResponseBody> {
         conn().prop_map(|conn| ResponseBody::Connected { conn }),
         any::<u32>().prop_map(|interval_secs| ResponseBody::Ack { interval_secs }),
         Just(ResponseBody::Unknown),
-        (any::<u32>(), vec(socket_addr(), 0..24))
-            .prop_map(|(interval_secs, peers)| ResponseBody::Peers { interval_secs, peers }),
+        (any::<u32>(), vec(socket_addr(), 0..24)).prop_map(|(interval_secs, peers)| {
+            ResponseBody::Peers {
+                interval_secs,
+                peers,
+            }
+        }),
         (vec(list_entry(), 0..6), option::of(any::<u32>()))
             .prop_map(|(entries, next)| ResponseBody::Files { entries, next }),
         error_code().prop_map(|code| ResponseBody::Error { code }),
@@ -157,7 +175,10 @@ fn header() -> impl Strategy<Value = Header> {
 }
 
 fn carries_payload(header: &Header) -> bool {
-    matches!(header, Header::Chunk { .. } | Header::Manifest | Header::Bitfield)
+    matches!(
+        header,
+        Header::Chunk { .. } | Header::Manifest | Header::Bitfield
+    )
 }
 
 /// A frame as a sender builds it: a payload exactly on the headers that carry one. The payload is
@@ -166,23 +187,32 @@ fn frame() -> impl Strategy<Value = Frame> {
     header().prop_flat_map(|header| {
         let max_payload = if carries_payload(&header) { 2048 } else { 0 };
         (0..=max_payload, any::<u8>()).prop_map(move |(len, seed)| {
-            let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
-            Frame { header: header.clone(), payload: payload.into() }
+            let payload: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect();
+            Frame {
+                header: header.clone(),
+                payload: payload.into(),
+            }
         })
     })
 }
 
 /// A valid manifest: a power-of-two chunk size in range and a size that needs exactly as many
-/// chunks as there are hashes. Up to 200 hashes, so the count's varint takes one or two bytes;
+/// chunks as there are hashes. Up to 140 hashes, so the count's varint takes one or two bytes;
 /// the hashes are opaque to the encoding, so a cheap pattern stands in for real ones.
 fn manifest() -> impl Strategy<Value = Manifest> {
     let min_log = MIN_CHUNK_SIZE.trailing_zeros();
     let max_log = MAX_CHUNK_SIZE.trailing_zeros();
-    (min_log..=max_log, 0..200u32, any::<u8>())
+    (min_log..=max_log, 0..140u32, any::<u8>())
         .prop_flat_map(|(log, n, seed)| {
             let chunk_size = 1u32 << log;
             let (n, cs) = (u64::from(n), u64::from(chunk_size));
-            let sizes = if n == 0 { 0..=0 } else { (n - 1) * cs + 1..=n * cs };
+            let sizes = if n == 0 {
+                0..=0
+            } else {
+                (n - 1) * cs + 1..=n * cs
+            };
             (sizes, Just(chunk_size), Just(n), Just(seed))
         })
         .prop_map(|(size, chunk_size, n, seed)| {
@@ -193,7 +223,8 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     hash
                 })
                 .collect();
-            Manifest::new(size, chunk_size, hashes).expect("the strategy builds consistent manifests")
+            Manifest::new(size, chunk_size, hashes)
+                .expect("the strategy builds consistent manifests")
         })
 }
 
@@ -244,12 +275,18 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 fn decode_everything(bytes: &[u8]) {
     if let Ok(req) = Request::decode(bytes) {
         let again = req.encode();
-        assert!(again.len() <= bytes.len(), "a canonical encoding is never longer");
+        assert!(
+            again.len() <= bytes.len(),
+            "a canonical encoding is never longer"
+        );
         assert_eq!(Request::decode(&again), Ok(req));
     }
     if let Ok(resp) = Response::decode(bytes) {
         let again = resp.encode();
-        assert!(again.len() <= bytes.len(), "a canonical encoding is never longer");
+        assert!(
+            again.len() <= bytes.len(),
+            "a canonical encoding is never longer"
+        );
         assert_eq!(Response::decode(&again), Ok(resp));
     }
     if let Ok(frame) = peer::decode_frame(Bytes::copy_from_slice(bytes)) {
@@ -258,11 +295,17 @@ fn decode_everything(bytes: &[u8]) {
     // Bytes that hash to the id get past the check and reach `Manifest::decode`.
     if let Some(m) = Manifest::decode_verified(bytes, &id_of_encoding(bytes)) {
         let again = m.encode();
-        assert!(again.len() <= bytes.len(), "a canonical encoding is never longer");
+        assert!(
+            again.len() <= bytes.len(),
+            "a canonical encoding is never longer"
+        );
         assert_eq!(Manifest::decode_verified(&again, &m.id()), Some(m));
     }
     split_all(bytes, MAX_FRAME_LEN);
-    check_safe_name(&safe_file_name(&String::from_utf8_lossy(bytes), &FileId([0; 32])));
+    check_safe_name(&safe_file_name(
+        &String::from_utf8_lossy(bytes),
+        &FileId([0; 32]),
+    ));
 }
 
 /// Splits and decodes frames off `bytes` until it runs out or meets an error.
@@ -299,7 +342,9 @@ fn encode_frames(frames: &[Frame]) -> BytesMut {
 
 fn frame_round_trip(frame: &Frame) -> Frame {
     let mut out = encode_frames(std::slice::from_ref(frame));
-    let body = peer::split_frame(&mut out, MAX_FRAME_LEN).unwrap().expect("a whole frame is there");
+    let body = peer::split_frame(&mut out, MAX_FRAME_LEN)
+        .unwrap()
+        .expect("a whole frame is there");
     assert!(out.is_empty(), "split_frame takes exactly one frame");
     peer::decode_frame(body).unwrap()
 }
@@ -581,16 +626,33 @@ fn header_kind(header: &Header) -> &'static str {
 }
 const HEADER_KINDS: usize = 10;
 
-fn kinds_seen<S: Strategy>(strategy: S, kind: impl Fn(&S::Value) -> &'static str) -> BTreeSet<&'static str> {
+fn kinds_seen<S: Strategy>(
+    strategy: S,
+    kind: impl Fn(&S::Value) -> &'static str,
+) -> BTreeSet<&'static str> {
     let mut runner = TestRunner::deterministic();
-    (0..500).map(|_| kind(&strategy.new_tree(&mut runner).unwrap().current())).collect()
+    (0..500)
+        .map(|_| kind(&strategy.new_tree(&mut runner).unwrap().current()))
+        .collect()
 }
 
 #[test]
 fn strategies_cover_every_variant() {
-    assert_eq!(kinds_seen(request_body(), request_kind).len(), REQUEST_KINDS);
-    assert_eq!(kinds_seen(response_body(), response_kind).len(), RESPONSE_KINDS);
+    assert_eq!(
+        kinds_seen(request_body(), request_kind).len(),
+        REQUEST_KINDS
+    );
+    assert_eq!(
+        kinds_seen(response_body(), response_kind).len(),
+        RESPONSE_KINDS
+    );
     assert_eq!(kinds_seen(header(), header_kind).len(), HEADER_KINDS);
-    let with_payload = kinds_seen(frame(), |f| if f.payload.is_empty() { "empty" } else { "payload" });
+    let with_payload = kinds_seen(frame(), |f| {
+        if f.payload.is_empty() {
+            "empty"
+        } else {
+            "payload"
+        }
+    });
     assert_eq!(with_payload.len(), 2, "some frames carry a payload");
 }

@@ -18,7 +18,11 @@ use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
 
 #[derive(Parser, Debug)]
-#[command(name = "seeder", version, about = "Share files: hash them, register them with the tracker, serve their chunks.")]
+#[command(
+    name = "seeder",
+    version,
+    about = "Share files: hash them, register them with the tracker, serve their chunks."
+)]
 struct Args {
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
@@ -39,12 +43,24 @@ struct Args {
 
 fn parse_size(s: &str) -> Result<u32, String> {
     let (num, mult) = match s.to_ascii_uppercase() {
-        u if u.ends_with("KIB") || u.ends_with("K") => (u.trim_end_matches("IB").trim_end_matches('K').to_string(), 1024),
-        u if u.ends_with("MIB") || u.ends_with("M") => (u.trim_end_matches("IB").trim_end_matches('M').to_string(), 1024 * 1024),
+        u if u.ends_with("KIB") || u.ends_with("K") => (
+            u.trim_end_matches("IB").trim_end_matches('K').to_string(),
+            1024,
+        ),
+        u if u.ends_with("MIB") || u.ends_with("M") => (
+            u.trim_end_matches("IB").trim_end_matches('M').to_string(),
+            1024 * 1024,
+        ),
         u => (u, 1),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 512K or 1M"))?;
-    let size = n.checked_mul(mult).filter(|v| *v <= u64::from(u32::MAX)).ok_or("too large")? as u32;
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512K or 1M"))?;
+    let size = n
+        .checked_mul(mult)
+        .filter(|v| *v <= u64::from(u32::MAX))
+        .ok_or("too large")? as u32;
     shoal_proto::manifest::chunk_count(0, size).map_err(|e| e.to_string())?;
     Ok(size)
 }
@@ -66,7 +82,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     debug_assert!(DEFAULT_CHUNK_SIZE.is_power_of_two());
     // Check every path before hashing anything, so a typo fails at once.
     for path in &args.files {
-        let meta = std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         if meta.is_dir() {
             anyhow::bail!("{} is a directory; seeder shares files", path.display());
         }
@@ -85,9 +102,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let client = Arc::new(TrackerClient::connect(&args.tracker, RetryPolicy::default()).await?);
-    let seeding = Seeding::start(library.clone(), client, &SeedingOptions { port: args.port, advertise })
-        .await
-        .with_context(|| format!("cannot serve on TCP port {}; choose another with --port", args.port))?;
+    let seeding = Seeding::start(
+        library.clone(),
+        client,
+        &SeedingOptions {
+            port: args.port,
+            advertise,
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve on TCP port {}; choose another with --port",
+            args.port
+        )
+    })?;
     tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %args.tracker, "serving; Ctrl-C to stop");
     shutdown_signal().await;
     tracing::info!("stopping");
@@ -104,7 +133,11 @@ async fn hash_with_progress(path: PathBuf, chunk_size: u32) -> anyhow::Result<Sh
         tokio::task::spawn_blocking(move || SharedFile::hash(&path, chunk_size, &done))
     };
     let bar = ProgressBar::new(size).with_style(
-        ProgressStyle::with_template("hashing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> "),
+        ProgressStyle::with_template(
+            "hashing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(path.display().to_string());
     // Only draw if hashing takes more than a moment.

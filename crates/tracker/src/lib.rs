@@ -38,7 +38,11 @@ pub async fn serve(socket: UdpSocket, registry: Arc<Mutex<Registry>>, cancel: Ca
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "tracker", version, about = "The shoal tracker: knows which peer has which file.")]
+#[command(
+    name = "tracker",
+    version,
+    about = "The shoal tracker: knows which peer has which file."
+)]
 struct Args {
     /// UDP address to listen on.
     #[arg(long, default_value = "0.0.0.0:6969")]
@@ -70,7 +74,10 @@ struct Args {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     shoal_engine::support::init_logging();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -88,7 +95,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .with_context(|| format!("cannot listen on {:?}: give an address as IP:PORT, e.g. 0.0.0.0:6969", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {:?}: give an address as IP:PORT, e.g. 0.0.0.0:6969",
+                args.listen
+            )
+        })?;
     let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on UDP {addr} (is another tracker running? choose another with --listen)"))?;
     let local = socket.local_addr()?;
     let config = Config {

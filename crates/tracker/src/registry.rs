@@ -10,7 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response, ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
+    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
+    ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
 };
 use shoal_proto::{ConnectionId, FileId};
 
@@ -27,7 +28,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { files_per_peer: 10_000, peers_per_file: 1_000, total_files: 100_000, total_peers: 10_000, peers_per_reply: 50 }
+        Limits {
+            files_per_peer: 10_000,
+            peers_per_file: 1_000,
+            total_files: 100_000,
+            total_peers: 10_000,
+            peers_per_reply: 50,
+        }
     }
 }
 
@@ -42,7 +49,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { interval: Duration::from_secs(10), peer_timeout: Duration::from_secs(30), limits: Limits::default() }
+        Config {
+            interval: Duration::from_secs(10),
+            peer_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -81,7 +92,10 @@ impl FileRecord {
         for n in self.peers.values() {
             *counts.entry(n).or_default() += 1;
         }
-        counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map_or("", |(n, _)| n)
+        counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map_or("", |(n, _)| n)
     }
 }
 
@@ -99,7 +113,14 @@ const CONNECTION_SLOT: Duration = Duration::from_secs(60);
 
 impl Registry {
     pub fn new(config: Config, now: Instant) -> Registry {
-        Registry { config, secret: RandomState::new(), epoch: now, peers: HashMap::new(), files: HashMap::new(), counters: Counters::default() }
+        Registry {
+            config,
+            secret: RandomState::new(),
+            epoch: now,
+            peers: HashMap::new(),
+            files: HashMap::new(),
+            counters: Counters::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -123,7 +144,8 @@ impl Registry {
 
     fn connection_ok(&self, src: SocketAddr, conn: ConnectionId, now: Instant) -> bool {
         let slot = self.slot(now);
-        conn == self.connection_id(src, slot) || (slot > 0 && conn == self.connection_id(src, slot - 1))
+        conn == self.connection_id(src, slot)
+            || (slot > 0 && conn == self.connection_id(src, slot - 1))
     }
 
     /// Answers one datagram. `None` means send nothing (malformed, or a reply would be larger than
@@ -135,10 +157,15 @@ impl Registry {
             self.counters.dropped += 1;
             return None;
         };
-        let verified = !matches!(req.body, RequestBody::Connect { .. }) && self.connection_ok(src, req.conn, now);
+        let verified = !matches!(req.body, RequestBody::Connect { .. })
+            && self.connection_ok(src, req.conn, now);
         let body = match req.body {
-            RequestBody::Connect { .. } => ResponseBody::Connected { conn: self.connection_id(src, self.slot(now)) },
-            _ if !verified => ResponseBody::Error { code: ErrorCode::BadConnection },
+            RequestBody::Connect { .. } => ResponseBody::Connected {
+                conn: self.connection_id(src, self.slot(now)),
+            },
+            _ if !verified => ResponseBody::Error {
+                code: ErrorCode::BadConnection,
+            },
             RequestBody::Announce { peer, files } => self.announce(now, src, &peer, files),
             RequestBody::Heartbeat { peer, files } => {
                 let key = peer_addr(src, &peer);
@@ -164,7 +191,10 @@ impl Registry {
             }
             RequestBody::GetPeers { file } => {
                 self.counters.queries += 1;
-                ResponseBody::Peers { interval_secs: self.interval_secs(), peers: self.sample_peers(&file, src.ip()) }
+                ResponseBody::Peers {
+                    interval_secs: self.interval_secs(),
+                    peers: self.sample_peers(&file, src.ip()),
+                }
             }
             RequestBody::List { filter, cursor } => {
                 self.counters.queries += 1;
@@ -185,39 +215,70 @@ impl Registry {
     }
 
     fn ack(&self) -> ResponseBody {
-        ResponseBody::Ack { interval_secs: self.interval_secs() }
+        ResponseBody::Ack {
+            interval_secs: self.interval_secs(),
+        }
     }
 
-    fn announce(&mut self, now: Instant, src: SocketAddr, info: &PeerInfo, files: Vec<FileEntry>) -> ResponseBody {
-        if files.iter().any(|f| f.name.is_empty() || f.name.len() > MAX_NAME_LEN) {
-            return ResponseBody::Error { code: ErrorCode::BadName };
+    fn announce(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        info: &PeerInfo,
+        files: Vec<FileEntry>,
+    ) -> ResponseBody {
+        if files
+            .iter()
+            .any(|f| f.name.is_empty() || f.name.len() > MAX_NAME_LEN)
+        {
+            return ResponseBody::Error {
+                code: ErrorCode::BadName,
+            };
         }
         let key = peer_addr(src, info);
         let limits = self.config.limits.clone();
         if !self.peers.contains_key(&key) {
             if self.peers.len() >= limits.total_peers {
-                return ResponseBody::Error { code: ErrorCode::Full };
+                return ResponseBody::Error {
+                    code: ErrorCode::Full,
+                };
             }
             tracing::info!(peer = %key, "peer registered");
-            self.peers.insert(key, Peer { addr: key, last_seen: now, files: HashSet::new() });
+            self.peers.insert(
+                key,
+                Peer {
+                    addr: key,
+                    last_seen: now,
+                    files: HashSet::new(),
+                },
+            );
         }
         let mut added = 0;
         for f in files {
             let peer = self.peers.get_mut(&key).expect("inserted above");
             peer.last_seen = now;
             if !peer.files.contains(&f.id) && peer.files.len() >= limits.files_per_peer {
-                return ResponseBody::Error { code: ErrorCode::Full };
+                return ResponseBody::Error {
+                    code: ErrorCode::Full,
+                };
             }
             let known = self.files.contains_key(&f.id);
             if !known && self.files.len() >= limits.total_files {
-                return ResponseBody::Error { code: ErrorCode::Full };
+                return ResponseBody::Error {
+                    code: ErrorCode::Full,
+                };
             }
-            let record = self.files.entry(f.id).or_insert_with(|| FileRecord { size: f.size, peers: BTreeMap::new() });
+            let record = self.files.entry(f.id).or_insert_with(|| FileRecord {
+                size: f.size,
+                peers: BTreeMap::new(),
+            });
             if !record.peers.contains_key(&key) && record.peers.len() >= limits.peers_per_file {
                 if record.peers.is_empty() {
                     self.files.remove(&f.id);
                 }
-                return ResponseBody::Error { code: ErrorCode::Full };
+                return ResponseBody::Error {
+                    code: ErrorCode::Full,
+                };
             }
             if record.size != f.size {
                 // Sizes are part of the manifest, so this peer is confused or lying: skip it.
@@ -227,7 +288,11 @@ impl Registry {
                 added += 1;
                 tracing::info!(peer = %key, file = %f.id.short(), name = %f.name, "file registered");
             }
-            self.peers.get_mut(&key).expect("inserted above").files.insert(f.id);
+            self.peers
+                .get_mut(&key)
+                .expect("inserted above")
+                .files
+                .insert(f.id);
         }
         self.counters.registrations += added;
         self.ack()
@@ -263,7 +328,12 @@ impl Registry {
     /// Drops every peer not heard from within the peer timeout.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
-        let stale: Vec<SocketAddr> = self.peers.values().filter(|p| now.saturating_duration_since(p.last_seen) > timeout).map(|p| p.addr).collect();
+        let stale: Vec<SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| now.saturating_duration_since(p.last_seen) > timeout)
+            .map(|p| p.addr)
+            .collect();
         for key in stale {
             self.counters.expirations += 1;
             self.remove_peer(key, "timed out");
@@ -273,8 +343,15 @@ impl Registry {
     /// A bounded, shuffled subset of a file's peers. A loopback address is only handed to a
     /// requester on the same host.
     fn sample_peers(&self, file: &FileId, requester: IpAddr) -> Vec<SocketAddr> {
-        let Some(record) = self.files.get(file) else { return Vec::new() };
-        let mut peers: Vec<SocketAddr> = record.peers.keys().filter(|a| !a.ip().is_loopback() || requester.is_loopback()).copied().collect();
+        let Some(record) = self.files.get(file) else {
+            return Vec::new();
+        };
+        let mut peers: Vec<SocketAddr> = record
+            .peers
+            .keys()
+            .filter(|a| !a.ip().is_loopback() || requester.is_loopback())
+            .copied()
+            .collect();
         fastrand::shuffle(&mut peers);
         peers.truncate(self.config.limits.peers_per_reply);
         // Keep the reply within one datagram whatever the address family mix.
@@ -317,7 +394,12 @@ impl Registry {
         self.files
             .iter()
             .filter(|(id, r)| wanted(id, r))
-            .map(|(id, r)| ListEntry { id: *id, size: r.size, seeders: r.peers.len() as u32, name: r.name().to_string() })
+            .map(|(id, r)| ListEntry {
+                id: *id,
+                size: r.size,
+                seeders: r.peers.len() as u32,
+                name: r.name().to_string(),
+            })
             .collect()
     }
 }
