@@ -227,10 +227,14 @@ pub async fn download(
         cancel: cancel.child_token(),
     });
     let data_start = Instant::now();
-    let outcome = run_workers(&shared, &client, &mut book, first)
+    let mut workers = JoinSet::new();
+    let outcome = run_workers(&shared, &client, &mut book, first, &mut workers)
         .instrument(span.clone())
         .await;
     shared.cancel.cancel();
+    // Every worker holds `shared`: wait until they are all gone before taking it back (dropping
+    // a JoinSet only asks its tasks to stop).
+    workers.shutdown().await;
     shared.verifying.close();
     shared.verifying.wait().await;
     let data_phase = data_start.elapsed();
@@ -331,8 +335,8 @@ async fn run_workers(
     client: &TrackerClient,
     book: &mut PeerBook,
     first: PeerConn,
+    workers: &mut JoinSet<(SocketAddr, bool)>,
 ) -> Result<(), RunEnd> {
-    let mut workers: JoinSet<(SocketAddr, bool)> = JoinSet::new();
     let mut changed = shared.changed.subscribe();
     let spawn = |workers: &mut JoinSet<(SocketAddr, bool)>,
                  book: &mut PeerBook,
@@ -346,7 +350,7 @@ async fn run_workers(
                 .instrument(tracing::info_span!("peer", %addr)),
         );
     };
-    spawn(&mut workers, book, first.addr, Some(first));
+    spawn(&mut *workers, book, first.addr, Some(first));
     let mut next_query = Instant::now() + Duration::from_secs(1);
     let mut query_wait = Duration::from_secs(1);
     loop {
@@ -393,7 +397,7 @@ async fn run_workers(
                 .into_iter()
                 .take(shared.opts.max_peers.saturating_sub(workers.len()))
             {
-                spawn(&mut workers, book, addr, None);
+                spawn(&mut *workers, book, addr, None);
             }
         }
         let tick = next_query

@@ -3,6 +3,7 @@
 //! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
 //!   download writes into.
 //! - [`conn`]: framed peer connections over TCP.
+//! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
@@ -12,6 +13,7 @@
 //! - [`support`]: logging and signals for the command-line programs.
 
 pub mod conn;
+pub mod discovery;
 pub mod download;
 pub mod scheduler;
 pub mod seeding;

@@ -172,7 +172,33 @@ fn read_chunk(
     })
 }
 
-/// Binds a TCP listener for serving: all interfaces, on `port` (0 lets the OS pick).
+/// Binds a TCP listener for serving on all interfaces: a dual-stack IPv6 socket (IPv4 peers
+/// arrive as mapped addresses) where the host has IPv6, else IPv4 only; on `port` (0: the OS picks).
 pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
+    match bind_dual_stack(port) {
+        Ok(l) => Ok(l),
+        Err(_) => TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await,
+    }
+}
+
+fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let socket = tokio::net::TcpSocket::new_v6()?;
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))?;
+    socket.listen(1024)
 }

@@ -21,6 +21,8 @@ use crate::store::Library;
 pub enum TrackerError {
     #[error("the tracker at {addr} did not answer after {attempts} tries; start one with `tracker`, or choose another with --tracker HOST:PORT or P2P_TRACKER")]
     Unreachable { addr: SocketAddr, attempts: u32 },
+    #[error("no tracker answered at {addr} and none answered discovery on the local network; start one with `tracker`, or choose one with --tracker HOST:PORT or P2P_TRACKER")]
+    NotFound { addr: SocketAddr },
     #[error("could not resolve tracker address {0:?}; give it as HOST:PORT")]
     BadAddress(String),
     #[error("the tracker refused: {0}")]
@@ -86,6 +88,21 @@ impl TrackerClient {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether a tracker answers: one connect handshake.
+    pub async fn ping(&self) -> Result<(), TrackerError> {
+        let padding = [0; CONNECT_PADDING];
+        match self
+            .round_trip(ConnectionId(0), RequestBody::Connect { padding })
+            .await?
+        {
+            ResponseBody::Connected { conn } => {
+                self.state.lock().await.conn = Some((conn, Instant::now()));
+                Ok(())
+            }
+            _ => Err(TrackerError::Protocol),
+        }
     }
 
     /// Sends a request and returns the reply, connecting (or reconnecting) first when needed.
@@ -222,7 +239,12 @@ pub async fn resolve(client: &TrackerClient, query: &str) -> Result<ListEntry, R
     if found.is_empty() {
         return Err(ResolveError::NotFound(query.to_string()));
     }
-    one(query, found)
+    // The listing shows the name most seeders use; the same bytes may be shared under several.
+    // Asked for by one of its names, the file keeps the name asked for.
+    one(query, found).map(|entry| ListEntry {
+        name: query.to_string(),
+        ..entry
+    })
 }
 
 fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError> {

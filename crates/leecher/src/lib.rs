@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_engine::discovery::choose_tracker;
 use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
 use shoal_engine::seeding::{parse_advertise, Seeding, SeedingOptions};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
-use shoal_engine::tracker_client::{resolve, RetryPolicy, TrackerClient};
+use shoal_engine::tracker_client::resolve;
 use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +33,12 @@ struct Args {
     /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
     #[arg(long)]
     list: bool,
-    /// Tracker address.
-    #[arg(long, env = "P2P_TRACKER", default_value = shoal_engine::DEFAULT_TRACKER, value_name = "HOST:PORT")]
-    tracker: String,
+    /// Tracker address [env: P2P_TRACKER] (default: 127.0.0.1:6969, else one found on the LAN).
+    #[arg(long, env = "P2P_TRACKER", value_name = "HOST:PORT", hide_env = true)]
+    tracker: Option<String>,
+    /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
+    #[arg(long, env = "P2P_NO_DISCOVERY", hide_env = true, value_parser = clap::builder::FalseyValueParser::new())]
+    no_discovery: bool,
     /// Folder to write the file into.
     #[arg(long, default_value = ".", value_name = "DIR")]
     out: PathBuf,
@@ -81,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.window == 0 || args.max_peers == 0 || args.stall_timeout == 0 {
         anyhow::bail!("--window, --max-peers and --stall-timeout must be at least 1");
     }
-    let client = Arc::new(TrackerClient::connect(&args.tracker, RetryPolicy::default()).await?);
+    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
     if args.list {
         let filter = args.query.clone().map_or(Filter::All, Filter::NameContains);
         let mut out = std::io::stdout().lock();

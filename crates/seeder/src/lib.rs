@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_engine::discovery::choose_tracker;
 use shoal_engine::seeding::{parse_advertise, Seeding, SeedingOptions};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{init_logging, shutdown_signal};
-use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
 
 #[derive(Parser, Debug)]
@@ -27,9 +27,12 @@ struct Args {
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Tracker address.
-    #[arg(long, env = "P2P_TRACKER", default_value = shoal_engine::DEFAULT_TRACKER, value_name = "HOST:PORT")]
-    tracker: String,
+    /// Tracker address [env: P2P_TRACKER] (default: 127.0.0.1:6969, else one found on the LAN).
+    #[arg(long, env = "P2P_TRACKER", value_name = "HOST:PORT", hide_env = true)]
+    tracker: Option<String>,
+    /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
+    #[arg(long, env = "P2P_NO_DISCOVERY", hide_env = true, value_parser = clap::builder::FalseyValueParser::new())]
+    no_discovery: bool,
     /// TCP port to serve on (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -101,10 +104,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let client = Arc::new(TrackerClient::connect(&args.tracker, RetryPolicy::default()).await?);
+    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
     let seeding = Seeding::start(
         library.clone(),
-        client,
+        client.clone(),
         &SeedingOptions {
             port: args.port,
             advertise,
@@ -117,7 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.port
         )
     })?;
-    tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %args.tracker, "serving; Ctrl-C to stop");
+    tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
     shutdown_signal().await;
     tracing::info!("stopping");
     seeding.stop().await;
