@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod hostile;
+
 /// Safety net for every wait: far longer than any step takes, so it only fires on a real hang.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -44,6 +46,8 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Never let a test fall back to discovery: its broadcast would leave this machine.
+        cmd.env("P2P_NO_DISCOVERY", "1");
         cmd.env_remove("P2P_TRACKER").env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
@@ -111,6 +115,21 @@ impl Proc {
         }
     }
 
+    /// Waits until stdout has at least `n` lines.
+    pub fn wait_stdout_count(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        let (lock, cvar) = &*self.lines;
+        let mut l = lock.lock().unwrap();
+        while l.stdout.len() < n {
+            let now = Instant::now();
+            if now >= deadline || l.closed == 2 {
+                drop(l);
+                panic!("expected {n} lines on stdout\n{}", self.dump());
+            }
+            l = cvar.wait_timeout(l, deadline - now).unwrap().0;
+        }
+    }
+
     pub fn wait_stdout(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.wait_line(true, what, pred)
     }
@@ -163,6 +182,44 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Ctrl-C, then waits for the program to exit; returns its status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.interrupt();
+        self.wait_exit()
+    }
+
+    /// Ctrl-C, and asserts a clean exit (code 0) after unregistering from the tracker.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.stop();
+        assert!(status.success(), "expected a clean exit\n{}", self.dump());
+        assert!(
+            self.count_stderr("unregistered from the tracker") > 0,
+            "did not unregister\n{}",
+            self.dump()
+        );
+    }
+
+    /// The TCP port a seeder (or seeding leecher) serves on: waits for its log line naming the
+    /// port (`serving; ...` for a seeder, `seeding NAME; ...` for a leecher).
+    pub fn serving_port(&self) -> u16 {
+        let line = self.wait_line(false, "a line with port=", |l| {
+            (l.contains("serving;") || l.contains(" seeding ")) && l.contains(" port=")
+        });
+        port_in(&line).unwrap_or_else(|| panic!("no port in {line:?}\n{}", self.dump()))
+    }
+
+    /// The address other peers reach it on, as the tracker registers it (127.0.0.1:PORT).
+    pub fn serving_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.serving_port())
+    }
+}
+
+/// The number after `port=` in a log line.
+pub fn port_in(line: &str) -> Option<u16> {
+    let rest = &line[line.find("port=")? + "port=".len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 impl Drop for Proc {
@@ -213,6 +270,19 @@ impl Run {
         self
     }
 
+    /// The leecher's summary line (`downloaded NAME: ...`), if it printed one.
+    pub fn summary(&self) -> Option<&str> {
+        self.stderr.lines().find(|l| l.starts_with("downloaded "))
+    }
+
+    /// The `chunks per peer:` part of the leecher's summary, as (address, chunks) pairs.
+    pub fn chunks_per_peer(&self) -> Vec<(String, u32)> {
+        let line = self
+            .summary()
+            .unwrap_or_else(|| panic!("no summary line\n{}", self.dump()));
+        chunks_per_peer(line)
+    }
+
     /// Asserts a non-zero exit with `needle` in stderr, no panic and no debug dump.
     pub fn assert_fails_with(&self, needle: &str) -> &Run {
         assert!(!self.status.success(), "expected failure\n{}", self.dump());
@@ -228,6 +298,25 @@ impl Run {
         );
         self
     }
+}
+
+/// Parses `chunks per peer: ADDR=N ADDR=N` (or `none`) out of a summary line.
+pub fn chunks_per_peer(summary: &str) -> Vec<(String, u32)> {
+    let (_, rest) = summary
+        .split_once("chunks per peer: ")
+        .unwrap_or_else(|| panic!("no chunks per peer in {summary:?}"));
+    let part = rest.split(';').next().unwrap().trim();
+    if part == "none" {
+        return Vec::new();
+    }
+    part.split_whitespace()
+        .map(|kv| {
+            let (addr, n) = kv
+                .rsplit_once('=')
+                .unwrap_or_else(|| panic!("bad entry {kv:?} in {summary:?}"));
+            (addr.to_string(), n.parse().unwrap())
+        })
+        .collect()
 }
 
 /// Runs a program to completion.
@@ -301,11 +390,55 @@ impl Swarm {
         [("P2P_TRACKER", self.tracker_addr.as_str())]
     }
 
+    /// The tracker's port.
+    pub fn tracker_port(&self) -> u16 {
+        self.tracker_addr
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// `leecher --list [PATTERN]`, asserted to succeed, parsed line by line.
+    pub fn list(&self, pattern: Option<&str>) -> Vec<Listed> {
+        let mut args = vec!["--list"];
+        args.extend(pattern);
+        let run = self.run_leecher(self.dir.path(), &args);
+        run.assert_ok();
+        run.stdout
+            .lines()
+            .map(|l| {
+                Listed::parse(l).unwrap_or_else(|| panic!("bad list line {l:?}\n{}", run.dump()))
+            })
+            .collect()
+    }
+
+    /// How many seeders the tracker lists for `id` (0 when it does not list it at all).
+    pub fn seeders_of(&self, id: &str) -> u32 {
+        self.list(None)
+            .iter()
+            .find(|l| l.id == id)
+            .map_or(0, |l| l.seeders)
+    }
+
+    /// Starts a leecher that downloads and then keeps seeding, and waits until it has registered
+    /// its file with the tracker.
+    pub fn seeding_leecher_in(&self, cwd: &Path, args: &[&str]) -> Proc {
+        let p = self.leecher_in(cwd, args);
+        p.wait_stderr("registered with the tracker");
+        p
+    }
+
     /// Starts a seeder in `cwd` and waits until it has registered with the tracker. Returns it and
     /// its stdout lines (`<id> <size> <name>`).
     pub fn seeder_in(&self, cwd: &Path, args: &[&str]) -> (Proc, Vec<String>) {
         let p = Proc::spawn("seeder", args, cwd, &self.env());
         p.wait_stderr("registered with the tracker");
+        // The lines were printed before registering, but stdout and stderr are read by two
+        // threads: wait until the stdout reader has caught up.
+        let files = seeder_files(args);
+        p.wait_stdout_count(files);
         let out = p.stdout();
         (p, out)
     }
@@ -325,7 +458,62 @@ impl Swarm {
     }
 }
 
+/// How many files a seeder command line names (its positional arguments). Keep `WITH_VALUE` in
+/// step with the seeder's options that take a value, or `seeder_in` waits for a line too many.
+fn seeder_files(args: &[&str]) -> usize {
+    const WITH_VALUE: [&str; 4] = ["--tracker", "--port", "--chunk-size", "--advertise"];
+    let mut n = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if WITH_VALUE.contains(a) {
+            it.next();
+        } else if !a.starts_with("--") {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The id (first word) of a seeder's stdout line.
 pub fn id_of(line: &str) -> String {
     line.split(' ').next().unwrap().to_string()
+}
+
+/// One line of `leecher --list`: `<id> <size> <seeders> <name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub size: u64,
+    pub seeders: u32,
+    pub name: String,
+}
+
+impl Listed {
+    pub fn parse(line: &str) -> Option<Listed> {
+        let mut it = line.splitn(4, ' ');
+        Some(Listed {
+            id: it.next()?.to_string(),
+            size: it.next()?.parse().ok()?,
+            seeders: it.next()?.parse().ok()?,
+            name: it.next()?.to_string(),
+        })
+    }
+}
+
+/// The names in a folder, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A UDP socket on 127.0.0.1 that never answers: hold it for as long as nothing else may take
+/// its port, so a "tracker" there is certainly silent.
+pub fn silent_udp() -> (std::net::UdpSocket, String) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap().to_string();
+    (s, addr)
 }

@@ -310,7 +310,8 @@ async fn fetch_manifest(
         }
         if start.elapsed() >= opts.timeout {
             return Err(DownloadError::NoPeers {
-                name: entry.name.clone(),
+                // Never the raw name: it came from the network and may hold escape sequences.
+                name: safe_file_name(&entry.name, &entry.id),
                 waited: opts.timeout,
                 part: None,
             });

@@ -16,20 +16,27 @@ pub fn init_logging() {
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM; a second one exits the process at once (code 130).
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed by the call itself, not on the first poll: call it before telling
+/// anyone that we are ready, or a Ctrl-C in between kills the process without any cleanup (that
+/// is what SIGINT does by default).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
     static SEEN: AtomicBool = AtomicBool::new(false);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        SEEN.store(true, Ordering::SeqCst);
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("interrupted twice; exiting now");
+            std::process::exit(130);
+        });
     }
-    SEEN.store(true, Ordering::SeqCst);
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("interrupted twice; exiting now");
-        std::process::exit(130);
-    });
 }
 
 /// Bytes as a short human figure: `512 KiB`, `1.00 GiB`.

@@ -343,7 +343,7 @@ impl Announcer {
         let live_ids: BTreeSet<FileId> = live.iter().map(|e| e.id).collect();
         let gone: Vec<FileId> = registered.difference(&live_ids).copied().collect();
         let mut interval = None;
-        for page in pages(&gone, |id| encoded_len(id)) {
+        for page in pages(&gone, encoded_len) {
             self.client
                 .request(RequestBody::Unregister {
                     peer: self.peer.clone(),

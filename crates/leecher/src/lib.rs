@@ -109,15 +109,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
+    // The name as it will be written, not as the network sent it (control characters).
     let display = tokio::spawn(show_progress(
         progress.clone(),
-        entry.name.clone(),
+        shoal_proto::names::safe_file_name(&entry.name, &entry.id),
         cancel.clone(),
     ));
     let signal = {
-        let cancel = cancel.clone();
+        let (cancel, shutdown) = (cancel.clone(), shutdown_signal());
         tokio::spawn(async move {
-            shutdown_signal().await;
+            shutdown.await;
             cancel.cancel();
         })
     };

@@ -105,6 +105,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
+    // Before registering, so that a Ctrl-C from then on unregisters.
+    let shutdown = shutdown_signal();
     let seeding = Seeding::start(
         library.clone(),
         client.clone(),
@@ -121,7 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
     tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping");
     seeding.stop().await;
     Ok(())
