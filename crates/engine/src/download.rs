@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_proto::names::safe_file_name;
 use shoal_proto::peer::{max_frame_for_chunk_size, Header};
 use shoal_proto::tracker::ListEntry;
@@ -102,7 +103,7 @@ impl Summary {
 pub enum DownloadError {
     #[error("{0} already exists; use --force to replace it")]
     Exists(PathBuf),
-    #[error("no peer could provide {name} for {waited:?}{}", part_note(.part))]
+    #[error("no peer could provide {name} for {} s{}", .waited.as_secs(), part_note(.part))]
     NoPeers {
         name: String,
         waited: Duration,
@@ -299,8 +300,19 @@ async fn fetch_manifest(
             }
             Err(e) => return Err(e.into()),
         }
-        for addr in book.ready(Instant::now()) {
-            match get_manifest(addr, entry.id, opts.stall_timeout).await {
+        // Ask several peers at once: a silent one must not delay the start by a stall timeout.
+        let mut attempts: FuturesUnordered<_> =
+            book.ready(Instant::now())
+                .into_iter()
+                .take(MANIFEST_FANOUT)
+                .map(|addr| async move {
+                    (addr, get_manifest(addr, entry.id, opts.stall_timeout).await)
+                })
+                .collect();
+        while let Some((addr, result)) = attempts.next().await {
+            match result {
+                // The other attempts are dropped (their connections close); those peers stay
+                // ready, and the workers connect to them at once.
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     tracing::info!(peer = %addr, "no manifest from this peer: {e}");
@@ -320,6 +332,9 @@ async fn fetch_manifest(
         query_wait = (query_wait * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Peers asked for the manifest at once.
+const MANIFEST_FANOUT: usize = 8;
 
 async fn get_manifest(
     addr: SocketAddr,
@@ -414,6 +429,10 @@ async fn run_workers(
                 let (addr, ok) = ended.expect("a download worker panicked");
                 shared.progress.peers.fetch_sub(1, Ordering::Relaxed);
                 book.ended(addr, ok, Instant::now());
+                if workers.is_empty() {
+                    // Everyone is gone: ask the tracker again soon rather than at the slow pace.
+                    next_query = next_query.min(Instant::now() + Duration::from_millis(500));
+                }
             }
             _ = changed.changed() => {}
             _ = tokio::time::sleep(tick) => {}
@@ -442,7 +461,7 @@ enum PullError {
     Conn(#[from] ConnError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("sent chunk {got} while chunk {expected:?} was due")]
+    #[error("sent chunk {got} while {} was due", expected.map_or("no chunk".into(), |i| format!("chunk {i}")))]
     OutOfOrder {
         got: ChunkIndex,
         expected: Option<ChunkIndex>,
@@ -657,7 +676,12 @@ impl PeerBook {
             retry_at: now,
         });
         e.active = false;
-        e.failures = if ok { 0 } else { e.failures + 1 };
-        e.retry_at = now + Duration::from_millis(500 * (1u64 << e.failures.min(5)));
+        if ok {
+            e.failures = 0;
+            e.retry_at = now;
+        } else {
+            e.failures += 1;
+            e.retry_at = now + Duration::from_millis(250 * (1u64 << e.failures.min(6)));
+        }
     }
 }

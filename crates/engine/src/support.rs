@@ -2,8 +2,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info).
+/// Process set-up shared by the three programs: logging to stderr, filtered by `RUST_LOG`
+/// (default: info), and an allocator tuned for chunk-sized buffers.
 pub fn init_logging() {
+    tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -13,6 +15,19 @@ pub fn init_logging() {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+}
+
+/// glibc serves allocations over its mmap threshold (128 KiB at first) with fresh mappings, and
+/// gives freed heap back to the kernel eagerly; for a stream of 512 KiB chunk buffers that means
+/// page faults and zeroing on every chunk. Keep such buffers on the heap and reuse them. Memory
+/// stays bounded: the number of chunk buffers alive at once is bounded by the engine.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+    }
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM; a second one exits the process at once (code 130).

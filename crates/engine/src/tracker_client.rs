@@ -221,7 +221,14 @@ pub enum ResolveError {
 fn list_lines(entries: &[ListEntry]) -> String {
     entries
         .iter()
-        .map(|e| format!("  {} {} {}", e.id, e.size, e.name))
+        .map(|e| {
+            format!(
+                "  {} {} {}",
+                e.id,
+                e.size,
+                shoal_proto::names::printable(&e.name)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

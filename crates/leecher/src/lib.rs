@@ -90,7 +90,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let filter = args.query.clone().map_or(Filter::All, Filter::NameContains);
         let mut out = std::io::stdout().lock();
         for e in client.list(filter).await? {
-            writeln!(out, "{} {} {} {}", e.id, e.size, e.seeders, e.name)?;
+            // One line per file whatever the name holds: scripts split on lines.
+            let name = shoal_proto::names::printable(&e.name);
+            writeln!(out, "{} {} {} {name}", e.id, e.size, e.seeders)?;
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -28,6 +28,14 @@ pub fn safe_file_name(name: &str, id: &FileId) -> String {
     cleaned
 }
 
+/// A name from the network made fit for one line of a terminal: control characters (newlines,
+/// escape sequences) become `?`. Unlike [`safe_file_name`] it keeps the whole name.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +62,11 @@ mod tests {
         let long = "é".repeat(500);
         let out = safe_file_name(&long, &id);
         assert!(out.len() <= MAX_LOCAL_NAME && !out.is_empty());
+    }
+
+    #[test]
+    fn printable_names_stay_on_one_line() {
+        assert_eq!(printable("a\nb\u{1b}[31mc"), "a?b?[31mc");
+        assert_eq!(printable("plain name.iso"), "plain name.iso");
     }
 }

@@ -1,8 +1,14 @@
 //! The `tracker` command: the meeting point where peers find each other.
 //!
 //! [`registry`] holds the state and answers datagrams without I/O; [`serve`] runs it on a UDP
-//! socket; [`main`] is the command line.
+//! socket; [`http`] is the optional status page (with [`metrics`]); [`main`] is the command
+//! line.
 
+pub mod activity;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -13,22 +19,26 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use registry::{Config, Limits, Registry};
+use shoal_proto::tracker::MAX_NAME_LEN;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the registry on `socket` until `cancel` fires. Peers that go silent are dropped once a
-/// second.
+/// second (and before any reply that could mention them).
 pub async fn serve(socket: UdpSocket, registry: Arc<Mutex<Registry>>, cancel: CancellationToken) {
-    let mut buf = vec![0u8; 2048];
+    // Room for the largest UDP datagram, so the byte counters see what really arrived; anything
+    // over the protocol's maximum is dropped unread.
+    let mut buf = vec![0u8; 65_536];
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let lock = || registry.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = sweep.tick() => registry.lock().unwrap().expire(std::time::Instant::now()),
+            _ = sweep.tick() => lock().expire(std::time::Instant::now()),
             r = socket.recv_from(&mut buf) => {
                 // Errors here are ICMP noise from earlier sends; nothing to do but go on.
                 let Ok((n, src)) = r else { continue };
-                let reply = registry.lock().unwrap().handle(std::time::Instant::now(), src, &buf[..n]);
+                let reply = lock().handle(std::time::Instant::now(), src, &buf[..n]);
                 if let Some(reply) = reply {
                     let _ = socket.send_to(&reply, src).await;
                 }
@@ -45,29 +55,48 @@ pub async fn serve(socket: UdpSocket, registry: Arc<Mutex<Registry>>, cancel: Ca
 )]
 struct Args {
     /// UDP address to listen on.
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    #[arg(long, default_value = "0.0.0.0:6969", value_name = "ADDR")]
     listen: String,
     /// Seconds between peer heartbeats (told to peers).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
     interval: u64,
     /// Drop a peer silent for this many seconds (default: three intervals).
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     peer_timeout: Option<u64>,
+    /// Serve a live status page, JSON under /api/ and Prometheus /metrics on this TCP address,
+    /// e.g. 127.0.0.1:8080 (0.0.0.0:8080 for the whole LAN). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Most peers in one peer list.
-    #[arg(long, default_value_t = Limits::default().peers_per_reply)]
+    #[arg(long, default_value_t = Limits::default().peers_per_reply, value_name = "N")]
     max_peers: usize,
     /// Most files one peer may register.
-    #[arg(long, default_value_t = Limits::default().files_per_peer)]
+    #[arg(long, default_value_t = Limits::default().files_per_peer, value_name = "N")]
     max_files_per_peer: usize,
     /// Most peers registered for one file.
-    #[arg(long, default_value_t = Limits::default().peers_per_file)]
+    #[arg(long, default_value_t = Limits::default().peers_per_file, value_name = "N")]
     max_peers_per_file: usize,
-    /// Most files in all.
-    #[arg(long, default_value_t = Limits::default().total_files)]
+    /// Most distinct files in all.
+    #[arg(long, default_value_t = Limits::default().total_files, value_name = "N")]
     max_files: usize,
     /// Most peers in all.
-    #[arg(long, default_value_t = Limits::default().total_peers)]
+    #[arg(long, default_value_t = Limits::default().total_peers, value_name = "N")]
     max_total_peers: usize,
+    /// Most (peer, file) registrations in all: what the tracker's memory grows with.
+    #[arg(long, default_value_t = Limits::default().registrations, value_name = "N")]
+    max_registrations: usize,
+    /// Longest file name accepted, in bytes (at most 255).
+    #[arg(long, default_value_t = Limits::default().name_len, value_name = "BYTES")]
+    max_name_len: usize,
+    /// Requests per second each source IP may send on average; 0 turns rate limiting off.
+    #[arg(long, default_value_t = Limits::default().rate, value_name = "N")]
+    rate_limit: u32,
+    /// Requests a source IP may send in a burst after a quiet spell.
+    #[arg(long, default_value_t = Limits::default().burst, value_name = "N")]
+    rate_burst: u32,
+    /// Source IPs the rate limiter keeps track of at once (fixed memory, 32 bytes each).
+    #[arg(long, default_value_t = Limits::default().rate_table, value_name = "N")]
+    rate_table: usize,
 }
 
 /// The command line: parses flags, runs, maps errors to one sentence and exit code 1.
@@ -87,23 +116,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    if args.interval == 0 {
-        anyhow::bail!("--interval must be at least 1 second");
-    }
-    let addr: SocketAddr = tokio::net::lookup_host(&args.listen)
+async fn resolve(addr: &str, what: &str, example: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
         .await
         .ok()
         .and_then(|mut a| a.next())
         .with_context(|| {
             format!(
-                "cannot listen on {:?}: give an address as IP:PORT, e.g. 0.0.0.0:6969",
-                args.listen
+                "cannot listen on {addr:?} for {what}: give an address as IP:PORT, e.g. {example}"
             )
-        })?;
-    let socket = UdpSocket::bind(addr).await.with_context(|| format!("cannot listen on UDP {addr} (is another tracker running? choose another with --listen)"))?;
-    let local = socket.local_addr()?;
-    let config = Config {
+        })
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    if args.interval == 0 {
+        anyhow::bail!("--interval must be at least 1 second");
+    }
+    if !(1..=MAX_NAME_LEN).contains(&args.max_name_len) {
+        anyhow::bail!("--max-name-len must be between 1 and {MAX_NAME_LEN}");
+    }
+    if args.rate_limit > 0 && (args.rate_burst == 0 || args.rate_table == 0) {
+        anyhow::bail!("--rate-burst and --rate-table must be at least 1 (or turn the limit off with --rate-limit 0)");
+    }
+    Ok(Config {
         interval: Duration::from_secs(args.interval),
         peer_timeout: Duration::from_secs(args.peer_timeout.unwrap_or(3 * args.interval)),
         limits: Limits {
@@ -111,17 +146,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
             peers_per_file: args.max_peers_per_file,
             total_files: args.max_files,
             total_peers: args.max_total_peers,
+            registrations: args.max_registrations,
+            name_len: args.max_name_len,
             peers_per_reply: args.max_peers,
+            rate: args.rate_limit,
+            burst: args.rate_burst,
+            rate_table: args.rate_table,
         },
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let addr = resolve(&args.listen, "the tracker", "0.0.0.0:6969").await?;
+    let socket = UdpSocket::bind(addr).await.with_context(|| {
+        format!("cannot listen on UDP {addr} (is another tracker running? choose another with --listen)")
+    })?;
+    let local = socket.local_addr()?;
+    let http = match &args.http {
+        Some(h) => {
+            let addr = resolve(h, "--http", "127.0.0.1:8080").await?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on TCP {addr} for the status page (choose another with --http)"
+                )
+            })?;
+            Some(listener)
+        }
+        None => None,
     };
+    tracing::info!(
+        "memory bound with these caps: {} MiB",
+        config.limits.worst_case_bytes() / (1024 * 1024)
+    );
     let registry = Arc::new(Mutex::new(Registry::new(config, std::time::Instant::now())));
+    // Before saying we listen, so that a Ctrl-C from then on shuts down cleanly.
+    let shutdown = shoal_engine::support::shutdown_signal();
     println!("tracker listening on {local}");
     tracing::info!("tracker listening on udp {local}");
     let cancel = CancellationToken::new();
-    let server = tokio::spawn(serve(socket, registry, cancel.clone()));
-    shoal_engine::support::shutdown_signal().await;
+    let server = tokio::spawn(serve(socket, registry.clone(), cancel.clone()));
+    let page = match http {
+        Some(listener) => {
+            let at = listener.local_addr()?;
+            println!("http listening on {at}");
+            tracing::info!("status page at http://{at}/");
+            let status = Arc::new(http::Status::new(registry, local));
+            Some(tokio::spawn(http::serve(listener, status, cancel.clone())))
+        }
+        None => None,
+    };
+    shutdown.await;
     tracing::info!("shutting down");
     cancel.cancel();
     let _ = server.await;
+    if let Some(page) = page {
+        // Browsers may hold connections open; do not wait on them for long.
+        let _ = tokio::time::timeout(Duration::from_secs(1), page).await;
+    }
     Ok(())
 }

@@ -2,41 +2,28 @@
 //! the time, the source address and the bytes, and returns the bytes to send back (if any).
 //!
 //! Soft state only: everything here is rebuilt from peers' announcements, so a restart loses
-//! nothing that matters. Every collection a sender can grow is capped (see [`Limits`]).
+//! nothing that matters. Every collection a sender can grow is capped (see [`Limits`]), every
+//! source is rate limited, and a source that has not proved it receives at its address never gets
+//! a reply larger than its request.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+pub mod record;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
     encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
     ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
 };
-use shoal_proto::{ConnectionId, FileId};
+use shoal_proto::{ConnectionId, FileId, IdPrefix};
 
-/// Caps on what senders can make the tracker hold. Each is a command-line option.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub files_per_peer: usize,
-    pub peers_per_file: usize,
-    pub total_files: usize,
-    pub total_peers: usize,
-    /// Peers in one reply to "get peers".
-    pub peers_per_reply: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            files_per_peer: 10_000,
-            peers_per_file: 1_000,
-            total_files: 100_000,
-            total_peers: 10_000,
-            peers_per_reply: 50,
-        }
-    }
-}
+use crate::activity::{Activity, Tally};
+pub use crate::limits::Limits;
+use crate::ratelimit::{RateLimiter, Verdict};
+pub use record::FileRecord;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -57,19 +44,6 @@ impl Default for Config {
     }
 }
 
-/// Counters since start, for logs and the status page.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub datagrams: u64,
-    pub dropped: u64,
-    pub registrations: u64,
-    pub queries: u64,
-    pub departures: u64,
-    pub expirations: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
 /// A peer: where it serves, when it was last heard, what it has.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -78,26 +52,22 @@ pub struct Peer {
     pub files: HashSet<FileId>,
 }
 
-#[derive(Clone, Debug)]
-struct FileRecord {
-    size: u64,
-    /// Each peer's name for the file: the name is a label, not part of the id.
-    peers: BTreeMap<SocketAddr, String>,
+/// Sizes of the state right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub peers: usize,
+    pub files: usize,
+    pub registrations: usize,
+    /// Source addresses the rate limiter is tracking.
+    pub rate_sources: usize,
 }
 
-impl FileRecord {
-    /// The name most peers use (ties broken by the smallest).
-    fn name(&self) -> &str {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for n in self.peers.values() {
-            *counts.entry(n).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
-            .map_or("", |(n, _)| n)
-    }
-}
+/// Connection ids are good for the minute they are issued in and the next.
+const CONNECTION_SLOT: Duration = Duration::from_secs(60);
+
+/// A listing that tests a filter against this many files costs its sender one more request's
+/// worth of rate limit, so scans of a large tracker cannot eat its CPU.
+const FILES_PER_TOKEN: usize = 5_000;
 
 pub struct Registry {
     config: Config,
@@ -105,21 +75,37 @@ pub struct Registry {
     epoch: Instant,
     peers: HashMap<SocketAddr, Peer>,
     files: HashMap<FileId, FileRecord>,
-    pub counters: Counters,
+    /// Every file as (display name, id): the order of listings, kept so that a page costs a walk
+    /// to the cursor rather than a sort of everything.
+    by_name: BTreeSet<(Arc<str>, FileId)>,
+    registrations: usize,
+    /// Goes up whenever a peer or a registration comes or goes, so that a view of the state can
+    /// tell it is out of date.
+    generation: u64,
+    /// No peer can be stale before this (a lower bound; `None` when there are no peers).
+    next_sweep: Option<Instant>,
+    limiter: RateLimiter,
+    totals: Tally,
+    activity: Activity,
 }
-
-/// Connection ids are good for the minute they are issued in and the next.
-const CONNECTION_SLOT: Duration = Duration::from_secs(60);
 
 impl Registry {
     pub fn new(config: Config, now: Instant) -> Registry {
+        let l = &config.limits;
+        let limiter = RateLimiter::new(l.rate, l.burst, l.rate_table, now);
         Registry {
             config,
             secret: RandomState::new(),
             epoch: now,
             peers: HashMap::new(),
             files: HashMap::new(),
-            counters: Counters::default(),
+            by_name: BTreeSet::new(),
+            registrations: 0,
+            generation: 0,
+            next_sweep: None,
+            limiter,
+            totals: Tally::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -127,8 +113,59 @@ impl Registry {
         &self.config
     }
 
+    /// When the registry started.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
+    }
+
+    /// Every file, in listing order (display name, then id).
+    pub fn files(&self) -> impl Iterator<Item = (&FileId, &FileRecord)> {
+        self.by_name
+            .iter()
+            .filter_map(|(_, id)| self.files.get_key_value(id))
+    }
+
+    pub fn file(&self, id: &FileId) -> Option<&FileRecord> {
+        self.files.get(id)
+    }
+
+    /// Counters since start.
+    pub fn totals(&self) -> &Tally {
+        &self.totals
+    }
+
+    /// Counters per second over the last minute, oldest first, the current second last.
+    pub fn last_minute(&self, now: Instant) -> Vec<Tally> {
+        self.activity.last_minute(self.second(now))
+    }
+
+    /// Changes whenever the set of peers, files or registrations (or a file's name) changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            peers: self.peers.len(),
+            files: self.files.len(),
+            registrations: self.registrations,
+            rate_sources: self.limiter.tracked(),
+        }
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// Adds to the counters since start and to the current second's.
+    fn count(&mut self, now: Instant, f: impl Fn(&mut Tally)) {
+        f(&mut self.totals);
+        let sec = self.second(now);
+        f(self.activity.at(sec));
     }
 
     fn connection_id(&self, src: SocketAddr, slot: u64) -> ConnectionId {
@@ -148,13 +185,33 @@ impl Registry {
             || (slot > 0 && conn == self.connection_id(src, slot - 1))
     }
 
-    /// Answers one datagram. `None` means send nothing (malformed, or a reply would be larger than
-    /// the request from an address that has not proved it can receive).
+    /// Answers one datagram. `None` means send nothing: malformed, rate limited, or a reply
+    /// would be larger than the request from an address that has not proved it can receive.
     pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
-        self.counters.datagrams += 1;
-        self.counters.bytes_in += datagram.len() as u64;
+        let len = datagram.len() as u64;
+        self.count(now, |t| {
+            t.datagrams += 1;
+            t.bytes_in += len;
+        });
+        self.expire_due(now);
+        if let Verdict::Deny { first } = self.limiter.check(now, src.ip()) {
+            // Tell an honest client once why it hears nothing; drop the rest unread.
+            let txn = match Request::decode(datagram) {
+                Ok(req) if first => req.txn,
+                _ => {
+                    self.count(now, |t| t.rate_limited += 1);
+                    return None;
+                }
+            };
+            let code = ErrorCode::RateLimited;
+            let reply = Response {
+                txn,
+                body: ResponseBody::Error { code },
+            };
+            return self.reply(now, datagram.len(), false, reply);
+        }
         let Ok(req) = Request::decode(datagram) else {
-            self.counters.dropped += 1;
+            self.count(now, |t| t.malformed += 1);
             return None;
         };
         let verified = !matches!(req.body, RequestBody::Connect { .. })
@@ -163,11 +220,15 @@ impl Registry {
             RequestBody::Connect { .. } => ResponseBody::Connected {
                 conn: self.connection_id(src, self.slot(now)),
             },
-            _ if !verified => ResponseBody::Error {
-                code: ErrorCode::BadConnection,
-            },
+            _ if !verified => {
+                self.count(now, |t| t.bad_connection += 1);
+                ResponseBody::Error {
+                    code: ErrorCode::BadConnection,
+                }
+            }
             RequestBody::Announce { peer, files } => self.announce(now, src, &peer, files),
             RequestBody::Heartbeat { peer, files } => {
+                self.count(now, |t| t.heartbeats += 1);
                 let key = peer_addr(src, &peer);
                 match self.peers.get_mut(&key) {
                     Some(p) if p.files.len() == files as usize => {
@@ -180,7 +241,11 @@ impl Registry {
             RequestBody::Unregister { peer, files } => {
                 let key = peer_addr(src, &peer);
                 match files {
-                    None => self.remove_peer(key, "left"),
+                    None => {
+                        if self.remove_peer(key, "left") {
+                            self.count(now, |t| t.departures += 1);
+                        }
+                    }
                     Some(ids) => {
                         for id in ids {
                             self.remove_file_of(key, id);
@@ -190,28 +255,54 @@ impl Registry {
                 self.ack()
             }
             RequestBody::GetPeers { file } => {
-                self.counters.queries += 1;
+                self.count(now, |t| t.queries += 1);
                 ResponseBody::Peers {
                     interval_secs: self.interval_secs(),
                     peers: self.sample_peers(&file, src.ip()),
                 }
             }
             RequestBody::List { filter, cursor } => {
-                self.counters.queries += 1;
-                self.list(&filter, cursor)
+                self.count(now, |t| t.queries += 1);
+                let (body, tested) = self.list(&filter, cursor);
+                let cost = (tested / FILES_PER_TOKEN) as f32;
+                if cost > 0.0 {
+                    self.limiter.charge(now, src.ip(), cost);
+                }
+                body
             }
         };
-        let reply = Response { txn: req.txn, body }.encode();
-        if reply.len() > MAX_DATAGRAM || (!verified && reply.len() > datagram.len()) {
-            self.counters.dropped += 1;
+        self.reply(
+            now,
+            datagram.len(),
+            verified,
+            Response { txn: req.txn, body },
+        )
+    }
+
+    /// Encodes a reply unless it is too large to send, or larger than the request of a source
+    /// that has not proved it receives (which could be spoofed: amplification).
+    fn reply(
+        &mut self,
+        now: Instant,
+        request_len: usize,
+        verified: bool,
+        reply: Response,
+    ) -> Option<Vec<u8>> {
+        let bytes = reply.encode();
+        if bytes.len() > MAX_DATAGRAM || (!verified && bytes.len() > request_len) {
+            self.count(now, |t| t.suppressed += 1);
             return None;
         }
-        self.counters.bytes_out += reply.len() as u64;
-        Some(reply)
+        let n = bytes.len() as u64;
+        self.count(now, |t| {
+            t.replies += 1;
+            t.bytes_out += n;
+        });
+        Some(bytes)
     }
 
     fn interval_secs(&self) -> u32 {
-        self.config.interval.as_secs().max(1) as u32
+        self.config.interval.as_secs().clamp(1, u32::MAX.into()) as u32
     }
 
     fn ack(&self) -> ResponseBody {
@@ -227,21 +318,23 @@ impl Registry {
         info: &PeerInfo,
         files: Vec<FileEntry>,
     ) -> ResponseBody {
+        let limits = &self.config.limits;
+        let max_name = limits.name_len.min(MAX_NAME_LEN);
+        let full = ResponseBody::Error {
+            code: ErrorCode::Full,
+        };
         if files
             .iter()
-            .any(|f| f.name.is_empty() || f.name.len() > MAX_NAME_LEN)
+            .any(|f| f.name.is_empty() || f.name.len() > max_name)
         {
             return ResponseBody::Error {
                 code: ErrorCode::BadName,
             };
         }
         let key = peer_addr(src, info);
-        let limits = self.config.limits.clone();
         if !self.peers.contains_key(&key) {
             if self.peers.len() >= limits.total_peers {
-                return ResponseBody::Error {
-                    code: ErrorCode::Full,
-                };
+                return full;
             }
             tracing::info!(peer = %key, "peer registered");
             self.peers.insert(
@@ -252,76 +345,116 @@ impl Registry {
                     files: HashSet::new(),
                 },
             );
+            self.generation += 1;
+            let due = now + self.config.peer_timeout;
+            self.next_sweep = Some(self.next_sweep.map_or(due, |t| t.min(due)));
         }
+        let (files_per_peer, peers_per_file) = (limits.files_per_peer, limits.peers_per_file);
+        let (total_files, max_registrations) = (limits.total_files, limits.registrations);
+        let peer = self.peers.get_mut(&key).expect("inserted above");
+        peer.last_seen = now;
         let mut added = 0;
+        let mut result = self.ack();
         for f in files {
             let peer = self.peers.get_mut(&key).expect("inserted above");
-            peer.last_seen = now;
-            if !peer.files.contains(&f.id) && peer.files.len() >= limits.files_per_peer {
-                return ResponseBody::Error {
-                    code: ErrorCode::Full,
-                };
+            let new_for_peer = !peer.files.contains(&f.id);
+            if new_for_peer
+                && (peer.files.len() >= files_per_peer || self.registrations >= max_registrations)
+            {
+                result = full;
+                break;
             }
-            let known = self.files.contains_key(&f.id);
-            if !known && self.files.len() >= limits.total_files {
-                return ResponseBody::Error {
-                    code: ErrorCode::Full,
-                };
-            }
-            let record = self.files.entry(f.id).or_insert_with(|| FileRecord {
-                size: f.size,
-                peers: BTreeMap::new(),
-            });
-            if !record.peers.contains_key(&key) && record.peers.len() >= limits.peers_per_file {
-                if record.peers.is_empty() {
-                    self.files.remove(&f.id);
+            let known_files = self.files.len();
+            let record = match self.files.get_mut(&f.id) {
+                Some(r) if r.size != f.size => {
+                    // Sizes are part of the manifest, so this peer is confused or lying: skip it.
+                    continue;
                 }
-                return ResponseBody::Error {
-                    code: ErrorCode::Full,
-                };
+                Some(r) if !r.has(&key) && r.seeders() >= peers_per_file => {
+                    result = full;
+                    break;
+                }
+                Some(r) => r,
+                None if known_files >= total_files => {
+                    result = full;
+                    break;
+                }
+                None => self.files.entry(f.id).or_insert(FileRecord::new(f.size)),
+            };
+            let change = record.set(key, &f.name);
+            if change.added || change.old_display.is_some() {
+                self.generation += 1;
             }
-            if record.size != f.size {
-                // Sizes are part of the manifest, so this peer is confused or lying: skip it.
-                continue;
-            }
-            if record.peers.insert(key, f.name.clone()).is_none() {
+            if change.added {
                 added += 1;
-                tracing::info!(peer = %key, file = %f.id.short(), name = %f.name, "file registered");
+                self.registrations += 1;
+                peer.files.insert(f.id);
+                // `?`: a name is a peer's string; quoted and escaped, it cannot forge log lines
+                // or send escape sequences to the operator's terminal.
+                tracing::info!(peer = %key, file = %f.id.short(), name = ?f.name, "file registered");
             }
-            self.peers
-                .get_mut(&key)
-                .expect("inserted above")
-                .files
-                .insert(f.id);
+            self.reindex(f.id, change.old_display);
         }
-        self.counters.registrations += added;
-        self.ack()
+        self.count(now, |t| t.registrations += added);
+        result
+    }
+
+    /// Moves a file in the listing order after its display name changed from `old` (or drops
+    /// it, once no peer shares it).
+    fn reindex(&mut self, id: FileId, old: Option<Arc<str>>) {
+        let Some(old) = old else { return };
+        self.by_name.remove(&(old, id));
+        match self.files.get(&id) {
+            Some(r) if r.is_empty() => {
+                self.files.remove(&id);
+            }
+            Some(r) => {
+                self.by_name.insert((r.display().clone(), id));
+            }
+            None => {}
+        }
     }
 
     fn remove_file_of(&mut self, key: SocketAddr, id: FileId) {
         if let Some(p) = self.peers.get_mut(&key) {
             p.files.remove(&id);
+            shrink_set(&mut p.files);
         }
-        if let Some(record) = self.files.get_mut(&id) {
-            record.peers.remove(&key);
-            if record.peers.is_empty() {
-                self.files.remove(&id);
-            }
-        }
+        self.unlink(key, id);
     }
 
-    fn remove_peer(&mut self, key: SocketAddr, why: &str) {
-        if let Some(peer) = self.peers.remove(&key) {
-            for id in peer.files {
-                if let Some(record) = self.files.get_mut(&id) {
-                    record.peers.remove(&key);
-                    if record.peers.is_empty() {
-                        self.files.remove(&id);
-                    }
-                }
-            }
-            self.counters.departures += 1;
-            tracing::info!(peer = %key, "peer {why}");
+    /// Removes the registration of `key` from file `id`'s side.
+    fn unlink(&mut self, key: SocketAddr, id: FileId) {
+        let Some(record) = self.files.get_mut(&id) else {
+            return;
+        };
+        if !record.has(&key) {
+            return;
+        }
+        let old = record.remove(&key);
+        self.registrations -= 1;
+        self.generation += 1;
+        self.reindex(id, old);
+    }
+
+    /// Returns whether the peer was there.
+    fn remove_peer(&mut self, key: SocketAddr, why: &str) -> bool {
+        let Some(peer) = self.peers.remove(&key) else {
+            return false;
+        };
+        self.generation += 1;
+        for id in peer.files {
+            self.unlink(key, id);
+        }
+        tracing::info!(peer = %key, "peer {why}");
+        true
+    }
+
+    /// Drops peers not heard from within the peer timeout, if any can be due by `now`. Called on
+    /// every datagram, so a dropped peer never shows up in a reply.
+    pub fn expire_due(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| now > t) {
+            self.expire(now);
         }
     }
 
@@ -335,9 +468,10 @@ impl Registry {
             .map(|p| p.addr)
             .collect();
         for key in stale {
-            self.counters.expirations += 1;
+            self.count(now, |t| t.expirations += 1);
             self.remove_peer(key, "timed out");
         }
+        self.next_sweep = self.peers.values().map(|p| p.last_seen + timeout).min();
     }
 
     /// A bounded, shuffled subset of a file's peers. A loopback address is only handed to a
@@ -347,10 +481,8 @@ impl Registry {
             return Vec::new();
         };
         let mut peers: Vec<SocketAddr> = record
-            .peers
-            .keys()
+            .peer_addrs()
             .filter(|a| !a.ip().is_loopback() || requester.is_loopback())
-            .copied()
             .collect();
         fastrand::shuffle(&mut peers);
         peers.truncate(self.config.limits.peers_per_reply);
@@ -361,46 +493,146 @@ impl Registry {
         peers
     }
 
-    /// One page of the files matching `filter`, sorted by name then id.
-    pub fn list(&self, filter: &Filter, cursor: u32) -> ResponseBody {
-        let mut all = self.matching(filter);
-        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    /// One page of the files matching `filter`, in listing order, and how many files the filter
+    /// was tested against (the cost of the request).
+    pub fn list(&self, filter: &Filter, cursor: u32) -> (ResponseBody, usize) {
+        let cursor = cursor as usize;
         let mut entries = Vec::new();
         let mut used = 32;
         let mut next = None;
-        for (i, e) in all.into_iter().enumerate().skip(cursor as usize) {
+        let matcher = Matcher::new(filter);
+        let mut tested = 0;
+        let mut found = 0;
+        // Without a filter the cursor is a position in the index: skip there directly.
+        let start = if matcher.is_all() { cursor } else { 0 };
+        for (name, id) in self.by_name.iter().skip(start) {
+            let record = &self.files[id];
+            if !matcher.is_all() {
+                tested += 1;
+                if !matcher.matches(id, record) {
+                    continue;
+                }
+                found += 1;
+                if found <= cursor {
+                    continue;
+                }
+            }
+            let e = ListEntry {
+                id: *id,
+                size: record.size,
+                seeders: record.seeders() as u32,
+                name: name.to_string(),
+            };
             let n = encoded_len(&e);
             if used + n > MAX_DATAGRAM - 16 {
-                next = Some(i as u32);
+                next = Some((cursor + entries.len()) as u32);
                 break;
             }
             used += n;
             entries.push(e);
         }
-        ResponseBody::Files { entries, next }
+        (ResponseBody::Files { entries, next }, tested)
     }
 
-    /// Every file matching `filter`, one entry per id.
+    /// Every file matching `filter`, in listing order.
     pub fn matching(&self, filter: &Filter) -> Vec<ListEntry> {
-        let wanted = |id: &FileId, r: &FileRecord| match filter {
-            Filter::All => true,
-            Filter::IdPrefix(p) => p.matches(id),
-            Filter::NameIs(n) => r.peers.values().any(|x| x == n),
-            Filter::NameContains(s) => {
-                let s = s.to_lowercase();
-                r.peers.values().any(|x| x.to_lowercase().contains(&s))
-            }
-        };
-        self.files
-            .iter()
-            .filter(|(id, r)| wanted(id, r))
+        let matcher = Matcher::new(filter);
+        self.files()
+            .filter(|(id, r)| matcher.matches(id, r))
             .map(|(id, r)| ListEntry {
                 id: *id,
                 size: r.size,
-                seeders: r.peers.len() as u32,
-                name: r.name().to_string(),
+                seeders: r.seeders() as u32,
+                name: r.display().to_string(),
             })
             .collect()
+    }
+
+    /// Checks that the indexes agree with each other and with the caps, for tests.
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let l = &self.config.limits;
+        assert!(self.peers.len() <= l.total_peers);
+        assert!(self.files.len() <= l.total_files);
+        assert!(self.registrations <= l.registrations);
+        assert_eq!(self.by_name.len(), self.files.len());
+        let mut pairs = 0;
+        for (id, r) in &self.files {
+            r.check();
+            assert!(!r.is_empty());
+            assert!(r.seeders() <= l.peers_per_file);
+            assert!(self.by_name.contains(&(r.display().clone(), *id)));
+            for a in r.peer_addrs() {
+                assert!(self.peers[&a].files.contains(id));
+            }
+            pairs += r.seeders();
+        }
+        for p in self.peers.values() {
+            assert!(p.files.len() <= l.files_per_peer);
+            assert!(p.files.iter().all(|id| self.files[id].has(&p.addr)));
+        }
+        assert_eq!(pairs, self.registrations);
+    }
+}
+
+/// A listing filter, prepared once per request.
+enum Matcher<'a> {
+    All,
+    Prefix(&'a IdPrefix),
+    NameIs(&'a str),
+    /// Lowercased; ASCII-only patterns are matched without allocating.
+    Contains(String),
+}
+
+impl<'a> Matcher<'a> {
+    fn new(filter: &'a Filter) -> Matcher<'a> {
+        match filter {
+            Filter::All => Matcher::All,
+            Filter::NameContains(s) if s.is_empty() => Matcher::All,
+            Filter::NameContains(s) => Matcher::Contains(s.to_lowercase()),
+            Filter::NameIs(n) => Matcher::NameIs(n),
+            Filter::IdPrefix(p) => Matcher::Prefix(p),
+        }
+    }
+
+    fn is_all(&self) -> bool {
+        matches!(self, Matcher::All)
+    }
+
+    fn matches(&self, id: &FileId, record: &FileRecord) -> bool {
+        match self {
+            Matcher::All => true,
+            Matcher::Prefix(p) => prefix_matches(p.as_str(), id),
+            Matcher::NameIs(n) => record.names().any(|x| x == *n),
+            Matcher::Contains(pat) if pat.is_ascii() => record.names().any(|x| {
+                x.as_bytes()
+                    .windows(pat.len())
+                    .any(|w| w.eq_ignore_ascii_case(pat.as_bytes()))
+            }),
+            Matcher::Contains(pat) => record
+                .names()
+                .any(|x| x.to_lowercase().contains(pat.as_str())),
+        }
+    }
+}
+
+/// Whether `id`'s hex form starts with `prefix`, without building the hex string. Prefixes from
+/// the network are not validated by the decoder: anything that is not hex matches nothing.
+fn prefix_matches(prefix: &str, id: &FileId) -> bool {
+    if prefix.len() > 64 {
+        return false;
+    }
+    prefix.bytes().enumerate().all(|(i, c)| {
+        let nibble = (id.0[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 15;
+        (c as char).to_digit(16) == Some(u32::from(nibble))
+    })
+}
+
+/// Gives back the room of a set that emptied out, keeping its capacity within twice its length
+/// plus three (what the worst-case memory counts).
+fn shrink_set<T: Eq + Hash>(set: &mut HashSet<T>) {
+    if set.capacity() > 2 * set.len() + 3 {
+        set.shrink_to(set.len() + set.len() / 2);
     }
 }
 
@@ -409,5 +641,7 @@ fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
     SocketAddr::new(info.advertise.unwrap_or(src.ip()), info.port)
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

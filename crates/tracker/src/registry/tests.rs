@@ -300,7 +300,7 @@ fn caps_are_enforced() {
         peers_per_file: 1,
         total_files: 3,
         total_peers: 2,
-        peers_per_reply: 50,
+        ..Limits::default()
     };
     let mut reg = Registry::new(
         Config {
@@ -390,4 +390,194 @@ fn caps_are_enforced() {
             code: ErrorCode::BadName
         })
     );
+}
+
+/// The defaults without rate limiting, for tests that send many requests at one instant.
+fn unlimited() -> Config {
+    let mut c = Config::default();
+    c.limits.rate = 0;
+    c
+}
+
+fn list_all(reg: &mut Registry, now: Instant, from: SocketAddr, filter: Filter) -> Vec<ListEntry> {
+    let conn = connect(reg, now, from);
+    let mut cursor = 0;
+    let mut out = Vec::new();
+    loop {
+        let body = RequestBody::List {
+            filter: filter.clone(),
+            cursor,
+        };
+        match send(reg, now, from, conn, body) {
+            Some(ResponseBody::Files { entries, next }) => {
+                out.extend(entries);
+                match next {
+                    Some(n) => {
+                        assert!(n > cursor);
+                        cursor = n;
+                    }
+                    None => return out,
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn announce(reg: &mut Registry, now: Instant, from: SocketAddr, port: u16, files: Vec<FileEntry>) {
+    let conn = connect(reg, now, from);
+    let peer = PeerInfo {
+        port,
+        advertise: None,
+    };
+    let reply = send(reg, now, from, conn, RequestBody::Announce { peer, files });
+    assert!(matches!(reply, Some(ResponseBody::Ack { .. })), "{reply:?}");
+}
+
+#[test]
+fn filtered_listings_page_in_name_order() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(unlimited(), t0);
+    let a = src(1);
+    for n in 0..150u8 {
+        let kind = if n % 3 == 0 { "Report" } else { "photo" };
+        let f = FileEntry {
+            id: FileId([n; 32]),
+            size: 1,
+            name: format!("{kind}-{:03}-{}", 200 - u32::from(n), "y".repeat(30)),
+        };
+        announce(&mut reg, t0, a, 1, vec![f]);
+    }
+    let reports = list_all(&mut reg, t0, a, Filter::NameContains("rEpOrT".into()));
+    assert_eq!(reports.len(), 50);
+    assert!(reports.windows(2).all(|w| w[0].name < w[1].name));
+    assert!(reports.iter().all(|e| e.name.starts_with("Report-")));
+    assert_eq!(list_all(&mut reg, t0, a, Filter::All).len(), 150);
+    assert_eq!(
+        list_all(&mut reg, t0, a, Filter::NameContains(String::new())).len(),
+        150
+    );
+    let id = FileId([42; 32]);
+    let prefix = IdPrefix::parse(&id.to_hex()[..10]).unwrap();
+    let found = list_all(&mut reg, t0, a, Filter::IdPrefix(prefix));
+    assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+    reg.check_invariants();
+}
+
+#[test]
+fn names_are_labels_the_majority_shows_and_any_finds() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    for (port, name) in [(1, "holiday.mp4"), (2, "holiday.mp4"), (3, "clip.mp4")] {
+        announce(&mut reg, t0, src(port), port, vec![entry(7, name)]);
+    }
+    let all = reg.matching(&Filter::All);
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].name.as_str(), all[0].seeders), ("holiday.mp4", 3));
+    // The minority name still finds the file.
+    assert_eq!(reg.matching(&Filter::NameIs("clip.mp4".into())).len(), 1);
+    assert_eq!(reg.matching(&Filter::NameContains("CLIP".into())).len(), 1);
+    assert!(reg.matching(&Filter::NameIs("clip".into())).is_empty());
+    reg.check_invariants();
+}
+
+#[test]
+fn silent_peers_vanish_from_replies_before_any_sweep() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    announce(&mut reg, t0, src(1), 1, vec![entry(1, "f")]);
+    // No call to `expire`: the next datagram after the timeout must not see the peer.
+    let later = t0 + Duration::from_secs(31);
+    assert!(list_all(&mut reg, later, src(2), Filter::All).is_empty());
+    assert_eq!(reg.totals().expirations, 1);
+    let g = reg.gauges();
+    assert_eq!((g.peers, g.files, g.registrations), (0, 0, 0));
+}
+
+#[test]
+fn a_busy_source_is_told_once_then_dropped_and_others_are_not_affected() {
+    let t0 = Instant::now();
+    let mut config = Config::default();
+    config.limits.rate = 10;
+    config.limits.burst = 5;
+    let mut reg = Registry::new(config, t0);
+    let busy = src(1);
+    let conn = connect(&mut reg, t0, busy);
+    let list = || RequestBody::List {
+        filter: Filter::All,
+        cursor: 0,
+    };
+    for _ in 0..4 {
+        assert!(matches!(
+            send(&mut reg, t0, busy, conn, list()),
+            Some(ResponseBody::Files { .. })
+        ));
+    }
+    assert_eq!(
+        send(&mut reg, t0, busy, conn, list()),
+        Some(ResponseBody::Error {
+            code: ErrorCode::RateLimited
+        })
+    );
+    for _ in 0..100 {
+        assert_eq!(send(&mut reg, t0, busy, conn, list()), None);
+    }
+    assert_eq!(reg.totals().rate_limited, 100);
+    // Same IP, other port: same source. Other IP: its own budget.
+    let other = SocketAddr::from(([127, 0, 0, 2], 1));
+    let oconn = connect(&mut reg, t0, other);
+    assert!(matches!(
+        send(&mut reg, t0, other, oconn, list()),
+        Some(ResponseBody::Files { .. })
+    ));
+    // A tenth of a second later the busy source has one request again.
+    let t1 = t0 + Duration::from_millis(100);
+    assert!(matches!(
+        send(&mut reg, t1, busy, conn, list()),
+        Some(ResponseBody::Files { .. })
+    ));
+}
+
+#[test]
+fn withdrawn_files_give_back_their_room() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(unlimited(), t0);
+    let a = src(1);
+    let conn = connect(&mut reg, t0, a);
+    let peer = PeerInfo {
+        port: 1,
+        advertise: None,
+    };
+    for n in 0..250u8 {
+        announce(&mut reg, t0, a, 1, vec![entry(n, "f")]);
+    }
+    let ids: Vec<FileId> = (1..250u8).map(|n| FileId([n; 32])).collect();
+    for page in ids.chunks(30) {
+        let body = RequestBody::Unregister {
+            peer: peer.clone(),
+            files: Some(page.to_vec()),
+        };
+        assert!(matches!(
+            send(&mut reg, t0, a, conn, body),
+            Some(ResponseBody::Ack { .. })
+        ));
+    }
+    let p = reg.peers().next().unwrap();
+    assert_eq!(p.files.len(), 1);
+    assert!(p.files.capacity() <= 5, "{}", p.files.capacity());
+    assert_eq!(reg.gauges().registrations, 1);
+    reg.check_invariants();
+}
+
+#[test]
+fn prefixes_match_without_hex_strings() {
+    let id = FileId([0xab; 32]);
+    assert!(prefix_matches("abab", &id));
+    assert!(prefix_matches("ABAB", &id));
+    assert!(prefix_matches("", &id));
+    assert!(prefix_matches(&id.to_hex(), &id));
+    assert!(!prefix_matches(&format!("{}a", id.to_hex()), &id));
+    assert!(!prefix_matches("abac", &id));
+    assert!(!prefix_matches("abzz", &id));
+    assert!(!prefix_matches("ab\u{e9}", &id));
 }

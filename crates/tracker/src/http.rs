@@ -1,0 +1,511 @@
+//! The optional status page (`tracker --http ADDR`): a live view of the swarm in a browser, the
+//! same data as JSON under `/api/`, and `/metrics` in Prometheus text format.
+//!
+//! It runs on the tracker's runtime and only reads the registry, taking its lock for as long as
+//! a snapshot takes. The UDP tracker never waits on it: it is off by default, and when it is on,
+//! at most [`MAX_CONNECTIONS`] browsers are served at once and snapshots are capped at
+//! [`MAX_ROWS`] rows per table.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::{Tally, HISTORY};
+use crate::registry::{Gauges, Registry};
+
+/// Browsers (HTTP connections) served at once; more wait their turn.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most files or peers in one snapshot; the totals are always given.
+pub const MAX_ROWS: usize = 2_000;
+/// Rows in a snapshot unless `?limit=` asks for another number.
+const DEFAULT_ROWS: usize = 500;
+/// Names of a peer's files shown beside it.
+const NAMES_PER_PEER: usize = 3;
+
+const INDEX_HTML: &str = include_str!("ui/index.html");
+const APP_CSS: &str = include_str!("ui/app.css");
+const APP_JS: &str = include_str!("ui/app.js");
+const ICON_SVG: &str = include_str!("ui/icon.svg");
+
+/// What the handlers share.
+pub struct Status {
+    pub registry: Arc<Mutex<Registry>>,
+    /// The UDP address the tracker listens on, as bound.
+    pub udp: SocketAddr,
+    /// The last unfiltered snapshot, encoded: every open page asks for it each second, and on a
+    /// large tracker it is worth building once for all of them.
+    cache: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    at: Instant,
+    generation: u64,
+    limit: usize,
+    json: axum::body::Bytes,
+}
+
+/// How long an unfiltered snapshot is served to everyone who asks, as long as no peer or file
+/// came or went: only its counters and idle times can be this much behind.
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Status {
+    pub fn new(registry: Arc<Mutex<Registry>>, udp: SocketAddr) -> Status {
+        Status {
+            registry,
+            udp,
+            cache: Mutex::new(None),
+        }
+    }
+}
+
+/// Serves the status page on `listener` until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = Limited {
+        inner: listener,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    axum::serve(listener, router(status))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+/// The routes, for [`serve`] and for tests.
+pub fn router(status: Arc<Status>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/icon.svg",
+            get(|| async { asset("image/svg+xml", ICON_SVG) }),
+        )
+        .route("/api/swarm", get(swarm))
+        .route("/api/files", get(files))
+        .route("/api/peers", get(peers))
+        .route("/api/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(status)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Everything the page needs comes from here; nothing is fetched from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; img-src 'self' data:"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Params {
+    /// Only files whose name contains this (case-insensitive) or whose id starts with it.
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+impl Params {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_ROWS).min(MAX_ROWS)
+    }
+}
+
+#[derive(Serialize)]
+pub struct Snapshot {
+    pub tracker: TrackerInfo,
+    pub gauges: GaugesView,
+    pub totals: Tally,
+    pub activity: ActivityView,
+    pub files: Rows<FileView>,
+    pub peers: Rows<PeerView>,
+}
+
+#[derive(Serialize)]
+pub struct TrackerInfo {
+    pub version: &'static str,
+    pub udp: String,
+    pub uptime_secs: u64,
+    pub interval_secs: u64,
+    pub peer_timeout_secs: u64,
+    pub max_files: usize,
+    pub max_peers: usize,
+    pub max_registrations: usize,
+    pub rate_limit: u32,
+    pub worst_case_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct GaugesView {
+    pub peers: usize,
+    pub files: usize,
+    pub registrations: usize,
+    pub rate_sources: usize,
+}
+
+impl From<Gauges> for GaugesView {
+    fn from(g: Gauges) -> Self {
+        GaugesView {
+            peers: g.peers,
+            files: g.files,
+            registrations: g.registrations,
+            rate_sources: g.rate_sources,
+        }
+    }
+}
+
+/// The last minute, one number per second per series, oldest first.
+#[derive(Serialize)]
+pub struct ActivityView {
+    pub seconds: usize,
+    pub datagrams: Vec<u64>,
+    pub registrations: Vec<u64>,
+    pub heartbeats: Vec<u64>,
+    pub queries: Vec<u64>,
+    pub dropped: Vec<u64>,
+    pub expirations: Vec<u64>,
+    pub bytes_in: Vec<u64>,
+    pub bytes_out: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Rows<T> {
+    /// How many there are in all (matching the query, for files).
+    pub total: usize,
+    pub rows: Vec<T>,
+}
+
+#[derive(Serialize)]
+pub struct FileView {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub seeders: usize,
+    /// Other names peers give the same file.
+    pub aliases: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct PeerView {
+    pub addr: String,
+    pub files: usize,
+    /// A few of its files' names.
+    pub names: Vec<String>,
+    /// Seconds since its last announce or heartbeat.
+    pub idle_secs: f64,
+}
+
+fn tracker_info(reg: &Registry, udp: SocketAddr, now: Instant) -> TrackerInfo {
+    let c = reg.config();
+    TrackerInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        udp: udp.to_string(),
+        uptime_secs: now.saturating_duration_since(reg.epoch()).as_secs(),
+        interval_secs: c.interval.as_secs(),
+        peer_timeout_secs: c.peer_timeout.as_secs(),
+        max_files: c.limits.total_files,
+        max_peers: c.limits.total_peers,
+        max_registrations: c.limits.registrations,
+        rate_limit: c.limits.rate,
+        worst_case_bytes: c.limits.worst_case_bytes(),
+    }
+}
+
+fn activity(reg: &Registry, now: Instant) -> ActivityView {
+    let m = reg.last_minute(now);
+    let series = |f: fn(&Tally) -> u64| m.iter().map(f).collect();
+    ActivityView {
+        seconds: HISTORY,
+        datagrams: series(|t| t.datagrams),
+        registrations: series(|t| t.registrations),
+        heartbeats: series(|t| t.heartbeats),
+        queries: series(|t| t.queries),
+        dropped: series(Tally::dropped),
+        expirations: series(|t| t.expirations),
+        bytes_in: series(|t| t.bytes_in),
+        bytes_out: series(|t| t.bytes_out),
+    }
+}
+
+fn file_rows(reg: &Registry, q: Option<&str>, limit: usize) -> Rows<FileView> {
+    let q = q
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(str::to_lowercase);
+    // Only a query that could be an id prefix is compared with ids.
+    let prefix = q
+        .as_deref()
+        .filter(|q| q.len() <= 64 && q.bytes().all(|c| c.is_ascii_hexdigit()));
+    let mut total = 0;
+    let mut rows = Vec::new();
+    for (id, r) in reg.files() {
+        let wanted = match &q {
+            None => true,
+            Some(q) => {
+                prefix.is_some_and(|p| id.to_hex().starts_with(p))
+                    || r.names().any(|n| n.to_lowercase().contains(q.as_str()))
+            }
+        };
+        if !wanted {
+            continue;
+        }
+        total += 1;
+        if rows.len() < limit {
+            let display = r.display();
+            rows.push(FileView {
+                id: id.to_hex(),
+                name: display.to_string(),
+                size: r.size,
+                seeders: r.seeders(),
+                aliases: r
+                    .names()
+                    .filter(|n| *n != &**display)
+                    .map(String::from)
+                    .collect(),
+            });
+        }
+    }
+    Rows { total, rows }
+}
+
+fn peer_rows(reg: &Registry, now: Instant, limit: usize) -> Rows<PeerView> {
+    let mut all: Vec<_> = reg.peers().collect();
+    let total = all.len();
+    all.sort_unstable_by_key(|p| p.addr);
+    all.truncate(limit);
+    let rows = all
+        .into_iter()
+        .map(|p| {
+            let mut names: Vec<&str> = p
+                .files
+                .iter()
+                .filter_map(|id| reg.file(id).map(|r| &**r.display()))
+                .collect();
+            names.sort_unstable();
+            names.truncate(NAMES_PER_PEER);
+            PeerView {
+                addr: p.addr.to_string(),
+                files: p.files.len(),
+                names: names.into_iter().map(String::from).collect(),
+                idle_secs: (now.saturating_duration_since(p.last_seen).as_secs_f64() * 10.0)
+                    .round()
+                    / 10.0,
+            }
+        })
+        .collect();
+    Rows { total, rows }
+}
+
+/// Runs `f` on the registry, with stale peers dropped first so the page never shows them (and
+/// the generation says so).
+fn with_registry<T>(status: &Status, f: impl FnOnce(&Registry, Instant) -> T) -> T {
+    let now = Instant::now();
+    let mut reg = status.registry.lock().unwrap_or_else(|e| e.into_inner());
+    reg.expire_due(now);
+    f(&reg, now)
+}
+
+async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Response {
+    let limit = p.limit();
+    let cacheable = p.q.as_deref().is_none_or(|q| q.trim().is_empty());
+    let generation = with_registry(&s, |reg, _| reg.generation());
+    let mut cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = cache.as_ref().filter(|c| {
+        cacheable && c.limit == limit && c.generation == generation && c.at.elapsed() < CACHE_FOR
+    });
+    let json = match fresh {
+        Some(c) => c.json.clone(),
+        None => {
+            let snapshot = with_registry(&s, |reg, now| Snapshot {
+                tracker: tracker_info(reg, s.udp, now),
+                gauges: reg.gauges().into(),
+                totals: *reg.totals(),
+                activity: activity(reg, now),
+                files: file_rows(reg, p.q.as_deref(), limit),
+                peers: peer_rows(reg, now, limit),
+            });
+            let json = axum::body::Bytes::from(
+                serde_json::to_vec(&snapshot).expect("a snapshot always serialises"),
+            );
+            if cacheable {
+                *cache = Some(Cached {
+                    at: Instant::now(),
+                    generation,
+                    limit,
+                    json: json.clone(),
+                });
+            }
+            json
+        }
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
+}
+
+async fn files(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<FileView>> {
+    Json(with_registry(&s, |reg, _| {
+        file_rows(reg, p.q.as_deref(), p.limit())
+    }))
+}
+
+async fn peers(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<PeerView>> {
+    Json(with_registry(&s, |reg, now| peer_rows(reg, now, p.limit())))
+}
+
+#[derive(Serialize)]
+struct Stats {
+    tracker: TrackerInfo,
+    gauges: GaugesView,
+    totals: Tally,
+    activity: ActivityView,
+}
+
+async fn stats(State(s): State<Arc<Status>>) -> Json<Stats> {
+    Json(with_registry(&s, |reg, now| Stats {
+        tracker: tracker_info(reg, s.udp, now),
+        gauges: reg.gauges().into(),
+        totals: *reg.totals(),
+        activity: activity(reg, now),
+    }))
+}
+
+async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
+    let text = with_registry(&s, crate::metrics::render);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+}
+
+/// A TCP listener that serves at most [`MAX_CONNECTIONS`] connections at once.
+struct Limited {
+    inner: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Permitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Permitted, SocketAddr) {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    return (
+                        Permitted {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    )
+                }
+                // Out of file descriptors and the like: wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!("http accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding one of the listener's slots until it closes.
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

@@ -1,0 +1,160 @@
+//! Caps on everything a sender can make the tracker hold, and what they add up to in bytes.
+
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shoal_proto::tracker::MAX_NAME_LEN;
+use shoal_proto::FileId;
+
+use crate::ratelimit;
+use crate::registry::{FileRecord, Peer};
+
+/// Caps on what senders can make the tracker hold. Each is a command-line option.
+///
+/// # Worst-case memory
+///
+/// The registry's state is bounded by these caps alone, whatever arrives. With `P` =
+/// [`total_peers`](Self::total_peers), `F` = [`total_files`](Self::total_files), `R` =
+/// [`registrations`](Self::registrations) (one peer sharing one file), `N` =
+/// [`name_len`](Self::name_len) and `T` = [`rate_table`](Self::rate_table), on a 64-bit machine:
+///
+/// ```text
+/// bytes <= P * 459                    per peer: its slot in the peer table, its empty file set
+///        + min(F, R) * 521            per file: its slot in the file table and the name index,
+///                                     its peer and name lists
+///        + R * (252 + N rounded up to 8)
+///                                     per registration: a slot in the peer's file set, an entry in
+///                                     the file's peer list and, if every peer names every file
+///                                     differently, the name itself
+///        + T * 32 + 8 KiB             the rate-limit table and the activity ring
+/// ```
+///
+/// Every figure includes the slack of a hash table just after it doubled (7/8 load, so up to 16/7
+/// slots per item), a `Vec` at twice its length, and 16 bytes of allocator overhead per
+/// allocation; sets and lists shrink when they empty out, so a peer that registers and withdraws
+/// ten thousand files keeps nothing of them. [`Limits::worst_case_bytes`] computes the sum, and
+/// `crates/tracker/tests/memory.rs` fills a registry to its caps under a counting allocator and
+/// checks the sum holds (it measures about 80% of it). With the defaults (P = 10,000,
+/// F = R = 100,000, N = 255, T = 16,384) it is **108,022,480 bytes, about 103 MiB**, reached
+/// only if a hundred thousand distinct files are registered with 255-byte names; a tracker for a
+/// few machines sharing a few thousand files holds a few MiB.
+/// While the largest table grows, its old copy lives on for a moment: add up to half of it
+/// (about 12 MiB with the defaults). The optional HTTP status page adds at most
+/// [`crate::http::MAX_CONNECTIONS`] connections with their buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Files one peer may register (`--max-files-per-peer`).
+    pub files_per_peer: usize,
+    /// Peers registered for one file (`--max-peers-per-file`).
+    pub peers_per_file: usize,
+    /// Distinct files in all (`--max-files`).
+    pub total_files: usize,
+    /// Peers in all (`--max-total-peers`).
+    pub total_peers: usize,
+    /// (peer, file) pairs in all (`--max-registrations`): what the state's size grows with.
+    pub registrations: usize,
+    /// Longest file name accepted, in bytes (`--max-name-len`, at most [`MAX_NAME_LEN`]).
+    pub name_len: usize,
+    /// Peers in one reply to "get peers" (`--max-peers`).
+    pub peers_per_reply: usize,
+    /// Requests per second each source IP may send, on average (`--rate-limit`; 0 turns the
+    /// limit off).
+    pub rate: u32,
+    /// Requests a source IP may send at once after a quiet spell (`--rate-burst`).
+    pub burst: u32,
+    /// Source IPs whose rates are tracked at once (`--rate-table`); the least active give way.
+    pub rate_table: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            files_per_peer: 10_000,
+            peers_per_file: 1_000,
+            total_files: 100_000,
+            total_peers: 10_000,
+            registrations: 100_000,
+            name_len: MAX_NAME_LEN,
+            peers_per_reply: 50,
+            rate: 200,
+            burst: 400,
+            rate_table: 16_384,
+        }
+    }
+}
+
+/// Allocator bookkeeping per allocation (glibc's malloc uses 8 to 16 bytes).
+const MALLOC: usize = 16;
+
+/// Bytes per item of a hashbrown table of `T` at worst: at most 7/8 of the slots are used, and
+/// right after doubling only 7/16, so 16/7 slots per item, each with a control byte.
+const fn hash_slot<T>() -> usize {
+    (size_of::<T>() + 1) * 16 / 7 + 1
+}
+
+/// Bytes per entry of a `BTreeMap` whose entries are `E` bytes at worst: nodes hold 5 to 11 of
+/// them, internal nodes also 12 edge pointers, each node is one allocation.
+const fn btree_entry(e: usize) -> usize {
+    3 * e + 16 + MALLOC
+}
+
+/// A hashbrown set's smallest allocation: 4 slots plus 4 + 16 control bytes.
+const fn smallest_set<T>() -> usize {
+    4 * size_of::<T>() + 20 + MALLOC
+}
+
+impl Limits {
+    /// Bytes per peer, whatever it shares.
+    pub const PER_PEER: usize = hash_slot::<(SocketAddr, Peer)>() + smallest_set::<FileId>();
+    /// Bytes per distinct file.
+    pub const PER_FILE: usize = hash_slot::<(FileId, FileRecord)>()
+        + btree_entry(size_of::<(Arc<str>, FileId)>())
+        // The peer and name lists start with room for one each.
+        + size_of::<(SocketAddr, Arc<str>)>()
+        + size_of::<(Arc<str>, u32)>()
+        + 2 * MALLOC;
+    /// Bytes per registration, besides the name.
+    pub const PER_REGISTRATION: usize = hash_slot::<FileId>()
+        + 2 * size_of::<(SocketAddr, Arc<str>)>()
+        + 2 * size_of::<(Arc<str>, u32)>()
+        // The name's own allocation: the reference counts, then the bytes.
+        + 2 * size_of::<usize>()
+        + MALLOC;
+    /// The activity ring and other fixed state, rounded up.
+    pub const FIXED: usize = 8 * 1024;
+
+    /// The most bytes the registry can hold with these caps (see the type's documentation).
+    pub fn worst_case_bytes(&self) -> u64 {
+        let name = self.name_len.min(MAX_NAME_LEN).div_ceil(8) * 8;
+        let files = self.total_files.min(self.registrations) as u64;
+        self.total_peers as u64 * Self::PER_PEER as u64
+            + files * Self::PER_FILE as u64
+            + self.registrations as u64 * (Self::PER_REGISTRATION + name) as u64
+            + self.rate_table_bytes()
+            + Self::FIXED as u64
+    }
+
+    fn rate_table_bytes(&self) -> u64 {
+        if self.rate == 0 {
+            0
+        } else {
+            (ratelimit::table_len(self.rate_table) * ratelimit::SLOT_BYTES) as u64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figures in the documentation above are the ones the code computes.
+    #[test]
+    fn documented_figures() {
+        assert_eq!(Limits::PER_PEER, 459);
+        assert_eq!(Limits::PER_FILE, 521);
+        assert_eq!(Limits::PER_REGISTRATION, 252);
+        assert_eq!(ratelimit::SLOT_BYTES, 32);
+        assert_eq!(Limits::default().worst_case_bytes(), 108_022_480);
+    }
+}
