@@ -8,24 +8,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
 use shoal_proto::peer::{Header, RejectReason, PROTOCOL_VERSION};
+use shoal_proto::ChunkIndex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::conn::{self, next_frame, ConnError};
+use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::store::{Library, ServeError, SharedFile};
 
 /// Most connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest frame a client may send us: control frames only.
 const MAX_CLIENT_FRAME: usize = 256;
-/// Chunks read ahead per connection while earlier ones are being sent.
+/// Chunks past the one being sent that we ask the kernel to read ahead.
 const READ_AHEAD: usize = 4;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that asks for nothing for this long is disconnected.
@@ -69,8 +67,6 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
     tasks.wait().await;
 }
 
-type Pending = JoinHandle<(Header, Option<bytes::Bytes>)>;
-
 async fn serve_conn(
     stream: TcpStream,
     library: &Arc<Library>,
@@ -79,97 +75,76 @@ async fn serve_conn(
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
     let file = match next_frame(&mut reader, HELLO_TIMEOUT).await?.header {
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            writer
-                .send(&Header::Reject {
-                    index: None,
-                    reason: RejectReason::VersionMismatch,
-                })
-                .await?;
+            let reason = RejectReason::VersionMismatch;
+            writer.send(&Header::Reject { index: None, reason }).await?;
             return Ok(());
         }
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => f,
             None => {
-                writer
-                    .send(&Header::Reject {
-                        index: None,
-                        reason: RejectReason::UnknownFile,
-                    })
-                    .await?;
+                let reason = RejectReason::UnknownFile;
+                writer.send(&Header::Reject { index: None, reason }).await?;
                 return Ok(());
             }
         },
         other => return Err(ConnError::Unexpected(other)),
     };
     tracing::debug!(file = %file.id.short(), "hello");
-    writer
-        .send(&Header::Welcome {
-            version: PROTOCOL_VERSION,
-        })
-        .await?;
+    let version = PROTOCOL_VERSION;
+    writer.send(&Header::Welcome { version }).await?;
 
-    // Requests are answered in order. Reads run ahead on blocking threads while earlier chunks
-    // are being written; we stop reading requests while READ_AHEAD are pending (TCP pushes back).
-    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
+    // Requests are answered one at a time, in order. Requests the client pipelines wait in the
+    // socket meanwhile, so a client can never make us hold more than one frame's worth of state.
     loop {
-        tokio::select! {
+        let frame = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            Some(done) = pending.next() => {
-                let (header, payload) = done.map_err(|e| std::io::Error::other(e.to_string()))?;
-                match payload {
-                    Some(p) => writer.send_payload(&header, &p).await?,
-                    None => writer.send(&header).await?,
-                }
-            }
-            frame = reader.next(), if pending.len() < READ_AHEAD => {
-                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                let frame = match frame {
-                    None => return Err(ConnError::Closed),
-                    Some(f) => f?,
-                };
-                match frame.header {
-                    Header::Request { index } => pending.push_back(read_chunk(file.clone(), library, index)),
-                    Header::GetManifest => {
-                        let bytes = file.manifest_bytes.clone();
-                        pending.push_back(tokio::spawn(async move { (Header::Manifest, Some(bytes)) }));
-                    }
-                    // Reserved for partial seeding: nothing to do yet.
-                    Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => {}
-                    other => return Err(ConnError::Unexpected(other)),
-                }
-            }
-            _ = &mut idle => return Err(ConnError::Timeout(IDLE_TIMEOUT)),
+            f = next_frame(&mut reader, IDLE_TIMEOUT) => f?,
+        };
+        match frame.header {
+            Header::Request { index } => tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = send_chunk(&file, library, index, &mut writer) => r?,
+            },
+            Header::GetManifest => writer.send_payload(&Header::Manifest, &file.manifest_bytes).await?,
+            // Reserved for partial seeding: nothing to do yet.
+            Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => {}
+            other => return Err(ConnError::Unexpected(other)),
         }
     }
 }
 
-fn read_chunk(
-    file: Arc<SharedFile>,
-    library: &Arc<Library>,
-    index: shoal_proto::ChunkIndex,
-) -> Pending {
-    let library = library.clone();
-    tokio::task::spawn_blocking(move || match file.read_chunk(index) {
-        Ok(data) => (Header::Chunk { index }, Some(data)),
-        Err(e) => {
-            let reason = match e {
-                ServeError::NoSuchChunk => RejectReason::NoSuchChunk,
-                ServeError::Changed | ServeError::Io(_) => {
-                    // The file may just have been withdrawn: the announcer unregisters it.
-                    library.touch();
-                    RejectReason::Unavailable
-                }
-            };
-            (
-                Header::Reject {
-                    index: Some(index),
-                    reason,
-                },
-                None,
-            )
-        }
-    })
+/// Sends one chunk from the page cache, or a reject. The file's size and modification time are
+/// checked before (reject) and after (drop the connection: what went out may be wrong, and the
+/// client's hash check will throw it away); a change withdraws the file.
+async fn send_chunk(
+    file: &SharedFile,
+    library: &Library,
+    index: ChunkIndex,
+    writer: &mut FrameWriter,
+) -> Result<(), ConnError> {
+    let len = file.manifest.chunk_len(index);
+    let reason = if len == 0 {
+        Some(RejectReason::NoSuchChunk)
+    } else if file.check().is_err() {
+        library.touch();
+        Some(RejectReason::Unavailable)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        writer.send(&Header::Reject { index: Some(index), reason }).await?;
+        return Ok(());
+    }
+    let offset = file.manifest.offset(index);
+    // Start reading the next chunks from disk now, so that sendfile finds them in the page cache
+    // instead of blocking this thread on the disk.
+    file.prefetch(offset + u64::from(len), READ_AHEAD as u64 * u64::from(file.manifest.chunk_size()));
+    writer.send_file(&Header::Chunk { index }, file.file(), offset, len as usize).await?;
+    if file.check().is_err() {
+        library.touch();
+        return Err(ServeError::Changed.into());
+    }
+    Ok(())
 }
 
 /// Binds a TCP listener for serving on all interfaces: a dual-stack IPv6 socket (IPv4 peers

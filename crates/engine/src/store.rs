@@ -229,27 +229,46 @@ impl SharedFile {
         self.withdrawn.load(Ordering::Relaxed)
     }
 
-    /// Reads one chunk (blocking). If the file's size or modification time is no longer what was
-    /// hashed, the file is withdrawn: from then on every read fails with [`ServeError::Changed`].
-    pub fn read_chunk(&self, index: ChunkIndex) -> Result<Bytes, ServeError> {
+    /// Fails (and withdraws the file, logging why, the first time) if the file's size or
+    /// modification time is no longer what was hashed.
+    pub fn check(&self) -> Result<(), ServeError> {
         if self.is_withdrawn() {
             return Err(ServeError::Changed);
         }
-        let len = self.manifest.chunk_len(index) as usize;
-        if len == 0 {
-            return Err(ServeError::NoSuchChunk);
-        }
-        let mut buf = BytesMut::zeroed(len);
-        let read = self
-            .file
-            .read_exact_at(&mut buf, self.manifest.offset(index));
-        // Checked after the read, so a write that raced with it is caught too.
         if Snapshot::of(&self.file).ok() != Some(self.snapshot) {
             if !self.withdrawn.swap(true, Ordering::Relaxed) {
                 tracing::warn!(file = %self.id.short(), path = %self.path.display(), "the file changed on disk since it was hashed; no longer serving it");
             }
             return Err(ServeError::Changed);
         }
+        Ok(())
+    }
+
+    /// The open file, for sending chunks straight from the page cache.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Asks the kernel to start reading a range into the page cache (never blocks for long).
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        // SAFETY: an advisory syscall on a descriptor we own.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
+    /// Reads one chunk (blocking). If the file's size or modification time is no longer what was
+    /// hashed, the file is withdrawn: from then on every read fails with [`ServeError::Changed`].
+    pub fn read_chunk(&self, index: ChunkIndex) -> Result<Bytes, ServeError> {
+        self.check()?;
+        let len = self.manifest.chunk_len(index) as usize;
+        if len == 0 {
+            return Err(ServeError::NoSuchChunk);
+        }
+        let mut buf = BytesMut::zeroed(len);
+        let read = self.file.read_exact_at(&mut buf, self.manifest.offset(index));
+        // Checked after the read too, so a write that raced with it is caught.
+        self.check()?;
         read?;
         Ok(buf.freeze())
     }
