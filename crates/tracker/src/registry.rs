@@ -480,12 +480,31 @@ impl Registry {
         let Some(record) = self.files.get(file) else {
             return Vec::new();
         };
-        let mut peers: Vec<SocketAddr> = record
-            .peer_addrs()
-            .filter(|a| !a.ip().is_loopback() || requester.is_loopback())
-            .collect();
-        fastrand::shuffle(&mut peers);
-        peers.truncate(self.config.limits.peers_per_reply);
+        let wanted = self.config.limits.peers_per_reply;
+        let visible = |a: &SocketAddr| !a.ip().is_loopback() || requester.is_loopback();
+        let n = record.seeders();
+        // The hot path: pick `wanted` distinct random peers in O(wanted) (Floyd's algorithm)
+        // rather than shuffling every peer of a popular file on every request.
+        let mut peers: Vec<SocketAddr> = Vec::with_capacity(wanted.min(n));
+        if n > wanted {
+            let mut picked: Vec<usize> = Vec::with_capacity(wanted);
+            for j in n - wanted..n {
+                let t = fastrand::usize(..=j);
+                picked.push(if picked.contains(&t) { j } else { t });
+            }
+            peers.extend(
+                picked
+                    .into_iter()
+                    .map(|i| record.peer_at(i))
+                    .filter(visible),
+            );
+        }
+        if peers.len() < wanted.min(n) {
+            // Few peers, or some were hidden from this requester: take every visible one.
+            peers = record.peer_addrs().filter(visible).collect();
+            fastrand::shuffle(&mut peers);
+            peers.truncate(wanted);
+        }
         // Keep the reply within one datagram whatever the address family mix.
         while encoded_len(&peers) > MAX_DATAGRAM - 32 {
             peers.pop();

@@ -51,6 +51,11 @@ impl FileRecord {
         self.peers.binary_search_by(|(a, _)| a.cmp(peer)).is_ok()
     }
 
+    /// The `i`-th peer in address order.
+    pub fn peer_at(&self, i: usize) -> SocketAddr {
+        self.peers[i].0
+    }
+
     pub fn peer_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.peers.iter().map(|(a, _)| *a)
     }

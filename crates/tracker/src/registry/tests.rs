@@ -581,3 +581,37 @@ fn prefixes_match_without_hex_strings() {
     assert!(!prefix_matches("abzz", &id));
     assert!(!prefix_matches("ab\u{e9}", &id));
 }
+
+#[test]
+fn peer_lists_are_distinct_random_subsets() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(unlimited(), t0);
+    for port in 1..=300 {
+        announce(&mut reg, t0, src(port), port, vec![entry(1, "f")]);
+    }
+    let asker = src(9999);
+    let conn = connect(&mut reg, t0, asker);
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        match send(
+            &mut reg,
+            t0,
+            asker,
+            conn,
+            RequestBody::GetPeers {
+                file: FileId([1; 32]),
+            },
+        ) {
+            Some(ResponseBody::Peers { peers, .. }) => {
+                let distinct: HashSet<_> = peers.iter().collect();
+                assert_eq!(peers.len(), 50);
+                assert_eq!(distinct.len(), 50, "no peer twice");
+                assert!(peers.iter().all(|p| (1..=300).contains(&p.port())));
+                seen.extend(peers);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // 20 draws of 50 from 300 cover far more than one fixed window would.
+    assert!(seen.len() > 200, "only {} distinct peers seen", seen.len());
+}
