@@ -133,7 +133,13 @@ impl FrameWriter {
     /// Sends queued frames, then `header` and `len` bytes of `file` from `offset`, straight from
     /// the page cache to the socket (`sendfile`): no copy through user space, no buffer. The head
     /// goes with `MSG_MORE` so the kernel packs it with the data.
-    pub async fn send_file(&mut self, header: &Header, file: &std::fs::File, offset: u64, len: usize) -> io::Result<()> {
+    pub async fn send_file(
+        &mut self,
+        header: &Header,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         peer::encode_head(header, len, &mut self.queued);
         let stream: &TcpStream = self.inner.as_ref();
@@ -143,8 +149,19 @@ impl FrameWriter {
             stream.writable().await?;
             // SAFETY: send(2) reads `head.len()` bytes from a live slice.
             let sent = stream.try_io(Interest::WRITABLE, || {
-                let n = unsafe { libc::send(sock, head.as_ptr().cast(), head.len(), libc::MSG_MORE | libc::MSG_NOSIGNAL) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                let n = unsafe {
+                    libc::send(
+                        sock,
+                        head.as_ptr().cast(),
+                        head.len(),
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match sent {
                 Ok(n) => head = &head[n..],
@@ -159,12 +176,23 @@ impl FrameWriter {
             stream.writable().await?;
             // SAFETY: sendfile(2) between two descriptors we hold; `off` is a live off_t.
             let sent = stream.try_io(Interest::WRITABLE, || {
-                let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, (end - off) as usize) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                let n = unsafe {
+                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (end - off) as usize)
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             });
             match sent {
                 // The file shrank under us: the frame cannot be completed.
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being sent",
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),

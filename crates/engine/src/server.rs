@@ -76,14 +76,24 @@ async fn serve_conn(
     let file = match next_frame(&mut reader, HELLO_TIMEOUT).await?.header {
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
             let reason = RejectReason::VersionMismatch;
-            writer.send(&Header::Reject { index: None, reason }).await?;
+            writer
+                .send(&Header::Reject {
+                    index: None,
+                    reason,
+                })
+                .await?;
             return Ok(());
         }
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => f,
             None => {
                 let reason = RejectReason::UnknownFile;
-                writer.send(&Header::Reject { index: None, reason }).await?;
+                writer
+                    .send(&Header::Reject {
+                        index: None,
+                        reason,
+                    })
+                    .await?;
                 return Ok(());
             }
         },
@@ -105,7 +115,11 @@ async fn serve_conn(
                 _ = cancel.cancelled() => return Ok(()),
                 r = send_chunk(&file, library, index, &mut writer) => r?,
             },
-            Header::GetManifest => writer.send_payload(&Header::Manifest, &file.manifest_bytes).await?,
+            Header::GetManifest => {
+                writer
+                    .send_payload(&Header::Manifest, &file.manifest_bytes)
+                    .await?
+            }
             // Reserved for partial seeding: nothing to do yet.
             Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => {}
             other => return Err(ConnError::Unexpected(other)),
@@ -132,14 +146,24 @@ async fn send_chunk(
         None
     };
     if let Some(reason) = reason {
-        writer.send(&Header::Reject { index: Some(index), reason }).await?;
+        writer
+            .send(&Header::Reject {
+                index: Some(index),
+                reason,
+            })
+            .await?;
         return Ok(());
     }
     let offset = file.manifest.offset(index);
     // Start reading the next chunks from disk now, so that sendfile finds them in the page cache
     // instead of blocking this thread on the disk.
-    file.prefetch(offset + u64::from(len), READ_AHEAD as u64 * u64::from(file.manifest.chunk_size()));
-    writer.send_file(&Header::Chunk { index }, file.file(), offset, len as usize).await?;
+    file.prefetch(
+        offset + u64::from(len),
+        READ_AHEAD as u64 * u64::from(file.manifest.chunk_size()),
+    );
+    writer
+        .send_file(&Header::Chunk { index }, file.file(), offset, len as usize)
+        .await?;
     if file.check().is_err() {
         library.touch();
         return Err(ServeError::Changed.into());

@@ -253,7 +253,12 @@ impl SharedFile {
     pub fn prefetch(&self, offset: u64, len: u64) {
         // SAFETY: an advisory syscall on a descriptor we own.
         unsafe {
-            libc::posix_fadvise(self.file.as_raw_fd(), offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED);
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
         }
     }
 
@@ -266,7 +271,9 @@ impl SharedFile {
             return Err(ServeError::NoSuchChunk);
         }
         let mut buf = BytesMut::zeroed(len);
-        let read = self.file.read_exact_at(&mut buf, self.manifest.offset(index));
+        let read = self
+            .file
+            .read_exact_at(&mut buf, self.manifest.offset(index));
         // Checked after the read too, so a write that raced with it is caught.
         self.check()?;
         read?;

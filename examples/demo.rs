@@ -1,0 +1,616 @@
+//! The README's first command: `cargo run --release --example demo`.
+//!
+//! A scripted tour of the whole suite on 127.0.0.1, with the real programs: it builds `tracker`,
+//! `seeder` and `leecher`, generates a file in a temporary folder, starts a tracker, three seeders
+//! and a leecher, checks the download's SHA-256 against the source, stops the seeders and lets a
+//! second leecher fetch the file from the first one alone. Every wait is on a line a program
+//! prints or on its exit, never a sleep. Whatever happens (success, failure, Ctrl-C) every child
+//! is stopped and the temporary folder removed before the demo exits.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// The generated file: 64 MiB and an odd tail, so that its last chunk is a short one.
+const FILE_SIZE: u64 = 64 * 1024 * 1024 + 12_345;
+const NAME: &str = "demo.bin";
+/// Safety net for every wait: far longer than any step takes, so it only fires on a real hang.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+fn main() -> ExitCode {
+    // One thread: children are spawned from the main thread, which matters for PR_SET_PDEATHSIG.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run())
+}
+
+async fn run() -> ExitCode {
+    let dir = match tempfile::Builder::new().prefix("shoal-demo-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("demo: cannot create a temporary folder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut procs = Procs::default();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    let outcome = tokio::select! {
+        r = demo(&mut procs, dir.path()) => r.map(|()| true),
+        _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = term.recv() => Ok(false),
+    };
+    let code = match &outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("\ndemo: interrupted; stopping everything");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e:#}");
+            procs.dump();
+            ExitCode::FAILURE
+        }
+    };
+    let stopped = procs.kill_all().await;
+    let shown = dir.path().display().to_string();
+    match dir.close() {
+        Ok(()) if outcome.as_ref().is_ok_and(|ok| *ok) => step(&format!(
+            "done: both copies verified, every program stopped, {shown} removed"
+        )),
+        Ok(()) => eprintln!("demo: {stopped} processes killed, {shown} removed"),
+        Err(e) => eprintln!("demo: could not remove {shown}: {e}"),
+    }
+    code
+}
+
+async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
+    println!(
+        "shoal demo: a tracker, three seeders and two leechers on 127.0.0.1, in {}",
+        dir.display()
+    );
+    println!(
+        "(indented lines come from the programs: `name >` is their stdout, `name |` their stderr)"
+    );
+    let bins = build().await?;
+
+    step(&format!(
+        "generating {NAME}: {FILE_SIZE} bytes of pseudo-random data (64 MiB and an odd tail)"
+    ));
+    let seeders_dir = dir.join("seeders");
+    std::fs::create_dir(&seeders_dir)?;
+    let source_hash = generate(&seeders_dir.join(NAME), FILE_SIZE)?;
+
+    step("starting the tracker on a port the OS picks: tracker --listen 127.0.0.1:0");
+    let tracker = procs.spawn(
+        "tracker",
+        &bins.join("tracker"),
+        &["--listen", "127.0.0.1:0"],
+        dir,
+        Echo::STDOUT,
+    )?;
+    let line = procs[tracker]
+        .wait_line(Stream::Out, "tracker listening on ADDR", |l| {
+            l.starts_with("tracker listening on ")
+        })
+        .await?;
+    let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
+    procs.tracker = Some(addr.clone());
+
+    step(&format!(
+        "starting three seeders with P2P_TRACKER={addr}: `seeder {NAME}` hashes it, prints `<id> <size> <name>`, registers"
+    ));
+    let mut seeders = Vec::new();
+    for i in 1..=3 {
+        let label = format!("seeder{i}");
+        seeders.push(procs.spawn(
+            &label,
+            &bins.join("seeder"),
+            &[NAME],
+            &seeders_dir,
+            Echo::STDOUT,
+        )?);
+    }
+    let mut id = String::new();
+    for &s in &seeders {
+        let line = procs[s]
+            .wait_line(Stream::Out, "<id> <size> <name>", |l| l.ends_with(NAME))
+            .await?;
+        procs[s]
+            .wait_line(Stream::Err, "registered with the tracker", |l| {
+                l.contains("registered with the tracker")
+            })
+            .await?;
+        let this = line.split(' ').next().unwrap_or_default().to_string();
+        ensure!(
+            id.is_empty() || id == this,
+            "the seeders disagree on the id: {id} and {this}"
+        );
+        id = this;
+    }
+    let short = &id[..8.min(id.len())];
+
+    step("asking the tracker what it knows: leecher --list prints `<id> <size> <seeders> <name>`");
+    expect_seeders(procs, &bins, dir, &id, 3).await?;
+
+    step(&format!(
+        "leecher1 downloads {NAME} by name from all three seeders, checking every chunk: leecher {NAME}"
+    ));
+    let leecher1_dir = dir.join("leecher1");
+    std::fs::create_dir(&leecher1_dir)?;
+    let leecher1 = procs.spawn(
+        "leecher1",
+        &bins.join("leecher"),
+        &[NAME],
+        &leecher1_dir,
+        Echo::BOTH,
+    )?;
+    procs[leecher1]
+        .wait_line(Stream::Out, "<id> <size> <path>", |l| l.starts_with(&id))
+        .await?;
+    // Once the file is in place, the leecher registers as one more seeder and logs its port.
+    let seeding = procs[leecher1]
+        .wait_line(Stream::Err, "seeding ...", |l| {
+            l.contains("seeding ") && l.contains("port=")
+        })
+        .await?;
+    let leecher1_port = seeding
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("port="))
+        .ok_or_else(|| anyhow!("no port in leecher1's line {seeding:?}"))?
+        .to_string();
+    procs[leecher1]
+        .wait_line(Stream::Err, "registered with the tracker", |l| {
+            l.contains("registered with the tracker")
+        })
+        .await?;
+
+    step("verifying leecher1's copy: SHA-256 of the source and of the download");
+    verify(&source_hash, &leecher1_dir.join(NAME))?;
+
+    step("stopping the three seeders with Ctrl-C (SIGINT): each unregisters and exits 0");
+    for &s in &seeders {
+        let status = procs[s].interrupt_and_wait().await?;
+        ensure!(status.success(), "{} exited with {status}", procs[s].label);
+        procs[s]
+            .wait_line(Stream::Err, "unregistered from the tracker", |l| {
+                l.contains("unregistered from the tracker")
+            })
+            .await?;
+        println!("    {} unregistered and exited 0", procs[s].label);
+    }
+
+    step("asking the tracker again: leecher1, still running, is now the only seeder");
+    expect_seeders(procs, &bins, dir, &id, 1).await?;
+
+    step(&format!(
+        "leecher2 downloads by id prefix from leecher1 alone, then exits: leecher --no-seed {short}"
+    ));
+    let leecher2_dir = dir.join("leecher2");
+    std::fs::create_dir(&leecher2_dir)?;
+    let leecher2 = procs.spawn(
+        "leecher2",
+        &bins.join("leecher"),
+        &["--no-seed", short],
+        &leecher2_dir,
+        Echo::BOTH,
+    )?;
+    let status = procs[leecher2].wait_exit().await?;
+    ensure!(status.success(), "leecher2 exited with {status}");
+    let summary = procs[leecher2]
+        .wait_line(Stream::Err, "downloaded ...", |l| {
+            l.contains("chunks per peer:")
+        })
+        .await?;
+    let peers: Vec<&str> = summary
+        .split("chunks per peer: ")
+        .nth(1)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    ensure!(
+        peers.len() == 1 && peers[0].contains(&format!(":{leecher1_port}=")),
+        "leecher2 should have been served by leecher1 (port {leecher1_port}) alone: {summary}"
+    );
+    println!("    served by leecher1 alone (port {leecher1_port})");
+
+    step("verifying leecher2's copy");
+    verify(&source_hash, &leecher2_dir.join(NAME))?;
+
+    step("stopping leecher1 and the tracker with Ctrl-C (SIGINT)");
+    for p in [leecher1, tracker] {
+        let status = procs[p].interrupt_and_wait().await?;
+        ensure!(status.success(), "{} exited with {status}", procs[p].label);
+    }
+    Ok(())
+}
+
+/// One line of narration per step.
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+/// Builds the three programs with the cargo that runs this example, in the same profile, and
+/// returns the folder they are in (the one above this example's `examples/` folder).
+async fn build() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the demo's own executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected location of the demo: {}", exe.display()))?
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--bins"]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    step(&format!(
+        "building tracker, seeder and leecher: cargo build --bins{}",
+        match profile.as_str() {
+            "debug" => String::new(),
+            "release" => " --release".to_string(),
+            other => format!(" --profile {other}"),
+        }
+    ));
+    if let Some(dir) = option_env!("CARGO_MANIFEST_DIR") {
+        cmd.current_dir(dir);
+    }
+    let status = cmd
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    ensure!(status.success(), "cargo build failed ({status})");
+    for bin in ["tracker", "seeder", "leecher"] {
+        let path = profile_dir.join(bin);
+        ensure!(
+            path.is_file(),
+            "{} is missing after the build (built for another target?)",
+            path.display()
+        );
+    }
+    Ok(profile_dir)
+}
+
+/// Writes `size` deterministic pseudo-random bytes to `path`; returns their SHA-256.
+fn generate(path: &Path, size: u64) -> Result<String> {
+    let mut rng = fastrand::Rng::with_seed(size);
+    let mut file = std::fs::File::create(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(source_hash: &str, copy: &Path) -> Result<()> {
+    let copy_hash = sha256_file(copy)?;
+    let size = std::fs::metadata(copy)?.len();
+    println!("    source   {source_hash}");
+    println!("    download {copy_hash}  ({size} bytes)");
+    ensure!(
+        copy_hash == source_hash,
+        "{} differs from the source",
+        copy.display()
+    );
+    println!("    identical");
+    Ok(())
+}
+
+/// Runs `leecher --list`, shows its output and checks that `id` has `seeders` seeders.
+async fn expect_seeders(
+    procs: &mut Procs,
+    bins: &Path,
+    dir: &Path,
+    id: &str,
+    seeders: u32,
+) -> Result<()> {
+    let list = procs.spawn(
+        "list",
+        &bins.join("leecher"),
+        &["--list"],
+        dir,
+        Echo::STDOUT,
+    )?;
+    let status = procs[list].wait_exit().await?;
+    ensure!(status.success(), "leecher --list exited with {status}");
+    let line = procs[list]
+        .wait_line(Stream::Out, "the demo file's line", |l| l.starts_with(id))
+        .await?;
+    let count: u32 = line
+        .split(' ')
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("unexpected --list line {line:?}"))?;
+    ensure!(
+        count == seeders,
+        "expected {seeders} seeders in {line:?}, the tracker says {count}"
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Which of a program's streams the demo shows as they arrive (all are kept for failures).
+#[derive(Clone, Copy)]
+struct Echo {
+    stdout: bool,
+    stderr: bool,
+}
+
+impl Echo {
+    const STDOUT: Echo = Echo {
+        stdout: true,
+        stderr: false,
+    };
+    const BOTH: Echo = Echo {
+        stdout: true,
+        stderr: true,
+    };
+}
+
+/// Every program the demo started, so that all of them can be stopped whatever happens.
+#[derive(Default)]
+struct Procs {
+    all: Vec<Proc>,
+    /// The tracker's address once it is known, passed to later programs in P2P_TRACKER.
+    tracker: Option<String>,
+}
+
+impl std::ops::Index<usize> for Procs {
+    type Output = Proc;
+    fn index(&self, i: usize) -> &Proc {
+        &self.all[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Procs {
+    fn index_mut(&mut self, i: usize) -> &mut Proc {
+        &mut self.all[i]
+    }
+}
+
+impl Procs {
+    /// Starts a program with piped output; the tracker address, once known, goes in P2P_TRACKER.
+    fn spawn(
+        &mut self,
+        label: &str,
+        bin: &Path,
+        args: &[&str],
+        cwd: &Path,
+        echo: Echo,
+    ) -> Result<usize> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // The lines the demo waits for are info-level logs.
+            .env("RUST_LOG", "info")
+            .env_remove("P2P_TRACKER")
+            .kill_on_drop(true);
+        if let Some(addr) = &self.tracker {
+            cmd.env("P2P_TRACKER", addr);
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            // If the demo itself dies without cleaning up (SIGKILL), its children go with it.
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = watch::channel(());
+        let tx = Arc::new(tx);
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let prefix = format!("    {label:>8}");
+        collect(stdout, Stream::Out, echo.stdout, &prefix, &output, &tx);
+        collect(stderr, Stream::Err, echo.stderr, &prefix, &output, &tx);
+        let command = format!(
+            "{} {}",
+            bin.file_name().unwrap_or_default().to_string_lossy(),
+            args.join(" ")
+        );
+        self.all.push(Proc {
+            label: label.to_string(),
+            command,
+            child,
+            output,
+            changed: rx,
+        });
+        Ok(self.all.len() - 1)
+    }
+
+    /// SIGKILLs every program still running and reaps it; returns how many there were.
+    async fn kill_all(&mut self) -> usize {
+        let mut killed = 0;
+        for p in &mut self.all {
+            if let Ok(None) = p.child.try_wait() {
+                let _ = p.child.start_kill();
+                let _ = p.child.wait().await;
+                killed += 1;
+            }
+        }
+        killed
+    }
+
+    /// After a failure: the last lines of every program, to show what went wrong.
+    fn dump(&self) {
+        for p in &self.all {
+            let out = p.output.lock().unwrap();
+            eprintln!("--- {} ($ {}), last lines:", p.label, p.command);
+            for (stream, line) in out.iter().skip(out.len().saturating_sub(20)) {
+                let mark = if *stream == Stream::Out { '>' } else { '|' };
+                eprintln!("    {mark} {line}");
+            }
+        }
+    }
+}
+
+/// Reads a pipe line by line into `output`, echoing each line if asked to.
+fn collect(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    stream: Stream,
+    echo: bool,
+    prefix: &str,
+    output: &Arc<Mutex<Vec<(Stream, String)>>>,
+    tx: &Arc<watch::Sender<()>>,
+) {
+    let (output, tx) = (output.clone(), tx.clone());
+    let mark = if stream == Stream::Out { '>' } else { '|' };
+    let prefix = format!("{prefix} {mark} ");
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if echo {
+                println!("{prefix}{line}");
+            }
+            output.lock().unwrap().push((stream, line));
+            tx.send_replace(());
+        }
+        // The sender goes away with the last reader: waiters learn the program is done.
+    });
+}
+
+struct Proc {
+    label: String,
+    command: String,
+    child: Child,
+    output: Arc<Mutex<Vec<(Stream, String)>>>,
+    changed: watch::Receiver<()>,
+}
+
+impl Proc {
+    /// Waits until the program prints a line for which `pred` holds on `stream`, and returns it.
+    /// Fails if the program closes its output first.
+    async fn wait_line(
+        &mut self,
+        stream: Stream,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            self.changed.borrow_and_update();
+            if let Some((_, line)) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(s, l)| *s == stream && pred(l))
+            {
+                return Ok(line.clone());
+            }
+            match tokio::time::timeout_at(deadline, self.changed.changed()).await {
+                Ok(Ok(())) => {}
+                // Closed with nothing unseen: every line was checked above.
+                Ok(Err(_)) => {
+                    let status = self.status_text();
+                    bail!("{} ended without printing {what:?} ({status})", self.label)
+                }
+                Err(_) => bail!(
+                    "{} did not print {what:?} within {} s",
+                    self.label,
+                    PATIENCE.as_secs()
+                ),
+            }
+        }
+    }
+
+    fn status_text(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(Some(status)) => format!("it exited with {status}"),
+            _ => "its output closed".to_string(),
+        }
+    }
+
+    /// Waits for the program to exit and for its output to be read to the end.
+    async fn wait_exit(&mut self) -> Result<ExitStatus> {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .map_err(|_| anyhow!("{} did not exit", self.label))??;
+        // The readers finish once the pipes are drained; the watch sender closes with them.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::time::timeout_at(deadline, self.changed.changed())
+            .await
+            .map_err(|_| anyhow!("{} exited but its output did not close", self.label))?
+            .is_ok()
+        {}
+        Ok(status)
+    }
+
+    /// Ctrl-C, as a person would press it, then waits for the exit.
+    async fn interrupt_and_wait(&mut self) -> Result<ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: sends a signal to our own child, which has not been reaped (id() is Some).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGINT);
+            }
+        }
+        self.wait_exit().await
+    }
+}
