@@ -1,0 +1,506 @@
+//! The benchmark: `cargo run --release --example bench [-- FLAGS]`.
+//!
+//! Everything runs on 127.0.0.1 in a temporary folder on the real disk (under the system's temp
+//! folder, or `--dir`), with the release binaries it builds first:
+//!
+//! 1. a file (1 GiB, `--size`) from 4 seeders to 1 leecher (`leecher --no-seed`): wall time from
+//!    starting the leecher to its exit (it exits once the verified file is fsynced under its final
+//!    name), the data-phase rate from its summary line, CPU seconds of every process;
+//! 2. the same file and topology with aria2c (seeders and leecher) and opentracker, 512 KiB
+//!    pieces, in the same run (interleaved with 1, so both see the same machine), and the ratio;
+//! 3. the machine's limits: `dd conv=fdatasync` of the same size in the leecher's folder, and
+//!    SHA-256 throughput of the sha2 crate on one core and on two threads;
+//! 4. peak RSS of the leecher and the seeders for that file and for a 4 GiB one (`--big-size`);
+//! 5. seeder start-up: the time from starting a seeder to its id line (hashing the whole file);
+//! 6. tracker throughput: peer-list replies per second from a tracker pinned to CPU 0 under the
+//!    load generator of `examples/tracker_load.rs` pinned to CPU 1.
+//!
+//! Each case runs `--runs` times (default 3); the table shows median, min and max, and the
+//! issue's target with PASS or MISS. Results also go to `target/bench.json`. It is a benchmark,
+//! not a test: a missed target does not fail it. Every child is killed and the temporary folder
+//! removed on exit, on Ctrl-C and on panic. aria2, mktorrent and opentracker are installed from
+//! Debian's packages when missing (as root; `--no-install` to skip, `--skip-aria2` to leave out
+//! the comparison).
+
+#[path = "bench/aria.rs"]
+mod aria;
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/machine.rs"]
+mod machine;
+#[path = "bench/procs.rs"]
+mod procs;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/shoal.rs"]
+mod shoal;
+#[path = "bench/table.rs"]
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use machine::{clear_dir, free_bytes};
+use table::{Big, Outcome, Results};
+
+const USAGE: &str = "\
+usage: cargo run --release --example bench -- [FLAGS]
+  --runs N         times each case runs (default 3)
+  --size SIZE      file size for cases 1-3 and 5 (default 1G; suffixes K, M, G)
+  --big-size SIZE  the second file for the peak-RSS case (default 4G)
+  --skip-big       leave out the big-file case
+  --skip-aria2     leave out the aria2 + opentracker comparison
+  --skip-tracker   leave out the tracker throughput case
+  --load-secs S    seconds of tracker load per run (default 5)
+  --quick          --runs 1 --skip-big --load-secs 2
+  --seeders N      seeders in the swarm (default 4)
+  --dir DIR        where to make the temporary folder (default: the system temp folder)
+  --drop-caches    drop the page cache before every timed run (root), so seeders read from disk;
+                   by default the source file is read into the cache first
+  --no-install     do not apt-get install aria2, mktorrent, opentracker when missing
+  --json PATH      write the results there (default target/bench.json); --no-json to skip
+  --verbose        show every program's output as it arrives";
+
+const NAME: &str = "bench.bin";
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+struct Args {
+    runs: usize,
+    size: u64,
+    big: Option<u64>,
+    aria2: bool,
+    tracker: bool,
+    load_secs: f64,
+    seeders: usize,
+    dir: Option<PathBuf>,
+    drop_caches: bool,
+    install: bool,
+    json: Option<Option<PathBuf>>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        runs: 3,
+        size: GIB,
+        big: Some(4 * GIB),
+        aria2: true,
+        tracker: true,
+        load_secs: 5.0,
+        seeders: 4,
+        dir: None,
+        drop_caches: false,
+        install: true,
+        json: Some(None),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--runs" => a.runs = value()?.parse().context("--runs takes a number")?,
+            "--size" => a.size = parse_size(&value()?)?,
+            "--big-size" => a.big = Some(parse_size(&value()?)?),
+            "--skip-big" | "--skip-4g" => a.big = None,
+            "--skip-aria2" => a.aria2 = false,
+            "--skip-tracker" => a.tracker = false,
+            "--load-secs" => a.load_secs = value()?.parse().context("--load-secs takes seconds")?,
+            "--quick" => {
+                a.runs = 1;
+                a.big = None;
+                a.load_secs = 2.0;
+            }
+            "--seeders" => a.seeders = value()?.parse().context("--seeders takes a number")?,
+            "--dir" => a.dir = Some(PathBuf::from(value()?)),
+            "--drop-caches" => a.drop_caches = true,
+            "--no-install" => a.install = false,
+            "--json" => a.json = Some(Some(PathBuf::from(value()?))),
+            "--no-json" => a.json = None,
+            "--verbose" => procs::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed),
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    ensure!(a.runs >= 1, "--runs must be at least 1");
+    ensure!(a.size >= MIB, "--size must be at least 1M");
+    ensure!(a.seeders >= 1, "--seeders must be at least 1");
+    ensure!(
+        a.load_secs > 0.0 && a.load_secs <= 600.0,
+        "--load-secs must be between 0 and 600"
+    );
+    Ok(a)
+}
+
+/// `1G`, `512M`, `64K`, `4GiB` or a plain number of bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    parse_human_bytes(s)
+        .filter(|v| *v >= 1.0)
+        .map(|v| v as u64)
+        .ok_or_else(|| anyhow!("{s:?} is not a size like 1G or 512M"))
+}
+
+/// Parses sizes the way our programs and aria2 print them: `1.00 GiB`, `350MiB`, `12 B`, `1G`.
+pub fn parse_human_bytes(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KB" | "KI" | "KIB" => 1024.0,
+        "M" | "MB" | "MI" | "MIB" => 1024.0 * 1024.0,
+        "G" | "GB" | "GI" | "GIB" => GIB as f64,
+        "T" | "TB" | "TI" | "TIB" => 1024.0 * GIB as f64,
+        _ => return None,
+    };
+    Some(num * mult)
+}
+
+fn human(n: u64) -> String {
+    if n >= GIB && n % GIB == 0 {
+        format!("{} GiB", n / GIB)
+    } else if n >= GIB {
+        format!("{:.2} GiB", n as f64 / GIB as f64)
+    } else if n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{:.1} MiB", n as f64 / MIB as f64)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Dropped last: kills whatever is still running, also when unwinding from a panic.
+    let _cleanup = procs::Cleanup;
+    if let Err(e) = procs::install_signal_handlers() {
+        eprintln!("bench: cannot install signal handlers: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = bench(&args);
+    // After Ctrl-C the signal thread exits with 130; errors caused by its kills are not news.
+    procs::park_if_stopping();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> Result<()> {
+    let about = machine::describe();
+    println!("shoal benchmark");
+    for (k, v) in &about {
+        println!("  {k:10} {v}");
+    }
+    let (bins, target_dir) = machine::build()?;
+
+    let aria2 = if args.aria2 {
+        aria::ensure_tools(args.install).map_err(|e| {
+            println!("aria2 comparison skipped: {e:#}");
+            format!("skipped: {e}")
+        })
+    } else {
+        Err("skipped (--skip-aria2)".to_string())
+    };
+
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("shoal-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot make a temporary folder in {}", parent.display()))?;
+    procs::remove_on_abort(tmp.path().to_path_buf());
+    let fs = machine::fs_type(tmp.path());
+    println!("  folder     {} ({fs})", tmp.path().display());
+    if fs == "tmpfs" {
+        println!(
+            "  warning: {} is in memory, not on a disk; use --dir for a disk",
+            tmp.path().display()
+        );
+    }
+    let free = free_bytes(tmp.path()).unwrap_or(u64::MAX);
+    ensure!(
+        free > 3 * args.size + GIB,
+        "{} has {} free; the benchmark needs {} (three copies of the file and a margin)",
+        tmp.path().display(),
+        human(free),
+        human(3 * args.size + GIB)
+    );
+
+    let results = run_cases(args, &bins, tmp.path(), aria2)?;
+    let report = table::tabulate(&results);
+    procs::park_if_stopping();
+    println!(
+        "\n== results ({} runs each; machine: {})",
+        args.runs,
+        machine::summary(&about)
+    );
+    print!("{}", report.table());
+    println!("load average after: {}", machine::loadavg());
+    if let Some(json) = &args.json {
+        let path = json
+            .clone()
+            .unwrap_or_else(|| target_dir.join("bench.json"));
+        let doc = serde_json::json!({
+            "machine": about.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "runs": args.runs,
+            "size": args.size,
+            "big_size": args.big,
+            "seeders": args.seeders,
+            "drop_caches": args.drop_caches,
+            "sections": report.json(),
+        });
+        match std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n") {
+            Ok(()) => println!("results written to {}", path.display()),
+            Err(e) => println!("could not write {}: {e}", path.display()),
+        }
+    }
+    let shown = tmp.path().display().to_string();
+    tmp.close()
+        .with_context(|| format!("cannot remove {shown}"))
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+/// Reports a failed case (and returns why, for the table), unless the failure comes from
+/// Ctrl-C killing everything: then this thread just waits for the exit.
+fn failed(what: &str, e: &anyhow::Error) -> String {
+    procs::park_if_stopping();
+    println!("    {what}failed: {e:#}");
+    format!("failed: {e}")
+}
+
+fn gbps(rate: Option<f64>) -> String {
+    rate.map_or("?".into(), |v| format!("{:.2} GB/s", v / 1e9))
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|c| format!("{c:.2}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Runs every case in turn. A case that fails is reported and left out; the others go on.
+fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result<Results> {
+    let size = args.size;
+    let label = human(size);
+    let src_dir = dir.join("src");
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&src_dir)?;
+    std::fs::create_dir_all(&out_dir)?;
+    let src = src_dir.join(NAME);
+    let warm = |src: &Path| machine::prepare(src, args.drop_caches);
+
+    step("SHA-256 of the sha2 crate, 256 MiB in memory per thread");
+    let sha_1: Vec<f64> = (0..args.runs).map(|_| machine::sha256_rate(1)).collect();
+    let sha_2: Vec<f64> = (0..args.runs).map(|_| machine::sha256_rate(2)).collect();
+    println!(
+        "    1 thread {:.2} GB/s, 2 threads {:.2} GB/s",
+        report::median(&sha_1).unwrap_or(0.0) / 1e9,
+        report::median(&sha_2).unwrap_or(0.0) / 1e9
+    );
+
+    step(&format!("writing the {label} source file"));
+    machine::generate(&src, size)?;
+
+    // Case 5 first, with nothing else running: once held to one core, once with all of them.
+    let one_core = (std::thread::available_parallelism().map_or(1, |n| n.get()) > 1).then_some(0);
+    step(&format!(
+        "seeder start-up: time to hash {label} and print its id, on one core and on all"
+    ));
+    let mut startup = [Vec::new(), Vec::new()];
+    for i in 0..args.runs {
+        for (k, cpu) in [one_core, None].into_iter().enumerate() {
+            warm(&src)?;
+            let what = if k == 0 { "one core" } else { "all cores" };
+            match shoal::seeder_startup(bins, &src, cpu) {
+                Ok(t) => {
+                    println!("    run {}, {what}: {t:.2} s", i + 1);
+                    startup[k].push(t);
+                }
+                Err(e) => {
+                    failed(&format!("run {}, {what}: ", i + 1), &e);
+                }
+            }
+        }
+    }
+    let [startup_1, startup_all] = startup;
+
+    step(&format!(
+        "starting the shoal swarm: tracker and {} seeders of {label}",
+        args.seeders
+    ));
+    let mut swarm = shoal::Swarm::start(bins, &src, args.seeders)?;
+    println!("    tracker on {}, file id {}", swarm.addr, swarm.id);
+
+    let mut aria_swarm = aria2.and_then(|()| {
+        step(&format!(
+            "starting the aria2 swarm: opentracker and {} aria2c seeders (mktorrent -l 19)",
+            args.seeders
+        ));
+        aria::AriaSwarm::start(&dir.join("aria2"), &src, args.seeders).map_err(|e| failed("", &e))
+    });
+
+    // Interleaved, so that both programs and dd see the same machine, busy or not.
+    let mut shoal_runs = Vec::new();
+    let mut aria_runs = Vec::new();
+    let mut aria_error = None;
+    let mut dd_runs = Vec::new();
+    let timeout = shoal::download_timeout(size);
+    for i in 0..args.runs {
+        step(&format!("run {}/{}", i + 1, args.runs));
+        warm(&src)?;
+        match shoal::download(bins, &swarm, &out_dir, size) {
+            Ok(d) => {
+                println!(
+                    "    shoal: {:.2} s, data phase {}, CPU leecher {:.2} s, seeders {} s, tracker {:.2} s, peak RSS {:.1} MiB",
+                    d.wall,
+                    gbps(d.rate),
+                    d.cpu_leecher,
+                    list(&d.cpu_seeders),
+                    d.cpu_tracker,
+                    d.rss_kib / 1024.0
+                );
+                shoal_runs.push(d);
+            }
+            Err(e) => {
+                failed("shoal: ", &e);
+            }
+        }
+        clear_dir(&out_dir)?;
+        if let Ok(a) = &aria_swarm {
+            warm(&src)?;
+            match a.sample(&out_dir, timeout) {
+                Ok(s) => {
+                    println!(
+                        "    aria2: {:.2} s, avg speed {}, CPU leecher {:.2} s, seeders {} s, opentracker {:.2} s",
+                        s.run.wall.as_secs_f64(),
+                        gbps(s.run.avg_speed),
+                        s.run.exit.cpu_secs,
+                        list(&s.cpu_seeders),
+                        s.cpu_tracker
+                    );
+                    aria_runs.push(s);
+                }
+                Err(e) => aria_error = Some(failed("aria2: ", &e)),
+            }
+            clear_dir(&out_dir)?;
+        }
+        warm(&src)?;
+        match machine::dd(&out_dir, size, timeout) {
+            Ok(t) => {
+                println!("    dd conv=fdatasync: {t:.2} s");
+                dd_runs.push(t);
+            }
+            Err(e) => {
+                failed("dd: ", &e);
+            }
+        }
+        clear_dir(&out_dir)?;
+    }
+    let seeder_rss = shoal::peak_rss(&swarm.seeders);
+    let aria_seeder_rss = aria_swarm
+        .as_ref()
+        .map_or(Vec::new(), |a| shoal::peak_rss(&a.seeders));
+    swarm.stop();
+    drop(swarm);
+    if let Ok(a) = &mut aria_swarm {
+        a.stop();
+    }
+    let aria = match aria_swarm {
+        Err(why) => Err(why),
+        Ok(_) if aria_runs.is_empty() => Err(aria_error.unwrap_or_else(|| "no run".into())),
+        Ok(_) => Ok(aria_runs),
+    };
+
+    let load = if args.tracker {
+        step(&format!(
+            "tracker throughput: {} s of peer-list requests per run, tracker on CPU 0, load on CPU 1",
+            args.load_secs
+        ));
+        shoal::tracker_load(bins, args.runs, args.load_secs).map_err(|e| failed("", &e))
+    } else {
+        Err("skipped (--skip-tracker)".to_string())
+    };
+
+    let big = match args.big {
+        None => Err("skipped (--skip-big)".to_string()),
+        Some(big) => {
+            step(&format!("peak RSS with a {} file", human(big)));
+            clear_dir(&src_dir)?;
+            let free = free_bytes(dir).unwrap_or(u64::MAX);
+            let result = if free < 2 * big + GIB {
+                let why = format!(
+                    "skipped: {} free, {} needed",
+                    human(free),
+                    human(2 * big + GIB)
+                );
+                println!("    {why}");
+                Err(why)
+            } else {
+                big_case(args, bins, &src_dir, &out_dir, big).map_err(|e| failed("", &e))
+            };
+            clear_dir(&out_dir)?;
+            clear_dir(&src_dir)?;
+            result
+        }
+    };
+
+    Ok(Results {
+        size,
+        seeders: args.seeders,
+        sha_1,
+        sha_2,
+        startup_1,
+        startup_all,
+        shoal: shoal_runs,
+        seeder_rss,
+        aria,
+        aria_seeder_rss,
+        dd: dd_runs,
+        load,
+        big,
+    })
+}
+
+/// One download of a big file, for the peak RSS of the leecher and the seeders.
+fn big_case(args: &Args, bins: &Path, src_dir: &Path, out: &Path, big: u64) -> Result<Big> {
+    let src = src_dir.join(NAME);
+    println!("    writing {}", human(big));
+    machine::generate(&src, big)?;
+    println!("    starting the tracker and {} seeders", args.seeders);
+    let mut swarm = shoal::Swarm::start(bins, &src, args.seeders)?;
+    machine::prepare(&src, args.drop_caches)?;
+    let d = shoal::download(bins, &swarm, out, big)?;
+    let seeder_rss_kib = shoal::peak_rss(&swarm.seeders);
+    swarm.stop();
+    println!(
+        "    {:.2} s, leecher peak RSS {:.1} MiB",
+        d.wall,
+        d.rss_kib / 1024.0
+    );
+    Ok(Big {
+        size: big,
+        wall: d.wall,
+        leecher_rss_kib: d.rss_kib,
+        seeder_rss_kib,
+    })
+}
