@@ -287,17 +287,17 @@ fn garbage_case(kind: Garbage, why: &str) {
 
 #[test]
 fn garbage_length_prefix_over_the_maximum() {
-    garbage_case(Garbage::OverMax, "frame size too big");
+    garbage_case(Garbage::OverMax, "exceeds the maximum");
 }
 
 #[test]
 fn garbage_frame_over_the_chunk_limit() {
-    garbage_case(Garbage::OverChunkMax, "frame size too big");
+    garbage_case(Garbage::OverChunkMax, "exceeds the maximum");
 }
 
 #[test]
 fn garbage_truncated_frame_then_close() {
-    garbage_case(Garbage::Truncated, "bytes remaining on stream");
+    garbage_case(Garbage::Truncated, "in the middle of a frame");
 }
 
 #[test]

@@ -5,12 +5,16 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use shoal_proto::manifest::MIN_CHUNK_SIZE;
-use shoal_proto::peer::{decode_frame, encode_frame, max_frame_for_chunk_size, split_frame};
+use shoal_proto::peer::{
+    decode_frame, decode_head, encode_frame, max_frame_for_chunk_size, split_frame,
+};
 
 fuzz_target!(|data: &[u8]| {
     // The smallest limit a connection uses: inputs are a few KiB, so a larger one would only make
     // split_frame reserve megabytes for a frame that never arrives, and slow the fuzzer down.
     let max = max_frame_for_chunk_size(MIN_CHUNK_SIZE);
+    // The streaming reader's decoder sees the same bytes.
+    let _ = decode_head(data, max);
     let mut buf = BytesMut::from(data);
     while let Ok(Some(body)) = split_frame(&mut buf, max) {
         let Ok(frame) = decode_frame(body) else {

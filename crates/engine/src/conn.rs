@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
+use crate::pool::{BufferPool, PooledBuf};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     #[error("{0}")]
@@ -22,6 +25,8 @@ pub enum ConnError {
     Frame(#[from] FrameError),
     #[error("the peer closed the connection")]
     Closed,
+    #[error("the peer closed the connection in the middle of a frame")]
+    Truncated,
     #[error("the peer sent nothing for {0:?}")]
     Timeout(Duration),
     #[error("the peer refused: {0}")]
@@ -221,10 +226,113 @@ pub fn split(stream: TcpStream, max_frame: usize) -> (FrameReader, FrameWriter) 
     )
 }
 
+/// What followed a frame's header.
+pub enum Payload {
+    None,
+    /// A chunk, read straight into a pooled buffer.
+    Chunk(PooledBuf),
+    /// Anything else that carries bytes (a manifest, a bitfield).
+    Bytes(Bytes),
+}
+
+/// The client side's reader: decodes each frame's head from a small staging buffer, then reads a
+/// chunk's payload straight from the socket into a buffer of the download's [`BufferPool`], so a
+/// chunk is copied once (kernel to its final buffer) and memory is bounded by the pool.
+pub struct FrameSource {
+    inner: OwnedReadHalf,
+    staged: BytesMut,
+    max_frame: usize,
+}
+
+/// Staging buffer for heads and small frames; payloads larger than what is staged bypass it.
+const STAGING: usize = 64 * 1024;
+
+impl FrameSource {
+    fn new(inner: OwnedReadHalf, max_frame: usize) -> FrameSource {
+        FrameSource {
+            inner,
+            staged: BytesMut::with_capacity(STAGING),
+            max_frame,
+        }
+    }
+
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max;
+    }
+
+    /// Reads more bytes into the staging buffer; the peer closing is an error here.
+    async fn stage_more(&mut self) -> Result<(), ConnError> {
+        use tokio::io::AsyncReadExt;
+        self.staged
+            .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
+        if self.inner.read_buf(&mut self.staged).await? == 0 {
+            return Err(if self.staged.is_empty() {
+                ConnError::Closed
+            } else {
+                ConnError::Truncated
+            });
+        }
+        Ok(())
+    }
+
+    /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one).
+    pub async fn next(
+        &mut self,
+        pool: Option<&Arc<BufferPool>>,
+    ) -> Result<(Header, Payload), ConnError> {
+        use tokio::io::AsyncReadExt;
+        let head = loop {
+            if let Some(head) = peer::decode_head(&self.staged, self.max_frame)? {
+                break head;
+            }
+            self.stage_more().await?;
+        };
+        let _ = self.staged.split_to(head.head_len);
+        let len = head.payload_len;
+        let payload = match (&head.header, pool) {
+            (_, _) if !head.header.carries_payload() => Payload::None,
+            (Header::Chunk { .. }, Some(pool)) => {
+                let mut buf = pool.take(len).await;
+                let staged = len.min(self.staged.len());
+                buf[..staged].copy_from_slice(&self.staged.split_to(staged));
+                self.inner
+                    .read_exact(&mut buf[staged..])
+                    .await
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => ConnError::Truncated,
+                        _ => ConnError::Io(e),
+                    })?;
+                Payload::Chunk(buf)
+            }
+            _ => {
+                while self.staged.len() < len {
+                    self.stage_more().await.map_err(|e| match e {
+                        ConnError::Closed => ConnError::Truncated,
+                        e => e,
+                    })?;
+                }
+                Payload::Bytes(self.staged.split_to(len).freeze())
+            }
+        };
+        Ok((head.header, payload))
+    }
+
+    /// [`FrameSource::next`] within `limit`.
+    pub async fn next_within(
+        &mut self,
+        limit: Duration,
+        pool: Option<&Arc<BufferPool>>,
+    ) -> Result<(Header, Payload), ConnError> {
+        tokio::time::timeout(limit, self.next(pool))
+            .await
+            .map_err(|_| ConnError::Timeout(limit))?
+    }
+}
+
 /// The client side of a peer connection, after a successful hello.
 pub struct PeerConn {
     pub addr: SocketAddr,
-    pub reader: FrameReader,
+    pub reader: FrameSource,
     pub writer: FrameWriter,
 }
 
@@ -238,20 +346,21 @@ impl PeerConn {
         let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnError::Timeout(limit))??;
+        tune(&stream);
+        let (r, w) = stream.into_split();
         // Until the manifest is known, the largest frame is a manifest.
-        let (reader, mut writer) = split(stream, peer::MAX_FRAME_LEN);
-        writer
+        let mut conn = PeerConn {
+            addr,
+            reader: FrameSource::new(r, peer::MAX_FRAME_LEN),
+            writer: FrameWriter::new(w),
+        };
+        conn.writer
             .send(&Header::Hello {
                 version: PROTOCOL_VERSION,
                 file,
             })
             .await?;
-        let mut conn = PeerConn {
-            addr,
-            reader,
-            writer,
-        };
-        match next_frame(&mut conn.reader, limit).await?.header {
+        match conn.reader.next_within(limit, None).await?.0 {
             Header::Welcome { .. } => Ok(conn),
             Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
             other => Err(ConnError::Unexpected(other)),
@@ -263,21 +372,19 @@ impl PeerConn {
         &mut self,
         file: &FileId,
         limit: Duration,
-    ) -> Result<(Manifest, Bytes), ConnError> {
+    ) -> Result<Manifest, ConnError> {
         self.writer.send(&Header::GetManifest).await?;
-        let frame = next_frame(&mut self.reader, limit).await?;
-        match frame.header {
-            Header::Manifest => {
-                let manifest = Manifest::decode_verified(&frame.payload, file)
-                    .ok_or(ConnError::BadManifest)?;
+        match self.reader.next_within(limit, None).await? {
+            (Header::Manifest, Payload::Bytes(bytes)) => {
+                let manifest =
+                    Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
                 // From now on no honest frame is larger than one chunk and its header.
                 self.reader
-                    .decoder_mut()
                     .set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
-                Ok((manifest, frame.payload))
+                Ok(manifest)
             }
-            Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
-            other => Err(ConnError::Unexpected(other)),
+            (Header::Reject { reason, .. }, _) => Err(ConnError::Rejected(reason)),
+            (other, _) => Err(ConnError::Unexpected(other)),
         }
     }
 }

@@ -95,11 +95,15 @@ pub async fn discover(port: u16) -> io::Result<Option<SocketAddr>> {
     Ok(None)
 }
 
-/// The broadcast address of every interface that is up, can broadcast and is not loopback.
+/// The broadcast address of every interface that is up, can broadcast and is not loopback. An
+/// address configured without one (`ip addr add 10.0.0.5/24 dev eth0`, no `brd +`) still has a
+/// directed broadcast address, worked out from its netmask: without this, such a host would only
+/// probe itself.
 pub fn broadcast_addresses() -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we only read, then free exactly once.
+    // SAFETY: getifaddrs fills `list` with a linked list we only read, then free exactly once;
+    // every sockaddr pointer in it is null or points at a sockaddr of the family it names.
     unsafe {
         if libc::getifaddrs(&mut list) != 0 {
             return out;
@@ -111,13 +115,14 @@ pub fn broadcast_addresses() -> Vec<Ipv4Addr> {
             let wanted = flags & libc::IFF_UP != 0
                 && flags & libc::IFF_BROADCAST != 0
                 && flags & libc::IFF_LOOPBACK == 0;
-            if wanted
-                && !ifa.ifa_addr.is_null()
-                && (*ifa.ifa_addr).sa_family as libc::c_int == libc::AF_INET
-                && !ifa.ifa_ifu.is_null()
-            {
-                let b = &*(ifa.ifa_ifu as *const libc::sockaddr_in);
-                let ip = Ipv4Addr::from(u32::from_be(b.sin_addr.s_addr));
+            let found = match ipv4_of(ifa.ifa_addr) {
+                // Without a broadcast address, glibc puts the interface's own address there.
+                Some(addr) if wanted => ipv4_of(ifa.ifa_ifu)
+                    .filter(|b| !b.is_unspecified() && *b != addr)
+                    .or_else(|| broadcast_of(addr, ipv4_of(ifa.ifa_netmask)?)),
+                _ => None,
+            };
+            if let Some(ip) = found {
                 if !out.contains(&ip) {
                     out.push(ip);
                 }
@@ -127,4 +132,48 @@ pub fn broadcast_addresses() -> Vec<Ipv4Addr> {
         libc::freeifaddrs(list);
     }
     out
+}
+
+/// The IPv4 address in a sockaddr from getifaddrs, if it holds one.
+///
+/// # Safety
+/// `sa` is null or points at a valid sockaddr whose family says what it is.
+unsafe fn ipv4_of(sa: *const libc::sockaddr) -> Option<Ipv4Addr> {
+    if sa.is_null() || (*sa).sa_family as libc::c_int != libc::AF_INET {
+        return None;
+    }
+    let sin = &*(sa as *const libc::sockaddr_in);
+    Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+}
+
+/// The directed broadcast address of `addr`'s network; none for /31 and /32, which have none.
+fn broadcast_of(addr: Ipv4Addr, mask: Ipv4Addr) -> Option<Ipv4Addr> {
+    let host_bits = !u32::from(mask);
+    (host_bits >= 3 && !addr.is_loopback() && !addr.is_unspecified())
+        .then(|| Ipv4Addr::from(u32::from(addr) | host_bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_from_netmask() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            broadcast_of(ip("10.77.0.5"), ip("255.255.255.0")),
+            Some(ip("10.77.0.255"))
+        );
+        assert_eq!(
+            broadcast_of(ip("192.168.1.70"), ip("255.255.255.192")),
+            Some(ip("192.168.1.127"))
+        );
+        assert_eq!(
+            broadcast_of(ip("10.1.2.3"), ip("255.0.0.0")),
+            Some(ip("10.255.255.255"))
+        );
+        assert_eq!(broadcast_of(ip("10.0.0.1"), ip("255.255.255.254")), None);
+        assert_eq!(broadcast_of(ip("10.0.0.1"), ip("255.255.255.255")), None);
+        assert_eq!(broadcast_of(ip("0.0.0.0"), ip("255.255.255.0")), None);
+    }
 }

@@ -11,19 +11,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_proto::names::safe_file_name;
 use shoal_proto::peer::{max_frame_for_chunk_size, Header};
 use shoal_proto::tracker::ListEntry;
 use shoal_proto::{ChunkIndex, FileId, Manifest};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::conn::{next_frame, ConnError, PeerConn};
+use crate::conn::{ConnError, Payload, PeerConn};
+use crate::pool::{BufferPool, PooledBuf};
 use crate::scheduler::{Completion, PeerKey, PeerStats, Scheduler};
 use crate::store::{PartFile, StoreError};
 use crate::tracker_client::{TrackerClient, TrackerError};
@@ -139,8 +139,8 @@ struct Shared {
     /// the download), so nobody polls.
     changed: watch::Sender<()>,
     progress: Arc<Progress>,
-    /// Bounds chunks held in memory waiting for (or in) verification.
-    verify_permits: Arc<Semaphore>,
+    /// Every chunk in memory (being received, verified or written) lives in one of these.
+    pool: Arc<BufferPool>,
     verifying: TaskTracker,
     fatal: Mutex<Option<StoreError>>,
     last_activity: Mutex<Instant>,
@@ -218,9 +218,11 @@ pub async fn download(
         part,
         changed: watch::channel(()).0,
         progress: progress.clone(),
-        verify_permits: Arc::new(Semaphore::new(
-            2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2,
-        )),
+        // One buffer per connection being read into, and a few per core for chunks being
+        // verified and written.
+        pool: BufferPool::new(
+            opts.max_peers + 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2,
+        ),
         verifying: TaskTracker::new(),
         fatal: Mutex::new(None),
         last_activity: Mutex::new(Instant::now()),
@@ -342,7 +344,7 @@ async fn get_manifest(
     limit: Duration,
 ) -> Result<(Manifest, PeerConn), ConnError> {
     let mut conn = PeerConn::connect(addr, id, limit).await?;
-    let (manifest, _) = conn.manifest(&id, limit).await?;
+    let manifest = conn.manifest(&id, limit).await?;
     Ok((manifest, conn))
 }
 
@@ -490,7 +492,6 @@ async fn pull(
         },
     };
     conn.reader
-        .decoder_mut()
         .set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
@@ -523,11 +524,11 @@ async fn pull(
         }
         let frame = tokio::select! {
             _ = shared.cancel.cancelled() => return Ok(()),
-            f = next_frame(&mut conn.reader, limit) => f?,
+            f = conn.reader.next_within(limit, Some(&shared.pool)) => f?,
         };
         *shared.last_activity.lock().unwrap() = Instant::now();
-        match frame.header {
-            Header::Chunk { index } => {
+        match frame {
+            (Header::Chunk { index }, Payload::Chunk(data)) => {
                 if outstanding.front() != Some(&index) {
                     return Err(PullError::OutOfOrder {
                         got: index,
@@ -536,11 +537,11 @@ async fn pull(
                 }
                 outstanding.pop_front();
                 let expected = shared.manifest.chunk_len(index);
-                if frame.payload.len() != expected as usize {
+                if data.len() != expected as usize {
                     shared.sched.lock().unwrap().hash_failed(addr, index);
                     return Err(PullError::WrongLength {
                         index,
-                        got: frame.payload.len(),
+                        got: data.len(),
                         expected,
                     });
                 }
@@ -549,29 +550,27 @@ async fn pull(
                     shared.sched.lock().unwrap().release(addr, index);
                     continue;
                 }
-                let permit = tokio::select! {
-                    _ = shared.cancel.cancelled() => return Ok(()),
-                    p = shared.verify_permits.clone().acquire_owned() => p.expect("never closed"),
-                };
                 let shared2 = shared.clone();
-                shared.verifying.spawn_blocking(move || {
-                    verify_and_store(&shared2, addr, index, frame.payload);
-                    drop(permit);
-                });
+                shared
+                    .verifying
+                    .spawn_blocking(move || verify_and_store(&shared2, addr, index, data));
             }
-            Header::Reject {
-                index: Some(index),
-                reason,
-            } if outstanding.front() == Some(&index) => {
+            (
+                Header::Reject {
+                    index: Some(index),
+                    reason,
+                },
+                _,
+            ) if outstanding.front() == Some(&index) => {
                 return Err(ConnError::Rejected(reason).into());
             }
-            other => return Err(ConnError::Unexpected(other).into()),
+            (other, _) => return Err(ConnError::Unexpected(other).into()),
         }
     }
 }
 
 /// Runs on a blocking thread: hash, write, record. A bad chunk strikes its sender.
-fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: Bytes) {
+fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: PooledBuf) {
     if !shared.manifest.verify(index, &data) {
         shared
             .progress

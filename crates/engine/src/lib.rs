@@ -7,6 +7,7 @@
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
+//! - [`pool`]: the fixed set of chunk buffers a download reuses.
 //! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
 //! - [`download`]: the leecher's download: peers, workers, verification, resume.
 //! - [`seeding`]: serving a library and keeping it registered.
@@ -15,6 +16,7 @@
 pub mod conn;
 pub mod discovery;
 pub mod download;
+pub mod pool;
 pub mod scheduler;
 pub mod seeding;
 pub mod server;

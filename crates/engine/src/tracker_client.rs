@@ -68,9 +68,9 @@ impl TrackerClient {
     pub async fn connect(addr: &str, retry: RetryPolicy) -> Result<TrackerClient, TrackerError> {
         let resolved = tokio::net::lookup_host(addr)
             .await
-            .map_err(|_| TrackerError::BadAddress(addr.to_string()))?
-            .next()
-            .ok_or_else(|| TrackerError::BadAddress(addr.to_string()))?;
+            .map_err(|_| TrackerError::BadAddress(addr.to_string()))?;
+        let resolved =
+            prefer_ipv4(resolved).ok_or_else(|| TrackerError::BadAddress(addr.to_string()))?;
         let local: SocketAddr = if resolved.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -201,6 +201,20 @@ impl TrackerClient {
             _ => Err(TrackerError::Protocol),
         }
     }
+}
+
+/// Of the addresses a name resolves to, the first IPv4 one if there is one. A tracker listens on
+/// 0.0.0.0 unless told otherwise, and one on [::] takes IPv4 as well, so IPv4 reaches both; the
+/// resolver's own order often puts IPv6 first (`localhost` is ::1 on many systems).
+fn prefer_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let mut first = None;
+    for a in addrs {
+        if a.is_ipv4() {
+            return Some(a);
+        }
+        first = first.or(Some(a));
+    }
+    first
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +431,17 @@ pub fn peer_info(port: u16, advertise: Option<IpAddr>) -> PeerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_resolve_to_ipv4_first() {
+        let v6: SocketAddr = "[::1]:6969".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:6969".parse().unwrap();
+        let other: SocketAddr = "[fd77::1]:6969".parse().unwrap();
+        assert_eq!(prefer_ipv4([v6, v4]), Some(v4));
+        assert_eq!(prefer_ipv4([v4, v6]), Some(v4));
+        assert_eq!(prefer_ipv4([v6, other]), Some(v6));
+        assert_eq!(prefer_ipv4([]), None);
+    }
 
     #[test]
     fn pages_fit_a_datagram() {

@@ -77,7 +77,8 @@ pub enum Header {
 }
 
 impl Header {
-    fn carries_payload(&self) -> bool {
+    /// Whether a payload follows this header in its frame.
+    pub fn carries_payload(&self) -> bool {
         matches!(
             self,
             Header::Chunk { .. } | Header::Manifest | Header::Bitfield
@@ -172,6 +173,47 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) {
     dst.extend_from_slice(&frame.payload);
 }
 
+/// The start of a frame: its header, how many bytes the prefix and header took, and how many
+/// payload bytes follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub header: Header,
+    pub head_len: usize,
+    pub payload_len: usize,
+}
+
+/// Decodes the length prefix and header at the front of `buf` without needing the payload, for
+/// readers that put the payload straight where it belongs (a chunk buffer) instead of buffering
+/// the whole frame. `Ok(None)`: more bytes are needed. The length is checked against `max` first.
+pub fn decode_head(buf: &[u8], max: usize) -> Result<Option<Head>, FrameError> {
+    let Some(prefix) = buf.get(..LENGTH_PREFIX) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(prefix.try_into().unwrap()) as usize;
+    if len > max {
+        return Err(FrameError::TooLong { len, max });
+    }
+    // Every header fits in HEADER_ROOM; a frame may be shorter than that.
+    let room = len.min(HEADER_ROOM);
+    let head = &buf[LENGTH_PREFIX..buf.len().min(LENGTH_PREFIX + room)];
+    let (header, rest) = match postcard::take_from_bytes::<Header>(head) {
+        Ok(x) => x,
+        // Cut short: wait for more, unless the header has had all the room it may take.
+        Err(postcard::Error::DeserializeUnexpectedEnd) if head.len() < room => return Ok(None),
+        Err(_) => return Err(FrameError::BadHeader),
+    };
+    let header_len = head.len() - rest.len();
+    let payload_len = len - header_len;
+    if !header.carries_payload() && payload_len != 0 {
+        return Err(FrameError::UnexpectedPayload(header));
+    }
+    Ok(Some(Head {
+        header,
+        head_len: LENGTH_PREFIX + header_len,
+        payload_len,
+    }))
+}
+
 /// Splits one whole frame body off the front of `buf`: `Ok(None)` when more bytes are needed,
 /// an error when the length prefix is over `max` (checked before anything is allocated).
 pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
@@ -228,5 +270,38 @@ mod tests {
             decode_frame(body),
             Err(FrameError::UnexpectedPayload(Header::GetManifest))
         );
+    }
+
+    #[test]
+    fn heads_decode_without_their_payload() {
+        let mut out = BytesMut::new();
+        let frame = Frame {
+            header: Header::Chunk {
+                index: ChunkIndex(3),
+            },
+            payload: Bytes::from(vec![9u8; 1000]),
+        };
+        encode_frame(&frame, &mut out);
+        let all = out.freeze();
+        for cut in 0..5 {
+            assert_eq!(
+                decode_head(&all[..cut], MAX_FRAME_LEN),
+                Ok(None),
+                "cut at {cut}"
+            );
+        }
+        let head = decode_head(&all[..40], MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!(head.header, frame.header);
+        assert_eq!(head.payload_len, 1000);
+        assert_eq!(head.head_len + head.payload_len, all.len());
+        assert!(matches!(
+            decode_head(&all, 100),
+            Err(FrameError::TooLong { .. })
+        ));
+        // A control frame is shorter than HEADER_ROOM and decodes from exactly its bytes.
+        let mut out = BytesMut::new();
+        encode_head(&Header::GetManifest, 0, &mut out);
+        let head = decode_head(&out, MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!((head.head_len, head.payload_len), (out.len(), 0));
     }
 }

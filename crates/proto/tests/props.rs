@@ -525,6 +525,25 @@ proptest! {
         split_all(&bytes, max);
     }
 
+    /// The streaming reader's head decoder: never a panic on any bytes and limit, and on a whole
+    /// valid frame it agrees with split_frame + decode_frame, whatever prefix of it it is given.
+    #[test]
+    fn decode_head_never_panics_and_agrees(bytes in vec(any::<u8>(), 0..256), max in 0usize..=1024, f in frame(), cut in 0usize..200) {
+        let _ = shoal_proto::peer::decode_head(&bytes, max);
+        let mut whole = BytesMut::new();
+        shoal_proto::peer::encode_frame(&f, &mut whole);
+        let partial = &whole[..cut.min(whole.len())];
+        match shoal_proto::peer::decode_head(partial, shoal_proto::peer::MAX_FRAME_LEN) {
+            Ok(Some(head)) => {
+                prop_assert_eq!(&head.header, &f.header);
+                prop_assert_eq!(head.head_len + head.payload_len, whole.len());
+                prop_assert_eq!(head.payload_len, f.payload.len());
+            }
+            Ok(None) => prop_assert!(partial.len() < whole.len()),
+            Err(e) => prop_assert!(false, "a valid frame's head failed: {e}"),
+        }
+    }
+
     /// Frame bodies whose header is valid but whose payload is anything.
     #[test]
     fn arbitrary_payloads_never_panic(header in header(), payload in vec(any::<u8>(), 0..64)) {
