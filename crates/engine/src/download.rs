@@ -141,7 +141,9 @@ struct Shared {
     progress: Arc<Progress>,
     /// Every chunk in memory (being received, verified or written) lives in one of these.
     pool: Arc<BufferPool>,
+    /// Chunks waiting for (or in) verification; see [`Verifiers`].
     verifying: TaskTracker,
+    verifiers: std::sync::mpsc::Sender<Job>,
     fatal: Mutex<Option<StoreError>>,
     last_activity: Mutex<Instant>,
     opts: DownloadOptions,
@@ -224,6 +226,7 @@ pub async fn download(
             opts.max_peers + 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2,
         ),
         verifying: TaskTracker::new(),
+        verifiers: spawn_verifiers(std::thread::available_parallelism().map_or(1, |n| n.get())),
         fatal: Mutex::new(None),
         last_activity: Mutex::new(Instant::now()),
         opts: opts.clone(),
@@ -550,10 +553,15 @@ async fn pull(
                     shared.sched.lock().unwrap().release(addr, index);
                     continue;
                 }
-                let shared2 = shared.clone();
-                shared
-                    .verifying
-                    .spawn_blocking(move || verify_and_store(&shared2, addr, index, data));
+                let job = Job {
+                    shared: shared.clone(),
+                    addr,
+                    index,
+                    data,
+                    _token: shared.verifying.token(),
+                };
+                // The verifier threads live as long as `shared`, so the channel is open.
+                let _ = shared.verifiers.send(job);
             }
             (
                 Header::Reject {
@@ -569,7 +577,40 @@ async fn pull(
     }
 }
 
-/// Runs on a blocking thread: hash, write, record. A bad chunk strikes its sender.
+/// A received chunk on its way to the disk.
+struct Job {
+    shared: Arc<Shared>,
+    addr: PeerKey,
+    index: ChunkIndex,
+    data: PooledBuf,
+    /// Keeps the download waiting until this job is done.
+    _token: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+/// One thread per core hashes and writes received chunks, off the async runtime. A fixed set
+/// rather than `spawn_blocking` per chunk: concurrency matches the cores (more writers would only
+/// contend for the file's lock), and no thread pool grows over a long download. The threads end
+/// when the download's [`Shared`] (which holds the sender) is dropped.
+fn spawn_verifiers(n: usize) -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("verify-{i}"))
+            .spawn(move || loop {
+                let next = rx.lock().unwrap().recv();
+                match next {
+                    Ok(job) => verify_and_store(&job.shared, job.addr, job.index, job.data),
+                    Err(_) => return,
+                }
+            });
+        spawned.expect("starting a verifier thread");
+    }
+    tx
+}
+
+/// Runs on a verifier thread: hash, write, record. A bad chunk strikes its sender.
 fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: PooledBuf) {
     if !shared.manifest.verify(index, &data) {
         shared

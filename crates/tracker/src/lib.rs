@@ -116,6 +116,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// This host's address on the way to `peer`, as the routing table picks it (a UDP socket is
+/// connected, nothing is sent): how `peer` reaches a peer that registered from this host over
+/// loopback.
+fn address_towards(peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = match peer {
+        std::net::IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        std::net::IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect((peer, 9)).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
 async fn resolve(addr: &str, what: &str, example: &str) -> anyhow::Result<SocketAddr> {
     tokio::net::lookup_host(addr)
         .await
@@ -179,7 +192,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "memory bound with these caps: {} MiB",
         config.limits.worst_case_bytes() / (1024 * 1024)
     );
-    let registry = Arc::new(Mutex::new(Registry::new(config, std::time::Instant::now())));
+    let mut registry = Registry::new(config, std::time::Instant::now());
+    registry.set_host_address(Box::new(address_towards));
+    let registry = Arc::new(Mutex::new(registry));
     // Before saying we listen, so that a Ctrl-C from then on shuts down cleanly.
     let shutdown = shoal_engine::support::shutdown_signal();
     println!("tracker listening on {local}");

@@ -62,6 +62,12 @@ pub struct Gauges {
     pub rate_sources: usize,
 }
 
+/// Finds this host's own address as seen from a requester on another host: what stands in for the
+/// loopback address of a peer that registered from the tracker's host. Lookups are I/O, so the
+/// server supplies one (see [`Registry::set_host_address`]); without one, such peers are only
+/// handed to requesters on this host.
+pub type HostAddress = Box<dyn Fn(IpAddr) -> Option<IpAddr> + Send>;
+
 /// Connection ids are good for the minute they are issued in and the next.
 const CONNECTION_SLOT: Duration = Duration::from_secs(60);
 
@@ -87,6 +93,7 @@ pub struct Registry {
     limiter: RateLimiter,
     totals: Tally,
     activity: Activity,
+    host_address: Option<HostAddress>,
 }
 
 impl Registry {
@@ -106,7 +113,14 @@ impl Registry {
             limiter,
             totals: Tally::default(),
             activity: Activity::default(),
+            host_address: None,
         }
+    }
+
+    /// Lets peers that registered over loopback (from the tracker's own host) be handed to
+    /// requesters elsewhere, at the address `lookup` gives for each requester.
+    pub fn set_host_address(&mut self, lookup: HostAddress) {
+        self.host_address = Some(lookup);
     }
 
     pub fn config(&self) -> &Config {
@@ -188,6 +202,10 @@ impl Registry {
     /// Answers one datagram. `None` means send nothing: malformed, rate limited, or a reply
     /// would be larger than the request from an address that has not proved it can receive.
     pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        // A socket on [::] sees IPv4 senders as ::ffff:a.b.c.d. Keyed, rate limited and handed
+        // out as plain IPv4, so one sender has one identity whichever socket it reached, peer
+        // lists never carry mapped addresses, and ::ffff:127.0.0.1 counts as loopback.
+        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         let len = datagram.len() as u64;
         self.count(now, |t| {
             t.datagrams += 1;
@@ -475,13 +493,25 @@ impl Registry {
     }
 
     /// A bounded, shuffled subset of a file's peers. A loopback address is only handed to a
-    /// requester on the same host.
+    /// requester on the same host; elsewhere that peer (which runs on the tracker's host) goes
+    /// by this host's address as the requester sees it, when a [`HostAddress`] lookup is set.
     fn sample_peers(&self, file: &FileId, requester: IpAddr) -> Vec<SocketAddr> {
         let Some(record) = self.files.get(file) else {
             return Vec::new();
         };
         let wanted = self.config.limits.peers_per_reply;
-        let visible = |a: &SocketAddr| !a.ip().is_loopback() || requester.is_loopback();
+        // Looked up at most once per request, and only when a loopback peer is to be shown.
+        let here = std::cell::OnceCell::new();
+        let visible = |a: SocketAddr| -> Option<SocketAddr> {
+            if !a.ip().is_loopback() || requester.is_loopback() {
+                return Some(a);
+            }
+            let ip = here.get_or_init(|| {
+                let lookup = self.host_address.as_ref()?;
+                lookup(requester).filter(|ip: &IpAddr| !ip.is_loopback() && !ip.is_unspecified())
+            });
+            ip.map(|ip| SocketAddr::new(ip, a.port()))
+        };
         let n = record.seeders();
         // The hot path: pick `wanted` distinct random peers in O(wanted) (Floyd's algorithm)
         // rather than shuffling every peer of a popular file on every request.
@@ -496,14 +526,19 @@ impl Registry {
                 picked
                     .into_iter()
                     .map(|i| record.peer_at(i))
-                    .filter(visible),
+                    .filter_map(visible),
             );
         }
         if peers.len() < wanted.min(n) {
             // Few peers, or some were hidden from this requester: take every visible one.
-            peers = record.peer_addrs().filter(visible).collect();
+            peers = record.peer_addrs().filter_map(visible).collect();
             fastrand::shuffle(&mut peers);
             peers.truncate(wanted);
+        }
+        if here.get().is_some_and(|h| h.is_some()) {
+            // A peer registered both over loopback and from outside would be listed twice.
+            let mut seen = std::collections::HashSet::with_capacity(peers.len());
+            peers.retain(|a| seen.insert(*a));
         }
         // Keep the reply within one datagram whatever the address family mix.
         while encoded_len(&peers) > MAX_DATAGRAM - 32 {
@@ -655,9 +690,18 @@ fn shrink_set<T: Eq + Hash>(set: &mut HashSet<T>) {
     }
 }
 
-/// The address a peer serves on: the datagram's source IP unless it asked to advertise another.
+/// The address a peer serves on: the datagram's source IP (canonical, see [`Registry::handle`])
+/// unless it asked to advertise another. An advertised address that cannot be where the peer
+/// serves is ignored: unspecified or multicast, or loopback from a sender that is not on this
+/// host (a loopback peer is taken to run on the tracker's host, and is handed out as such).
 fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
-    SocketAddr::new(info.advertise.unwrap_or(src.ip()), info.port)
+    let ip = match info.advertise.map(|a| a.to_canonical()) {
+        Some(a) if a.is_unspecified() || a.is_multicast() => src.ip(),
+        Some(a) if a.is_loopback() && !src.ip().is_loopback() => src.ip(),
+        Some(a) => a,
+        None => src.ip(),
+    };
+    SocketAddr::new(ip, info.port)
 }
 
 #[cfg(test)]

@@ -292,6 +292,211 @@ fn loopback_peers_are_not_handed_to_other_hosts() {
     }
 }
 
+fn peers_for(reg: &mut Registry, now: Instant, from: SocketAddr, n: u8) -> Vec<SocketAddr> {
+    let conn = connect(reg, now, from);
+    match send(
+        reg,
+        now,
+        from,
+        conn,
+        RequestBody::GetPeers {
+            file: FileId([n; 32]),
+        },
+    ) {
+        Some(ResponseBody::Peers { mut peers, .. }) => {
+            peers.sort();
+            peers
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn mapped(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::Ipv4Addr::from(ip).to_ipv6_mapped().into(), port)
+}
+
+/// What a tracker on `[::]` sees: IPv4 senders as ::ffff:a.b.c.d.
+#[test]
+fn v4_mapped_senders_are_plain_ipv4_and_mapped_loopback_is_loopback() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    announce(
+        &mut reg,
+        t0,
+        mapped([10, 0, 0, 3], 40000),
+        7003,
+        vec![entry(1, "f")],
+    );
+    announce(
+        &mut reg,
+        t0,
+        mapped([127, 0, 0, 1], 40001),
+        7001,
+        vec![entry(1, "f")],
+    );
+    let v6 = SocketAddr::from(([0xfd77, 0, 0, 0, 0, 0, 0, 2], 40002));
+    announce(&mut reg, t0, v6, 7002, vec![entry(1, "f")]);
+    let from_v6 = SocketAddr::from(([0xfd77, 0, 0, 0, 0, 0, 0, 4], 5000));
+    let want = vec![
+        SocketAddr::from(([10, 0, 0, 3], 7003)),
+        SocketAddr::from(([0xfd77, 0, 0, 0, 0, 0, 0, 2], 7002)),
+    ];
+    assert_eq!(peers_for(&mut reg, t0, from_v6, 1), want);
+    assert_eq!(
+        peers_for(&mut reg, t0, mapped([10, 0, 0, 5], 5000), 1),
+        want
+    );
+    // A sender keeps one identity whichever form its address arrives in.
+    let conn = connect(&mut reg, t0, mapped([10, 0, 0, 3], 40000));
+    let heartbeat = RequestBody::Heartbeat {
+        peer: PeerInfo {
+            port: 7003,
+            advertise: None,
+        },
+        files: 1,
+    };
+    let plain = SocketAddr::from(([10, 0, 0, 3], 40000));
+    assert!(matches!(
+        send(&mut reg, t0, plain, conn, heartbeat),
+        Some(ResponseBody::Ack { .. })
+    ));
+    assert_eq!(reg.gauges().peers, 3);
+    // On the tracker's own host, loopback peers are fine, in either form.
+    let local = peers_for(&mut reg, t0, mapped([127, 0, 0, 1], 5000), 1);
+    assert!(
+        local.contains(&SocketAddr::from(([127, 0, 0, 1], 7001))),
+        "{local:?}"
+    );
+    reg.check_invariants();
+}
+
+#[test]
+fn loopback_peers_go_by_the_address_the_requester_sees() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    reg.set_host_address(Box::new(|to| {
+        Some(match to {
+            IpAddr::V4(_) => IpAddr::from([10, 0, 0, 1]),
+            IpAddr::V6(_) => IpAddr::from([0xfd77, 0, 0, 0, 0, 0, 0, 1]),
+        })
+    }));
+    announce(&mut reg, t0, src(40000), 7001, vec![entry(1, "f")]);
+    announce(
+        &mut reg,
+        t0,
+        SocketAddr::from(([10, 0, 0, 2], 1)),
+        7002,
+        vec![entry(1, "f")],
+    );
+    assert_eq!(
+        peers_for(&mut reg, t0, SocketAddr::from(([10, 0, 0, 9], 1)), 1),
+        vec![
+            SocketAddr::from(([10, 0, 0, 1], 7001)),
+            SocketAddr::from(([10, 0, 0, 2], 7002)),
+        ]
+    );
+    assert_eq!(
+        peers_for(
+            &mut reg,
+            t0,
+            SocketAddr::from(([0xfd77, 0, 0, 0, 0, 0, 0, 9], 1)),
+            1
+        ),
+        vec![
+            SocketAddr::from(([10, 0, 0, 2], 7002)),
+            SocketAddr::from(([0xfd77, 0, 0, 0, 0, 0, 0, 1], 7001)),
+        ]
+    );
+    assert_eq!(
+        peers_for(&mut reg, t0, src(1), 1),
+        vec![
+            SocketAddr::from(([10, 0, 0, 2], 7002)),
+            SocketAddr::from(([127, 0, 0, 1], 7001)),
+        ]
+    );
+    // A lookup that finds nothing (or only loopback) hides the peer, as without one.
+    reg.set_host_address(Box::new(|_| Some(IpAddr::from([127, 0, 0, 1]))));
+    assert_eq!(
+        peers_for(&mut reg, t0, SocketAddr::from(([10, 0, 0, 9], 1)), 1),
+        vec![SocketAddr::from(([10, 0, 0, 2], 7002))]
+    );
+}
+
+#[test]
+fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    let remote = SocketAddr::from(([10, 0, 0, 6], 40000));
+    for (i, ad) in [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from([0, 0, 0, 0]),
+        IpAddr::from([224, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let conn = connect(&mut reg, t0, remote);
+        let peer = PeerInfo {
+            port: 7000 + i as u16,
+            advertise: Some(ad),
+        };
+        let files = vec![entry(1, "f")];
+        let reply = send(
+            &mut reg,
+            t0,
+            remote,
+            conn,
+            RequestBody::Announce { peer, files },
+        );
+        assert!(matches!(reply, Some(ResponseBody::Ack { .. })), "{reply:?}");
+    }
+    // A real one is taken as given, mapped or not.
+    let conn = connect(&mut reg, t0, remote);
+    let peer = PeerInfo {
+        port: 7066,
+        advertise: Some(
+            std::net::Ipv4Addr::new(10, 0, 0, 66)
+                .to_ipv6_mapped()
+                .into(),
+        ),
+    };
+    let files = vec![entry(1, "f")];
+    send(
+        &mut reg,
+        t0,
+        remote,
+        conn,
+        RequestBody::Announce { peer, files },
+    );
+    let got = peers_for(&mut reg, t0, SocketAddr::from(([10, 0, 0, 9], 1)), 1);
+    let want: Vec<SocketAddr> = (7000..7004)
+        .map(|p| SocketAddr::from(([10, 0, 0, 6], p)))
+        .chain([SocketAddr::from(([10, 0, 0, 66], 7066))])
+        .collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+    // Advertising loopback from loopback is what a peer on the tracker's host may do.
+    let conn = connect(&mut reg, t0, src(2));
+    let peer = PeerInfo {
+        port: 7100,
+        advertise: Some(IpAddr::from([127, 0, 0, 2])),
+    };
+    let files = vec![entry(2, "g")];
+    send(
+        &mut reg,
+        t0,
+        src(2),
+        conn,
+        RequestBody::Announce { peer, files },
+    );
+    assert_eq!(
+        peers_for(&mut reg, t0, src(3), 2),
+        vec![SocketAddr::from(([127, 0, 0, 2], 7100))]
+    );
+}
+
 #[test]
 fn caps_are_enforced() {
     let t0 = Instant::now();
