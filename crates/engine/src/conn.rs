@@ -29,6 +29,8 @@ pub enum ConnError {
     Truncated,
     #[error("the peer sent nothing for {0:?}")]
     Timeout(Duration),
+    #[error("the peer sent only {bytes} bytes in {window:?}")]
+    TooSlow { bytes: usize, window: Duration },
     #[error("the peer refused: {0}")]
     Rejected(RejectReason),
     #[error("unexpected {0:?} frame")]
@@ -260,32 +262,30 @@ impl FrameSource {
         self.max_frame = max;
     }
 
-    /// Reads more bytes into the staging buffer; the peer closing is an error here.
-    async fn stage_more(&mut self) -> Result<(), ConnError> {
-        use tokio::io::AsyncReadExt;
-        self.staged
-            .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
-        if self.inner.read_buf(&mut self.staged).await? == 0 {
-            return Err(if self.staged.is_empty() {
-                ConnError::Closed
-            } else {
-                ConnError::Truncated
-            });
-        }
-        Ok(())
-    }
-
-    /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one).
+    /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one
+    /// does not count against the peer). Fails when the peer stalls: sends less than
+    /// [`MIN_PROGRESS`] bytes in some window of `stall` before the frame is complete. So a slow
+    /// peer that keeps sending is never cut off mid-chunk, but a silent or trickling one is.
     pub async fn next(
         &mut self,
+        stall: Duration,
         pool: Option<&Arc<BufferPool>>,
     ) -> Result<(Header, Payload), ConnError> {
         use tokio::io::AsyncReadExt;
+        let mut dog = Watchdog::new(stall);
         let head = loop {
             if let Some(head) = peer::decode_head(&self.staged, self.max_frame)? {
                 break head;
             }
-            self.stage_more().await?;
+            self.staged
+                .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
+            if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+                return Err(if self.staged.is_empty() {
+                    ConnError::Closed
+                } else {
+                    ConnError::Truncated
+                });
+            }
         };
         let _ = self.staged.split_to(head.head_len);
         let len = head.payload_len;
@@ -293,39 +293,78 @@ impl FrameSource {
             (_, _) if !head.header.carries_payload() => Payload::None,
             (Header::Chunk { .. }, Some(pool)) => {
                 let mut buf = pool.take(len).await;
-                let staged = len.min(self.staged.len());
-                buf[..staged].copy_from_slice(&self.staged.split_to(staged));
-                self.inner
-                    .read_exact(&mut buf[staged..])
-                    .await
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => ConnError::Truncated,
-                        _ => ConnError::Io(e),
-                    })?;
+                dog.restart();
+                let mut filled = len.min(self.staged.len());
+                buf[..filled].copy_from_slice(&self.staged.split_to(filled));
+                while filled < len {
+                    match dog.read(self.inner.read(&mut buf[filled..])).await? {
+                        0 => return Err(ConnError::Truncated),
+                        n => filled += n,
+                    }
+                }
                 Payload::Chunk(buf)
             }
             _ => {
                 while self.staged.len() < len {
-                    self.stage_more().await.map_err(|e| match e {
-                        ConnError::Closed => ConnError::Truncated,
-                        e => e,
-                    })?;
+                    self.staged.reserve(len - self.staged.len());
+                    if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+                        return Err(ConnError::Truncated);
+                    }
                 }
                 Payload::Bytes(self.staged.split_to(len).freeze())
             }
         };
         Ok((head.header, payload))
     }
+}
 
-    /// [`FrameSource::next`] within `limit`.
-    pub async fn next_within(
+/// Bytes a peer must deliver in every stall window while it owes us a frame.
+pub const MIN_PROGRESS: usize = 16 * 1024;
+
+/// Watches the progress of one frame: see [`FrameSource::next`].
+struct Watchdog {
+    window: Duration,
+    start: tokio::time::Instant,
+    bytes: usize,
+}
+
+impl Watchdog {
+    fn new(window: Duration) -> Watchdog {
+        Watchdog {
+            window,
+            start: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.start = tokio::time::Instant::now();
+        self.bytes = 0;
+    }
+
+    /// Awaits one read, failing if a window ends with too little progress.
+    async fn read(
         &mut self,
-        limit: Duration,
-        pool: Option<&Arc<BufferPool>>,
-    ) -> Result<(Header, Payload), ConnError> {
-        tokio::time::timeout(limit, self.next(pool))
-            .await
-            .map_err(|_| ConnError::Timeout(limit))?
+        read: impl std::future::Future<Output = io::Result<usize>>,
+    ) -> Result<usize, ConnError> {
+        tokio::pin!(read);
+        loop {
+            match tokio::time::timeout_at(self.start + self.window, &mut read).await {
+                Ok(n) => {
+                    let n = n?;
+                    self.bytes += n;
+                    return Ok(n);
+                }
+                Err(_) if self.bytes >= MIN_PROGRESS => self.restart(),
+                Err(_) if self.bytes == 0 => return Err(ConnError::Timeout(self.window)),
+                Err(_) => {
+                    return Err(ConnError::TooSlow {
+                        bytes: self.bytes,
+                        window: self.window,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -360,7 +399,7 @@ impl PeerConn {
                 file,
             })
             .await?;
-        match conn.reader.next_within(limit, None).await?.0 {
+        match conn.reader.next(limit, None).await?.0 {
             Header::Welcome { .. } => Ok(conn),
             Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
             other => Err(ConnError::Unexpected(other)),
@@ -374,7 +413,7 @@ impl PeerConn {
         limit: Duration,
     ) -> Result<Manifest, ConnError> {
         self.writer.send(&Header::GetManifest).await?;
-        match self.reader.next_within(limit, None).await? {
+        match self.reader.next(limit, None).await? {
             (Header::Manifest, Payload::Bytes(bytes)) => {
                 let manifest =
                     Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;

@@ -109,8 +109,6 @@ pub enum DownloadError {
         waited: Duration,
         part: Option<PathBuf>,
     },
-    #[error("the manifest size ({manifest} bytes) differs from what the tracker listed ({listed} bytes)")]
-    SizeMismatch { manifest: u64, listed: u64 },
     #[error("interrupted{}", part_note(.part))]
     Cancelled { part: Option<PathBuf> },
     #[error(transparent)]
@@ -141,10 +139,12 @@ struct Shared {
     progress: Arc<Progress>,
     /// Every chunk in memory (being received, verified or written) lives in one of these.
     pool: Arc<BufferPool>,
-    /// Chunks waiting for (or in) verification; see [`Verifiers`].
+    /// Chunks waiting for (or in) verification; see [`spawn_verifiers`].
     verifying: TaskTracker,
     verifiers: std::sync::mpsc::Sender<Job>,
     fatal: Mutex<Option<StoreError>>,
+    /// When the last chunk was verified and written: only real progress holds off `--timeout`
+    /// (a peer that only sends frames we reject must not keep the download alive).
     last_activity: Mutex<Instant>,
     opts: DownloadOptions,
     cancel: CancellationToken,
@@ -177,29 +177,42 @@ pub async fn download(
         r = fetch_manifest(&client, &entry, &opts, &mut book).instrument(span.clone()) => r?,
     };
     if manifest.size() != entry.size {
-        return Err(DownloadError::SizeMismatch {
-            manifest: manifest.size(),
-            listed: entry.size,
-        });
+        // The manifest is verified against the id; the tracker's figure is only a label.
+        tracing::warn!(
+            manifest = manifest.size(),
+            listed = entry.size,
+            "the tracker listed another size than the verified manifest says; using the manifest"
+        );
     }
     progress.total.store(manifest.size(), Ordering::Relaxed);
 
-    let (part, existed) = {
+    let part_path = PartFile::part_path(&dest);
+    // Opening (space is reserved) and re-checking a resumed `.part` can take long: Ctrl-C must
+    // not wait for them. The blocking work then finishes on its own and lets go of the file.
+    let interrupted = || DownloadError::Cancelled {
+        part: Some(part_path.clone()),
+    };
+    let open = {
         let (dest, size) = (dest.clone(), manifest.size());
         tokio::task::spawn_blocking(move || {
             let existed = std::fs::metadata(PartFile::part_path(&dest)).is_ok_and(|m| m.len() > 0);
             PartFile::open(&dest, size).map(|p| (p, existed))
         })
-        .await
-        .expect("opening the part file panicked")?
     };
-    let part_path = part.path().to_path_buf();
+    let (part, existed) = tokio::select! {
+        _ = cancel.cancelled() => return Err(interrupted()),
+        r = open => r.expect("opening the part file panicked")?,
+    };
     // Resume: whatever is already on disk and matches the manifest is not fetched again.
     let (part, have) = if existed {
         let (m, p) = (manifest.clone(), progress.clone());
-        tokio::task::spawn_blocking(move || part.verify_existing(&m, &p.checked).map(|h| (part, h)))
-            .await
-            .expect("verification panicked")?
+        let check = tokio::task::spawn_blocking(move || {
+            part.verify_existing(&m, &p.checked).map(|h| (part, h))
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            r = check => r.expect("verification panicked")?,
+        }
     } else {
         (part, vec![false; manifest.num_chunks() as usize])
     };
@@ -353,7 +366,7 @@ async fn get_manifest(
 
 async fn run_workers(
     shared: &Arc<Shared>,
-    client: &TrackerClient,
+    client: &Arc<TrackerClient>,
     book: &mut PeerBook,
     first: PeerConn,
     workers: &mut JoinSet<(SocketAddr, bool)>,
@@ -373,6 +386,7 @@ async fn run_workers(
     };
     spawn(&mut *workers, book, first.addr, Some(first));
     let mut next_query = Instant::now() + Duration::from_secs(1);
+    let mut query = JoinSet::new();
     let mut query_wait = Duration::from_secs(1);
     loop {
         changed.borrow_and_update();
@@ -387,24 +401,11 @@ async fn run_workers(
         if workers.is_empty() && idle >= shared.opts.timeout {
             return Err(RunEnd::NoPeers(idle));
         }
-        if workers.len() < shared.opts.max_peers && now >= next_query {
-            // Look for more peers: new ones joined, or everyone we had is gone.
-            let before = book.len();
-            match client.peers(shared.id).await {
-                Ok(peers) => book.add(&peers),
-                Err(e) => tracing::warn!("asking the tracker for peers failed: {e}"),
-            }
-            query_wait = if book.len() > before {
-                Duration::from_secs(1)
-            } else {
-                (query_wait * 2).min(Duration::from_secs(10))
-            };
-            next_query = Instant::now()
-                + if workers.is_empty() {
-                    query_wait.min(Duration::from_secs(2))
-                } else {
-                    query_wait
-                };
+        if query.is_empty() && workers.len() < shared.opts.max_peers && now >= next_query {
+            // Look for more peers (new ones joined, or everyone we had is gone) in the
+            // background: a tracker that does not answer must not hold up this loop.
+            let (client, id) = (client.clone(), shared.id);
+            query.spawn(async move { client.peers(id).await });
         }
         {
             let sched = shared.sched.lock().unwrap();
@@ -422,7 +423,7 @@ async fn run_workers(
             }
         }
         let tick = next_query
-            .min(book.next_retry().unwrap_or(next_query))
+            .min(book.next_retry(Instant::now()).unwrap_or(next_query))
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(50));
         tokio::select! {
@@ -438,6 +439,21 @@ async fn run_workers(
                     // Everyone is gone: ask the tracker again soon rather than at the slow pace.
                     next_query = next_query.min(Instant::now() + Duration::from_millis(500));
                 }
+            }
+            Some(found) = query.join_next() => {
+                let before = book.len();
+                match found {
+                    Ok(Ok(peers)) => book.add(&peers),
+                    Ok(Err(e)) => tracing::warn!("asking the tracker for peers failed: {e}"),
+                    Err(e) => tracing::warn!("asking the tracker for peers failed: {e}"),
+                }
+                query_wait = if book.len() > before {
+                    Duration::from_secs(1)
+                } else {
+                    (query_wait * 2).min(Duration::from_secs(10))
+                };
+                let pace = if workers.is_empty() { query_wait.min(Duration::from_secs(2)) } else { query_wait };
+                next_query = Instant::now() + pace;
             }
             _ = changed.changed() => {}
             _ = tokio::time::sleep(tick) => {}
@@ -527,9 +543,8 @@ async fn pull(
         }
         let frame = tokio::select! {
             _ = shared.cancel.cancelled() => return Ok(()),
-            f = conn.reader.next_within(limit, Some(&shared.pool)) => f?,
+            f = conn.reader.next(limit, Some(&shared.pool)) => f?,
         };
-        *shared.last_activity.lock().unwrap() = Instant::now();
         match frame {
             (Header::Chunk { index }, Payload::Chunk(data)) => {
                 if outstanding.front() != Some(&index) {
@@ -643,6 +658,7 @@ fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: Poo
             .progress
             .done
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        *shared.last_activity.lock().unwrap() = Instant::now();
     }
     shared.notify();
 }
@@ -686,10 +702,13 @@ impl PeerBook {
         v
     }
 
-    fn next_retry(&self) -> Option<Instant> {
+    /// The next time a peer's back-off ends. Peers ready already are not counted: they were
+    /// either started or could not be (banned, or the connection cap), and waking up for them
+    /// again would only spin.
+    fn next_retry(&self, now: Instant) -> Option<Instant> {
         self.peers
             .values()
-            .filter(|e| !e.active)
+            .filter(|e| !e.active && e.retry_at > now)
             .map(|e| e.retry_at)
             .min()
     }

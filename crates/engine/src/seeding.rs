@@ -10,14 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Library;
 use crate::tracker_client::{peer_info, Announcer, TrackerClient};
 
-#[derive(Clone, Debug, Default)]
-pub struct SeedingOptions {
-    /// TCP port to serve on; 0 lets the OS pick.
-    pub port: u16,
-    /// Register this address instead of the one the tracker sees (NAT, multi-homed hosts).
-    pub advertise: Option<(IpAddr, Option<u16>)>,
-}
-
 pub struct Seeding {
     /// The TCP port chunks are served on.
     pub port: u16,
@@ -27,13 +19,15 @@ pub struct Seeding {
 }
 
 impl Seeding {
-    /// Binds the port, starts serving and registering. Fails only if the port cannot be bound.
-    pub async fn start(
+    /// Starts serving on `listener` (from [`crate::server::bind`], bound early so a busy port is
+    /// reported before any long work) and registering with the tracker, as the tracker sees us
+    /// or as `advertise` (an address, and optionally a port, for NAT and multi-homed hosts) says.
+    pub fn start(
         library: Arc<Library>,
         client: Arc<TrackerClient>,
-        opts: &SeedingOptions,
+        listener: tokio::net::TcpListener,
+        advertise: Option<(IpAddr, Option<u16>)>,
     ) -> std::io::Result<Seeding> {
-        let listener = crate::server::bind(opts.port).await?;
         let port = listener.local_addr()?.port();
         let cancel = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
@@ -41,7 +35,7 @@ impl Seeding {
             library.clone(),
             cancel.child_token(),
         ));
-        let (ip, advertised_port) = opts.advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
+        let (ip, advertised_port) = advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
         let announcer = Announcer {
             client,
             library,

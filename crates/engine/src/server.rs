@@ -26,6 +26,8 @@ const MAX_CLIENT_FRAME: usize = 256;
 /// Chunks past the one being sent that we ask the kernel to read ahead.
 const READ_AHEAD: usize = 4;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must take each answer (a chunk, the manifest) off our hands within this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client that asks for nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -54,7 +56,12 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
-                match serve_conn(stream, &library, &cancel).await {
+                // Every await of a connection gives way to shutdown.
+                let served = tokio::select! {
+                    _ = cancel.cancelled() => Ok(()),
+                    r = serve_conn(stream, &library) => r,
+                };
+                match served {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::debug!("connection ended: {e}"),
                 }
@@ -67,64 +74,69 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
     tasks.wait().await;
 }
 
-async fn serve_conn(
-    stream: TcpStream,
-    library: &Arc<Library>,
-    cancel: &CancellationToken,
-) -> Result<(), ConnError> {
+async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
-    let file = match next_frame(&mut reader, HELLO_TIMEOUT).await?.header {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
+    let Some(file) = hello
+        .await
+        .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??
+    else {
+        return Ok(());
+    };
+    // Requests are answered one at a time, in order. Requests the client pipelines wait in the
+    // socket meanwhile, so a client can never make us hold more than one frame's worth of state.
+    // Each answer must be taken off our hands within WRITE_TIMEOUT: a client that stops reading
+    // gives its connection slot back.
+    loop {
+        let frame = next_frame(&mut reader, IDLE_TIMEOUT).await?;
+        let answer = async {
+            match frame.header {
+                Header::Request { index } => send_chunk(&file, library, index, &mut writer).await,
+                Header::GetManifest => Ok(writer
+                    .send_payload(&Header::Manifest, &file.manifest_bytes)
+                    .await?),
+                // Reserved for partial seeding: nothing to do yet.
+                Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => Ok(()),
+                other => Err(ConnError::Unexpected(other)),
+            }
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, answer)
+            .await
+            .map_err(|_| ConnError::Timeout(WRITE_TIMEOUT))??;
+    }
+}
+
+/// Reads the hello and answers it: the file asked for, or `None` after a reject.
+async fn handshake(
+    reader: &mut conn::FrameReader,
+    writer: &mut FrameWriter,
+    library: &Library,
+) -> Result<Option<Arc<SharedFile>>, ConnError> {
+    let reason = match next_frame(reader, HELLO_TIMEOUT).await?.header {
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            let reason = RejectReason::VersionMismatch;
-            writer
-                .send(&Header::Reject {
-                    index: None,
-                    reason,
-                })
-                .await?;
-            return Ok(());
+            RejectReason::VersionMismatch
         }
         Header::Hello { file, .. } => match library.get(&file) {
-            Some(f) => f,
-            None => {
-                let reason = RejectReason::UnknownFile;
+            Some(f) => {
+                tracing::debug!(file = %f.id.short(), "hello");
                 writer
-                    .send(&Header::Reject {
-                        index: None,
-                        reason,
+                    .send(&Header::Welcome {
+                        version: PROTOCOL_VERSION,
                     })
                     .await?;
-                return Ok(());
+                return Ok(Some(f));
             }
+            None => RejectReason::UnknownFile,
         },
         other => return Err(ConnError::Unexpected(other)),
     };
-    tracing::debug!(file = %file.id.short(), "hello");
-    let version = PROTOCOL_VERSION;
-    writer.send(&Header::Welcome { version }).await?;
-
-    // Requests are answered one at a time, in order. Requests the client pipelines wait in the
-    // socket meanwhile, so a client can never make us hold more than one frame's worth of state.
-    loop {
-        let frame = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            f = next_frame(&mut reader, IDLE_TIMEOUT) => f?,
-        };
-        match frame.header {
-            Header::Request { index } => tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = send_chunk(&file, library, index, &mut writer) => r?,
-            },
-            Header::GetManifest => {
-                writer
-                    .send_payload(&Header::Manifest, &file.manifest_bytes)
-                    .await?
-            }
-            // Reserved for partial seeding: nothing to do yet.
-            Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => {}
-            other => return Err(ConnError::Unexpected(other)),
-        }
-    }
+    writer
+        .send(&Header::Reject {
+            index: None,
+            reason,
+        })
+        .await?;
+    Ok(None)
 }
 
 /// Sends one chunk from the page cache, or a reject. The file's size and modification time are

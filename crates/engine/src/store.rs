@@ -167,8 +167,14 @@ impl SharedFile {
             path: path.to_path_buf(),
             error,
         })?;
-        let hashes = hash_chunks(&file, before.len, chunk_size, progress)
-            .map_err(|e| StoreError::io(path, e))?;
+        let hashes =
+            hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| match e.kind() {
+                // The file shrank under us.
+                std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
+                    path: path.to_path_buf(),
+                },
+                _ => StoreError::io(path, e),
+            })?;
         if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
             return Err(StoreError::ChangedWhileHashing {
                 path: path.to_path_buf(),
@@ -332,8 +338,12 @@ impl Library {
         self.changed.notify_waiters();
     }
 
-    pub async fn changed(&self) {
-        self.changed.notified().await
+    /// Resolves at the next [`Library::add`] or [`Library::touch`] after this call (not after the
+    /// first poll, so a change while the caller is busy is not lost).
+    pub fn changed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let mut notified = Box::pin(self.changed.notified());
+        notified.as_mut().enable();
+        notified
     }
 }
 
@@ -356,11 +366,14 @@ impl PartFile {
     /// front where the file system allows, so a full disk is reported before the download starts.
     pub fn open(dest: &Path, size: u64) -> Result<PartFile, StoreError> {
         let part = PartFile::part_path(dest);
+        use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            // A `.part` planted as a symlink must not send our writes elsewhere.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&part)
             .map_err(|e| StoreError::io(&part, e))?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
@@ -375,6 +388,8 @@ impl PartFile {
             // SAFETY: as above. Allocation failure other than ENOSPC (no support) is ignored.
             let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
             if rc == libc::ENOSPC {
+                // Leave the `.part` as it was, not a file-sized hole.
+                let _ = file.set_len(len);
                 return Err(StoreError::DiskFull { path: part });
             }
         }

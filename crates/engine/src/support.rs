@@ -1,7 +1,5 @@
 //! Small pieces the three command-line programs share: logging and shutdown signals.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 /// Process set-up shared by the three programs: logging to stderr, filtered by `RUST_LOG`
 /// (default: info), and an allocator tuned for chunk-sized buffers.
 pub fn init_logging() {
@@ -37,7 +35,6 @@ fn tune_allocator() {
 /// is what SIGINT does by default).
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    static SEEN: AtomicBool = AtomicBool::new(false);
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     async move {
@@ -45,9 +42,12 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        SEEN.store(true, Ordering::SeqCst);
-        tokio::spawn(async {
-            let _ = tokio::signal::ctrl_c().await;
+        // The same streams keep listening, so a second signal that comes at once is not lost.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
             eprintln!("interrupted twice; exiting now");
             std::process::exit(130);
         });

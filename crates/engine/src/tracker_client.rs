@@ -347,11 +347,12 @@ impl Announcer {
             peer: self.peer.clone(),
             files: None,
         });
-        if tokio::time::timeout(Duration::from_secs(2), unregister)
-            .await
-            .is_ok()
-        {
-            tracing::info!("unregistered from the tracker");
+        match tokio::time::timeout(Duration::from_secs(2), unregister).await {
+            Ok(Ok(_)) => tracing::info!("unregistered from the tracker"),
+            Ok(Err(e)) => tracing::warn!("could not unregister from the tracker: {e}"),
+            Err(_) => {
+                tracing::warn!("the tracker did not confirm; it drops us after its peer timeout")
+            }
         }
     }
 

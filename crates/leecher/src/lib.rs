@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
 use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
-use shoal_engine::seeding::{parse_advertise, Seeding, SeedingOptions};
+use shoal_engine::seeding::{parse_advertise, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
 use shoal_engine::tracker_client::resolve;
@@ -57,7 +58,7 @@ struct Args {
     /// Give up after this many seconds without any peer delivering data.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout: u64,
-    /// Drop a peer that sends nothing for this many seconds while it owes us chunks.
+    /// Drop a peer that, while it owes us chunks, sends less than 16 KiB in this many seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     stall_timeout: u64,
     /// Most peer connections at once.
@@ -101,6 +102,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the output folder {} does not exist", args.out.display());
     }
     let entry = resolve(&client, &query).await?;
+    // Everything seeding needs is checked now, not after a long download.
+    let seed_with = if args.no_seed {
+        None
+    } else {
+        let listener = shoal_engine::server::bind(args.port)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot serve on TCP port {}; choose another with --port",
+                    args.port
+                )
+            })?;
+        let advertise = match &args.advertise {
+            Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        Some((listener, advertise))
+    };
     let opts = DownloadOptions {
         out_dir: args.out.clone(),
         force: args.force,
@@ -144,9 +163,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.path.display()
     );
     std::io::stdout().flush()?;
-    if args.no_seed {
+    let Some((listener, advertise)) = seed_with else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
 
     // Keep sharing what we just verified, without hashing it again.
     let library = Library::new();
@@ -158,19 +177,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     library.add(
         tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??,
     );
-    let advertise = match &args.advertise {
-        Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let seeding = Seeding::start(
-        library,
-        client,
-        &SeedingOptions {
-            port: args.port,
-            advertise,
-        },
-    )
-    .await?;
+    let seeding = Seeding::start(library, client, listener, advertise)?;
     tracing::info!(
         port = seeding.port,
         "seeding {}; Ctrl-C to stop",
