@@ -308,7 +308,13 @@ impl Announcer {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!("could not register with the tracker: {e}");
-                    next_heartbeat = tokio::time::Instant::now() + RETRY_AFTER;
+                    // A refusal (full, bad name) will not change in a second; silence might.
+                    let wait = if matches!(e, TrackerError::Refused(_)) {
+                        interval
+                    } else {
+                        RETRY_AFTER
+                    };
+                    next_heartbeat = tokio::time::Instant::now() + wait;
                 }
             }
             tokio::select! {
