@@ -26,7 +26,7 @@ const USAGE: &str = "usage: tracker_load [--tracker HOST:PORT] [--secs S] [--soc
   --tracker    the tracker (default: $P2P_TRACKER, else 127.0.0.1:6969); run it with --rate-limit 0
   --secs       seconds to measure, after a 0.5 s warm-up (default 5)
   --sockets    UDP sockets sending at once (default 8)
-  --in-flight  requests outstanding per socket (default 16)
+  --in-flight  requests outstanding per socket (default 64)
   --peers      fake peers registered for the file, so replies carry full lists (default 300)
   --cpu        pin the generator to this CPU (e.g. 1 when the tracker runs with taskset -c 0)";
 

@@ -42,7 +42,7 @@ impl Default for LoadOptions {
             duration: Duration::from_secs(5),
             warmup: Duration::from_millis(500),
             sockets: 8,
-            in_flight: 16,
+            in_flight: 64,
             peers: 300,
             cpu: None,
         }

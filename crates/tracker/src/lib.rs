@@ -10,8 +10,10 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
+pub mod udp;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,31 +22,48 @@ use anyhow::Context;
 use clap::Parser;
 use registry::{Config, Limits, Registry};
 use shoal_proto::tracker::MAX_NAME_LEN;
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the registry on `socket` until `cancel` fires. Peers that go silent are dropped once a
-/// second (and before any reply that could mention them).
-pub async fn serve(socket: UdpSocket, registry: Arc<Mutex<Registry>>, cancel: CancellationToken) {
-    // Room for the largest UDP datagram, so the byte counters see what really arrived; anything
-    // over the protocol's maximum is dropped unread.
-    let mut buf = vec![0u8; 65_536];
-    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+/// How long the server waits for a datagram before it looks at the clock and `cancel` again.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs the registry on `socket` until `cancel` fires, on the calling thread. Peers that go
+/// silent are dropped once a second (and before any reply that could mention them).
+///
+/// Requests are taken a batch at a time ([`udp::Batch`]: one system call receives all that are
+/// waiting, one sends their replies), each batch answered under one lock and one reading of the
+/// clock.
+pub fn serve(
+    socket: UdpSocket,
+    registry: Arc<Mutex<Registry>>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(TICK))?;
+    socket.set_write_timeout(Some(TICK))?;
+    let fd = socket.as_raw_fd();
+    let mut batch = udp::Batch::new();
     let lock = || registry.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = sweep.tick() => lock().expire(std::time::Instant::now()),
-            r = socket.recv_from(&mut buf) => {
-                // Errors here are ICMP noise from earlier sends; nothing to do but go on.
-                let Ok((n, src)) = r else { continue };
-                let reply = lock().handle(std::time::Instant::now(), src, &buf[..n]);
-                if let Some(reply) = reply {
-                    let _ = socket.send_to(&reply, src).await;
-                }
-            }
+    let mut next_sweep = std::time::Instant::now() + Duration::from_secs(1);
+    while !cancel.is_cancelled() {
+        let now = std::time::Instant::now();
+        if now >= next_sweep {
+            lock().expire(now);
+            next_sweep = now + Duration::from_secs(1);
         }
+        // Errors are a timeout or ICMP noise from earlier sends: nothing to do but go on.
+        if batch.recv(fd).is_err() {
+            continue;
+        }
+        {
+            let mut registry = lock();
+            let now = std::time::Instant::now();
+            batch.answer(|src, datagram, reply| registry.handle_into(now, src, datagram, reply));
+        }
+        // Waits (a tick at a time) only while the socket buffer is full.
+        while batch.send(fd).is_err() && !cancel.is_cancelled() {}
     }
+    Ok(())
 }
 
 #[derive(Parser, Debug)]
@@ -107,7 +126,7 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(args)) {
+    match run(&rt, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tracker: {e:#}");
@@ -169,10 +188,53 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     })
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = config(&args)?;
+/// What [`set_up`] made: the bound sockets, the state, the signal handlers.
+struct Ready {
+    socket: UdpSocket,
+    registry: Arc<Mutex<Registry>>,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    page: Option<(tokio::net::TcpListener, Arc<http::Status>)>,
+}
+
+/// Sets up on the runtime, then answers datagrams on this thread (which is all the tracker's work
+/// under load) while another drives the runtime: signals and the status page.
+fn run(rt: &tokio::runtime::Runtime, args: Args) -> anyhow::Result<()> {
+    let Ready {
+        socket,
+        registry,
+        shutdown,
+        page,
+    } = rt.block_on(set_up(&args))?;
+    let cancel = CancellationToken::new();
+    std::thread::scope(|s| {
+        let runtime = s.spawn(|| {
+            rt.block_on(async {
+                let page = page.map(|(listener, status)| {
+                    tokio::spawn(http::serve(listener, status, cancel.clone()))
+                });
+                tokio::select! {
+                    _ = shutdown => tracing::info!("shutting down"),
+                    // The server stopped on its own (an error).
+                    _ = cancel.cancelled() => {}
+                }
+                cancel.cancel();
+                if let Some(page) = page {
+                    // Browsers may hold connections open; do not wait on them for long.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), page).await;
+                }
+            })
+        });
+        let served = serve(socket, registry, cancel.clone());
+        cancel.cancel();
+        let _ = runtime.join();
+        served.context("serving UDP")
+    })
+}
+
+async fn set_up(args: &Args) -> anyhow::Result<Ready> {
+    let config = config(args)?;
     let addr = resolve(&args.listen, "the tracker", "0.0.0.0:6969").await?;
-    let socket = UdpSocket::bind(addr).await.with_context(|| {
+    let socket = UdpSocket::bind(addr).with_context(|| {
         format!("cannot listen on UDP {addr} (is another tracker running? choose another with --listen)")
     })?;
     let local = socket.local_addr()?;
@@ -196,28 +258,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     registry.set_host_address(Box::new(address_towards));
     let registry = Arc::new(Mutex::new(registry));
     // Before saying we listen, so that a Ctrl-C from then on shuts down cleanly.
-    let shutdown = shoal_engine::support::shutdown_signal();
+    let shutdown = Box::pin(shoal_engine::support::shutdown_signal());
     println!("tracker listening on {local}");
     tracing::info!("tracker listening on udp {local}");
-    let cancel = CancellationToken::new();
-    let server = tokio::spawn(serve(socket, registry.clone(), cancel.clone()));
     let page = match http {
         Some(listener) => {
             let at = listener.local_addr()?;
             println!("http listening on {at}");
             tracing::info!("status page at http://{at}/");
-            let status = Arc::new(http::Status::new(registry, local));
-            Some(tokio::spawn(http::serve(listener, status, cancel.clone())))
+            let status = Arc::new(http::Status::new(registry.clone(), local));
+            Some((listener, status))
         }
         None => None,
     };
-    shutdown.await;
-    tracing::info!("shutting down");
-    cancel.cancel();
-    let _ = server.await;
-    if let Some(page) = page {
-        // Browsers may hold connections open; do not wait on them for long.
-        let _ = tokio::time::timeout(Duration::from_secs(1), page).await;
-    }
-    Ok(())
+    Ok(Ready {
+        socket,
+        registry,
+        shutdown,
+        page,
+    })
 }

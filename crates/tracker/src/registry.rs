@@ -94,6 +94,8 @@ pub struct Registry {
     totals: Tally,
     activity: Activity,
     host_address: Option<HostAddress>,
+    /// The most bytes one address takes in a reply, so that most peer lists need not be measured.
+    max_addr_len: usize,
 }
 
 impl Registry {
@@ -114,6 +116,8 @@ impl Registry {
             totals: Tally::default(),
             activity: Activity::default(),
             host_address: None,
+            // IPv6 with the longest port: every address encodes to at most this.
+            max_addr_len: encoded_len(&SocketAddr::from(([u16::MAX; 8], u16::MAX))),
         }
     }
 
@@ -202,6 +206,21 @@ impl Registry {
     /// Answers one datagram. `None` means send nothing: malformed, rate limited, or a reply
     /// would be larger than the request from an address that has not proved it can receive.
     pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.handle_into(now, src, datagram, &mut out)
+            .then_some(out)
+    }
+
+    /// [`Registry::handle`] into a buffer the caller keeps: on `true`, `out` holds the reply to
+    /// send; on `false` send nothing (`out` is then empty).
+    pub fn handle_into(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
         // A socket on [::] sees IPv4 senders as ::ffff:a.b.c.d. Keyed, rate limited and handed
         // out as plain IPv4, so one sender has one identity whichever socket it reached, peer
         // lists never carry mapped addresses, and ::ffff:127.0.0.1 counts as loopback.
@@ -218,7 +237,7 @@ impl Registry {
                 Ok(req) if first => req.txn,
                 _ => {
                     self.count(now, |t| t.rate_limited += 1);
-                    return None;
+                    return false;
                 }
             };
             let code = ErrorCode::RateLimited;
@@ -226,11 +245,11 @@ impl Registry {
                 txn,
                 body: ResponseBody::Error { code },
             };
-            return self.reply(now, datagram.len(), false, reply);
+            return self.reply(now, datagram.len(), false, &reply, out);
         }
         let Ok(req) = Request::decode(datagram) else {
             self.count(now, |t| t.malformed += 1);
-            return None;
+            return false;
         };
         let verified = !matches!(req.body, RequestBody::Connect { .. })
             && self.connection_ok(src, req.conn, now);
@@ -289,34 +308,32 @@ impl Registry {
                 body
             }
         };
-        self.reply(
-            now,
-            datagram.len(),
-            verified,
-            Response { txn: req.txn, body },
-        )
+        let reply = Response { txn: req.txn, body };
+        self.reply(now, datagram.len(), verified, &reply, out)
     }
 
-    /// Encodes a reply unless it is too large to send, or larger than the request of a source
-    /// that has not proved it receives (which could be spoofed: amplification).
+    /// Encodes a reply into `out` unless it is too large to send, or larger than the request of
+    /// a source that has not proved it receives (which could be spoofed: amplification).
     fn reply(
         &mut self,
         now: Instant,
         request_len: usize,
         verified: bool,
-        reply: Response,
-    ) -> Option<Vec<u8>> {
-        let bytes = reply.encode();
-        if bytes.len() > MAX_DATAGRAM || (!verified && bytes.len() > request_len) {
+        reply: &Response,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        reply.encode_into(out);
+        if out.len() > MAX_DATAGRAM || (!verified && out.len() > request_len) {
+            out.clear();
             self.count(now, |t| t.suppressed += 1);
-            return None;
+            return false;
         }
-        let n = bytes.len() as u64;
+        let n = out.len() as u64;
         self.count(now, |t| {
             t.replies += 1;
             t.bytes_out += n;
         });
-        Some(bytes)
+        true
     }
 
     fn interval_secs(&self) -> u32 {
@@ -515,19 +532,20 @@ impl Registry {
         let n = record.seeders();
         // The hot path: pick `wanted` distinct random peers in O(wanted) (Floyd's algorithm)
         // rather than shuffling every peer of a popular file on every request.
-        let mut peers: Vec<SocketAddr> = Vec::with_capacity(wanted.min(n));
+        let mut peers = Vec::with_capacity(wanted.min(n));
         if n > wanted {
-            let mut picked: Vec<usize> = Vec::with_capacity(wanted);
+            let shown_as_is = requester.is_loopback();
+            let mut taken = Taken::new(n, wanted);
+            let mut rng = fastrand::Rng::new();
             for j in n - wanted..n {
-                let t = fastrand::usize(..=j);
-                picked.push(if picked.contains(&t) { j } else { t });
+                let a = record.peer_at(taken.take(rng.usize(..=j), j));
+                if shown_as_is || !a.ip().is_loopback() {
+                    // A copy of the whole address at once (as `push` would not).
+                    peers.extend_from_slice(std::slice::from_ref(a));
+                } else if let Some(a) = visible(*a) {
+                    peers.push(a);
+                }
             }
-            peers.extend(
-                picked
-                    .into_iter()
-                    .map(|i| record.peer_at(i))
-                    .filter_map(visible),
-            );
         }
         if peers.len() < wanted.min(n) {
             // Few peers, or some were hidden from this requester: take every visible one.
@@ -540,9 +558,12 @@ impl Registry {
             let mut seen = std::collections::HashSet::with_capacity(peers.len());
             peers.retain(|a| seen.insert(*a));
         }
-        // Keep the reply within one datagram whatever the address family mix.
-        while encoded_len(&peers) > MAX_DATAGRAM - 32 {
-            peers.pop();
+        // Keep the reply within one datagram whatever the address family mix (measured only
+        // when the longest addresses could overflow it).
+        if peers.len() * self.max_addr_len > MAX_DATAGRAM - 32 {
+            while encoded_len(&peers) > MAX_DATAGRAM - 32 {
+                peers.pop();
+            }
         }
         peers
     }
@@ -680,6 +701,52 @@ fn prefix_matches(prefix: &str, id: &FileId) -> bool {
         let nibble = (id.0[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 15;
         (c as char).to_digit(16) == Some(u32::from(nibble))
     })
+}
+
+/// The indices Floyd's algorithm has picked so far, for drawing `k` distinct indices below `n` in
+/// O(k): for each `j` in `n - k..n`, take a random `t <= j`, or `j` itself if `t` was taken
+/// already (`j` cannot have been). The result is a uniformly random subset.
+// Large on purpose: it lives on the stack for one request, where boxing the bitmap would cost the
+// allocation it is there to avoid.
+#[allow(clippy::large_enum_variant)]
+enum Taken {
+    /// Up to [`Taken::BITMAP`] candidates: a bitmap on the stack.
+    Bits([u64; Taken::BITMAP / 64]),
+    /// More: the list of those taken (at most `k`).
+    List(Vec<usize>),
+}
+
+impl Taken {
+    const BITMAP: usize = 4096;
+
+    fn new(n: usize, k: usize) -> Taken {
+        if n <= Taken::BITMAP {
+            Taken::Bits([0; Taken::BITMAP / 64])
+        } else {
+            Taken::List(Vec::with_capacity(k))
+        }
+    }
+
+    /// `t`, or `j` if `t` was taken already; either way, taken from now on.
+    #[inline]
+    fn take(&mut self, t: usize, j: usize) -> usize {
+        match self {
+            Taken::Bits(bits) => {
+                let i = if bits[t / 64] & (1 << (t % 64)) != 0 {
+                    j
+                } else {
+                    t
+                };
+                bits[i / 64] |= 1 << (i % 64);
+                i
+            }
+            Taken::List(list) => {
+                let i = if list.contains(&t) { j } else { t };
+                list.push(i);
+                i
+            }
+        }
+    }
 }
 
 /// Gives back the room of a set that emptied out, keeping its capacity within twice its length

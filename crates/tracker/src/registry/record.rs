@@ -52,8 +52,8 @@ impl FileRecord {
     }
 
     /// The `i`-th peer in address order.
-    pub fn peer_at(&self, i: usize) -> SocketAddr {
-        self.peers[i].0
+    pub fn peer_at(&self, i: usize) -> &SocketAddr {
+        &self.peers[i].0
     }
 
     pub fn peer_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {

@@ -820,3 +820,34 @@ fn peer_lists_are_distinct_random_subsets() {
     // 20 draws of 50 from 300 cover far more than one fixed window would.
     assert!(seen.len() > 200, "only {} distinct peers seen", seen.len());
 }
+
+/// Floyd's draws, with the bitmap (few candidates) and with the list (many): `k` distinct indices
+/// below `n`, every index about equally likely.
+#[test]
+fn floyd_draws_distinct_indices_uniformly() {
+    for (n, k, rounds) in [(300, 50, 3000), (10, 10, 10), (20_000, 50, 2000)] {
+        let mut hits = vec![0u32; n];
+        for _ in 0..rounds {
+            let mut taken = Taken::new(n, k);
+            let mut drawn = HashSet::new();
+            for j in n - k..n {
+                let i = taken.take(fastrand::usize(..=j), j);
+                assert!(i < n && drawn.insert(i), "{i} drawn twice or out of range");
+            }
+            for i in drawn {
+                hits[i] += 1;
+            }
+        }
+        // Each index is drawn rounds * k / n times on average; buckets of a tenth of the range
+        // all get their share to within 20%.
+        let expected = (rounds * k / 10) as f64;
+        for bucket in hits.chunks(n.div_ceil(10)) {
+            let got: u32 = bucket.iter().sum();
+            let share = got as f64 / (expected * bucket.len() as f64 / n.div_ceil(10) as f64);
+            assert!(
+                (0.8..1.2).contains(&share),
+                "n {n}: a tenth got {share:.2} of its share"
+            );
+        }
+    }
+}
