@@ -190,38 +190,54 @@ impl Response {
     /// Replaces the contents of `out` with [`Response::encode`]'s bytes, reusing its allocation:
     /// for a server that answers many datagrams with one buffer.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&MAGIC);
-        let ResponseBody::Peers {
-            interval_secs,
-            peers,
-        } = &self.body
-        else {
-            *out = postcard::to_extend(self, std::mem::take(out))
-                .expect("encoding into a Vec cannot fail");
-            return;
-        };
+        match &self.body {
+            ResponseBody::Peers {
+                interval_secs,
+                peers,
+            } => Response::encode_peers_into(self.txn, *interval_secs, peers.iter(), out),
+            _ => {
+                out.clear();
+                out.extend_from_slice(&MAGIC);
+                *out = postcard::to_extend(self, std::mem::take(out))
+                    .expect("encoding into a Vec cannot fail");
+            }
+        }
+    }
+
+    /// Replaces the contents of `out` with the encoding of a peer list, `Response { txn, body:
+    /// ResponseBody::Peers { interval_secs, peers } }`, from borrowed addresses: so that a tracker
+    /// can answer from its own tables without copying addresses into a list first.
+    pub fn encode_peers_into<'a>(
+        txn: TransactionId,
+        interval_secs: u32,
+        peers: impl ExactSizeIterator<Item = &'a SocketAddr>,
+        out: &mut Vec<u8>,
+    ) {
         // A busy tracker's most frequent reply, where serde's per-byte calls for every address
         // cost more than the rest of the request: everything up to the list goes through
         // postcard (an empty list encodes as its length, one zero byte), then the length and the
         // addresses are written as postcard would (the tests compare the two).
+        out.clear();
+        out.extend_from_slice(&MAGIC);
         let head = Response {
-            txn: self.txn,
+            txn,
             body: ResponseBody::Peers {
-                interval_secs: *interval_secs,
+                interval_secs,
                 peers: Vec::new(),
             },
         };
         *out = postcard::to_extend(&head, std::mem::take(out))
             .expect("encoding into a Vec cannot fail");
         out.pop();
-        push_varint(out, peers.len() as u64);
+        let count = peers.len();
+        push_varint(out, count as u64);
         // Written into room made beforehand, then cut to what was used.
         let start = out.len();
-        out.resize(start + peers.len() * MAX_ADDR_LEN, 0);
+        out.resize(start + count * MAX_ADDR_LEN, 0);
         let mut used = 0;
         let room = &mut out[start..];
-        for peer in peers {
+        // `take`: an iterator that yields more than it said cannot write out of bounds.
+        for peer in peers.take(count) {
             let slot = (&mut room[used..used + MAX_ADDR_LEN]).try_into();
             used += encode_addr(peer, slot.expect("room was made for every address"));
         }

@@ -18,7 +18,7 @@ use shoal_proto::tracker::{
     encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
     ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
 };
-use shoal_proto::{ConnectionId, FileId, IdPrefix};
+use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 
 use crate::activity::{Activity, Tally};
 pub use crate::limits::Limits;
@@ -293,6 +293,9 @@ impl Registry {
             }
             RequestBody::GetPeers { file } => {
                 self.count(now, |t| t.queries += 1);
+                if self.encode_sampled_peers(req.txn, &file, src.ip(), out) {
+                    return self.checked(now, datagram.len(), verified, out);
+                }
                 ResponseBody::Peers {
                     interval_secs: self.interval_secs(),
                     peers: self.sample_peers(&file, src.ip()),
@@ -323,6 +326,19 @@ impl Registry {
         out: &mut Vec<u8>,
     ) -> bool {
         reply.encode_into(out);
+        self.checked(now, request_len, verified, out)
+    }
+
+    /// Whether the reply encoded in `out` may go: not if it is too large to send, or larger than
+    /// the request of a source that has not proved it receives (which could be spoofed:
+    /// amplification). Counts it either way, and empties `out` if it may not.
+    fn checked(
+        &mut self,
+        now: Instant,
+        request_len: usize,
+        verified: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
         if out.len() > MAX_DATAGRAM || (!verified && out.len() > request_len) {
             out.clear();
             self.count(now, |t| t.suppressed += 1);
@@ -507,6 +523,42 @@ impl Registry {
             self.remove_peer(key, "timed out");
         }
         self.next_sweep = self.peers.values().map(|p| p.last_seen + timeout).min();
+    }
+
+    /// What [`Registry::sample_peers`] does in the usual case, with the reply encoded into `out`
+    /// straight from the file's own table. Declines (returns false, `out` to be overwritten) when
+    /// the general way is needed: no more peers than fit in a list, a long list that could
+    /// overflow a datagram, or a loopback peer drawn for a requester on another host.
+    fn encode_sampled_peers(
+        &self,
+        txn: TransactionId,
+        file: &FileId,
+        requester: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        const MOST: usize = 64;
+        let wanted = self.config.limits.peers_per_reply;
+        let Some(record) = self.files.get(file) else {
+            return false;
+        };
+        let n = record.seeders();
+        if n <= wanted || wanted > MOST || wanted * self.max_addr_len > MAX_DATAGRAM - 32 {
+            return false;
+        }
+        let shown_as_is = requester.is_loopback();
+        let mut picked = [0usize; MOST];
+        let mut taken = Taken::new(n, wanted);
+        let mut rng = fastrand::Rng::new();
+        for (slot, j) in picked.iter_mut().zip(n - wanted..n) {
+            let i = taken.take(rng.usize(..=j), j);
+            if !shown_as_is && record.peer_at(i).ip().is_loopback() {
+                return false;
+            }
+            *slot = i;
+        }
+        let peers = picked[..wanted].iter().map(|&i| record.peer_at(i));
+        Response::encode_peers_into(txn, self.interval_secs(), peers, out);
+        true
     }
 
     /// A bounded, shuffled subset of a file's peers. A loopback address is only handed to a
@@ -728,7 +780,7 @@ impl Taken {
     }
 
     /// `t`, or `j` if `t` was taken already; either way, taken from now on.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, t: usize, j: usize) -> usize {
         match self {
             Taken::Bits(bits) => {

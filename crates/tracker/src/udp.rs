@@ -16,9 +16,14 @@ pub const BATCH: usize = 32;
 /// memory.
 const ROOM: usize = 65_536;
 
+/// Where one receive buffer starts after the previous: a little more than [`ROOM`], so that the
+/// buffers' first bytes (all that a request fills) do not all fall in the same cache set, as they
+/// would 64 KiB apart.
+const STRIDE: usize = ROOM + 128;
+
 /// Buffers for one batch: the requests received, their sources, and the replies to them.
 pub struct Batch {
-    /// [`BATCH`] receive buffers of [`ROOM`] bytes, back to back.
+    /// [`BATCH`] receive buffers of [`ROOM`] bytes, [`STRIDE`] apart.
     bufs: Box<[u8]>,
     lens: [usize; BATCH],
     /// Where each request came from, as the kernel gave it: also where its reply goes.
@@ -42,7 +47,7 @@ impl Default for Batch {
 impl Batch {
     pub fn new() -> Batch {
         Batch {
-            bufs: vec![0u8; BATCH * ROOM].into_boxed_slice(),
+            bufs: vec![0u8; BATCH * STRIDE].into_boxed_slice(),
             lens: [0; BATCH],
             // SAFETY: sockaddr_storage is plain data; all-zero is a valid (unspecified) address.
             names: unsafe { std::mem::zeroed() },
@@ -67,7 +72,7 @@ impl Batch {
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (i, (buf, (iov, hdr))) in self
             .bufs
-            .chunks_exact_mut(ROOM)
+            .chunks_exact_mut(STRIDE)
             .zip(iovs.iter_mut().zip(hdrs.iter_mut()))
             .enumerate()
         {
@@ -109,7 +114,7 @@ impl Batch {
             let Some(src) = socket_addr(&self.names[i], self.name_lens[i]) else {
                 continue;
             };
-            let datagram = &self.bufs[i * ROOM..i * ROOM + self.lens[i].min(ROOM)];
+            let datagram = &self.bufs[i * STRIDE..i * STRIDE + self.lens[i].min(ROOM)];
             let reply = &mut self.replies[i];
             reply.clear();
             if answer(src, datagram, reply) && !reply.is_empty() {

@@ -851,3 +851,31 @@ fn floyd_draws_distinct_indices_uniformly() {
         }
     }
 }
+
+/// Lists longer than a reply, drawn the fast way or (when a loopback peer is drawn for a requester
+/// on another host) the general way: full, distinct, and without loopback peers for other hosts.
+#[test]
+fn long_lists_hide_loopback_peers_from_other_hosts() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(unlimited(), t0);
+    for port in 1..=120 {
+        let from = if port % 2 == 0 {
+            src(port)
+        } else {
+            SocketAddr::from(([10, 0, 0, 9], port))
+        };
+        announce(&mut reg, t0, from, port, vec![entry(1, "f")]);
+    }
+    let wanted = Limits::default().peers_per_reply;
+    let remote = SocketAddr::from(([10, 0, 0, 2], 4000));
+    for (from, loopback_allowed) in [(remote, false), (src(9999), true)] {
+        let mut loopback_seen = false;
+        for _ in 0..20 {
+            let peers = peers_for(&mut reg, t0, from, 1);
+            let distinct: HashSet<_> = peers.iter().collect();
+            assert_eq!((peers.len(), distinct.len()), (wanted, wanted));
+            loopback_seen |= peers.iter().any(|p| p.ip().is_loopback());
+        }
+        assert_eq!(loopback_seen, loopback_allowed);
+    }
+}
