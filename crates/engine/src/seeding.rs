@@ -58,6 +58,22 @@ impl Seeding {
     }
 }
 
+/// What seeding needs from the command line, checked before any long work (hashing, a
+/// download): the TCP port bound (0 lets the OS pick) and `--advertise HOST[:PORT]` resolved.
+pub async fn prepare(
+    port: u16,
+    advertise: Option<&str>,
+) -> Result<(tokio::net::TcpListener, Option<(IpAddr, Option<u16>)>), String> {
+    let listener = crate::server::bind(port).await.map_err(|e| {
+        format!("cannot serve on TCP port {port} ({e}); choose another with --port")
+    })?;
+    let advertise = match advertise {
+        Some(a) => Some(parse_advertise(a).await?),
+        None => None,
+    };
+    Ok((listener, advertise))
+}
+
 /// Parses `--advertise HOST[:PORT]`, resolving a host name.
 pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
     if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {

@@ -8,12 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
 use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
-use shoal_engine::seeding::{parse_advertise, Seeding};
+use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
 use shoal_engine::tracker_client::resolve;
@@ -106,19 +105,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seed_with = if args.no_seed {
         None
     } else {
-        let listener = shoal_engine::server::bind(args.port)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot serve on TCP port {}; choose another with --port",
-                    args.port
-                )
-            })?;
-        let advertise = match &args.advertise {
-            Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
-            None => None,
-        };
-        Some((listener, advertise))
+        let prepared = prepare(args.port, args.advertise.as_deref()).await;
+        Some(prepared.map_err(anyhow::Error::msg)?)
     };
     let opts = DownloadOptions {
         out_dir: args.out.clone(),

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
-use shoal_engine::seeding::{parse_advertise, Seeding};
+use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{init_logging, shutdown_signal};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
@@ -100,21 +99,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
 
-    let advertise = match &args.advertise {
-        Some(a) => Some(parse_advertise(a).await.map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
     // Before registering, so that a Ctrl-C from then on unregisters.
     let shutdown = shutdown_signal();
-    let listener = shoal_engine::server::bind(args.port)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve on TCP port {}; choose another with --port",
-                args.port
-            )
-        })?;
     let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise)?;
     tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
     shutdown.await;
