@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use shoal_proto::manifest::ChunkHash;
 use shoal_proto::names::safe_file_name;
 use shoal_proto::peer::{max_frame_for_chunk_size, Header};
+use shoal_proto::sha256;
 use shoal_proto::tracker::ListEntry;
 use shoal_proto::{ChunkIndex, FileId, Manifest};
 use tokio::sync::watch;
@@ -604,8 +606,10 @@ struct Job {
 
 /// One thread per core hashes and writes received chunks, off the async runtime. A fixed set
 /// rather than `spawn_blocking` per chunk: concurrency matches the cores (more writers would only
-/// contend for the file's lock), and no thread pool grows over a long download. The threads end
-/// when the download's [`Shared`] (which holds the sender) is dropped.
+/// contend for the file's lock), and no thread pool grows over a long download. A thread that finds
+/// a second chunk waiting takes both and hashes them together, which is nearly twice as fast (see
+/// `shoal_proto::sha256`). The threads end when the download's [`Shared`] (which holds the sender)
+/// is dropped.
 fn spawn_verifiers(n: usize) -> std::sync::mpsc::Sender<Job> {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
@@ -614,10 +618,21 @@ fn spawn_verifiers(n: usize) -> std::sync::mpsc::Sender<Job> {
         let spawned = std::thread::Builder::new()
             .name(format!("verify-{i}"))
             .spawn(move || loop {
-                let next = rx.lock().unwrap().recv();
-                match next {
-                    Ok(job) => verify_and_store(&job.shared, job.addr, job.index, job.data),
-                    Err(_) => return,
+                let (first, second) = {
+                    let rx = rx.lock().unwrap();
+                    let Ok(first) = rx.recv() else { return };
+                    (first, rx.try_recv().ok())
+                };
+                match second {
+                    Some(second) => {
+                        let (a, b) = sha256::digest_pair(&first.data, &second.data);
+                        verify_and_store(first, &a);
+                        verify_and_store(second, &b);
+                    }
+                    None => {
+                        let hash = sha256::digest(&first.data);
+                        verify_and_store(first, &hash);
+                    }
                 }
             });
         spawned.expect("starting a verifier thread");
@@ -625,23 +640,31 @@ fn spawn_verifiers(n: usize) -> std::sync::mpsc::Sender<Job> {
     tx
 }
 
-/// Runs on a verifier thread: hash, write, record. A bad chunk strikes its sender.
-fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: PooledBuf) {
-    if !shared.manifest.verify(index, &data) {
+/// Runs on a verifier thread once the chunk is hashed: check, write, record. A bad chunk strikes
+/// its sender.
+fn verify_and_store(job: Job, hash: &ChunkHash) {
+    let Job {
+        shared,
+        addr,
+        index,
+        data,
+        ..
+    } = &job;
+    if !shared.manifest.matches(*index, data.len(), hash) {
         shared
             .progress
             .hash_failures
             .fetch_add(1, Ordering::Relaxed);
-        let banned = shared.sched.lock().unwrap().hash_failed(addr, index);
+        let banned = shared.sched.lock().unwrap().hash_failed(*addr, *index);
         tracing::warn!(peer = %addr, chunk = %index, banned, "chunk failed its hash; discarded");
         shared.notify();
         return;
     }
-    if shared.sched.lock().unwrap().is_done(index) {
-        shared.sched.lock().unwrap().completed(addr, index, 0);
+    if shared.sched.lock().unwrap().is_done(*index) {
+        shared.sched.lock().unwrap().completed(*addr, *index, 0);
         return;
     }
-    if let Err(e) = shared.part.write_at(shared.manifest.offset(index), &data) {
+    if let Err(e) = shared.part.write_at(shared.manifest.offset(*index), data) {
         shared.fatal.lock().unwrap().get_or_insert(e);
         shared.cancel.cancel();
         shared.notify();
@@ -651,7 +674,7 @@ fn verify_and_store(shared: &Shared, addr: PeerKey, index: ChunkIndex, data: Poo
         .sched
         .lock()
         .unwrap()
-        .completed(addr, index, data.len() as u32)
+        .completed(*addr, *index, data.len() as u32)
         == Completion::Accepted
     {
         shared

@@ -12,6 +12,7 @@ pub mod id;
 pub mod manifest;
 pub mod names;
 pub mod peer;
+pub mod sha256;
 pub mod tracker;
 
 pub use id::{ChunkIndex, ConnectionId, FileId, IdPrefix, TransactionId};

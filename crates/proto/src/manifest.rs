@@ -6,7 +6,6 @@
 //! them, then checks every chunk against the manifest.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{ChunkIndex, FileId};
 
@@ -60,7 +59,7 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> Result<u32, ManifestError> {
 
 /// SHA-256 of a chunk's bytes.
 pub fn hash_chunk(data: &[u8]) -> ChunkHash {
-    Sha256::digest(data).into()
+    crate::sha256::digest(data)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,18 +162,19 @@ impl Manifest {
 
     /// Whether `data` is exactly chunk `index`.
     pub fn verify(&self, index: ChunkIndex, data: &[u8]) -> bool {
-        match self.hash(index) {
-            Some(expected) => {
-                data.len() == self.chunk_len(index) as usize && hash_chunk(data) == *expected
-            }
-            None => false,
-        }
+        data.len() == self.chunk_len(index) as usize && self.hash(index) == Some(&hash_chunk(data))
+    }
+
+    /// Whether a chunk of `len` bytes whose SHA-256 is `hash` is chunk `index` of this file: for
+    /// callers that hash several chunks at once (see [`crate::sha256::digest_pair`]).
+    pub fn matches(&self, index: ChunkIndex, len: usize, hash: &ChunkHash) -> bool {
+        self.hash(index) == Some(hash) && len == self.chunk_len(index) as usize
     }
 }
 
 /// The id that manifest bytes stand for.
 pub fn id_of_encoding(bytes: &[u8]) -> FileId {
-    FileId(Sha256::digest(bytes).into())
+    FileId(crate::sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -693,3 +693,24 @@ fn strategies_cover_every_variant() {
     });
     assert_eq!(with_payload.len(), 2, "some frames carry a payload");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two-at-a-time SHA-256
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    /// `digest_pair` gives exactly what the `sha2` crate gives for each message, whatever the
+    /// lengths (equal ones take the interleaved SHA-NI path where the CPU has it).
+    #[test]
+    fn digest_pair_is_sha256_of_each(
+        a in vec(any::<u8>(), 0..2048),
+        b in vec(any::<u8>(), 0..2048),
+        equal in any::<bool>(),
+    ) {
+        use sha2::{Digest, Sha256};
+        let b = if equal { a.iter().zip(b.iter().cycle()).map(|(x, y)| x ^ y).collect() } else { b };
+        let (x, y) = shoal_proto::sha256::digest_pair(&a, &b);
+        prop_assert_eq!(x, <[u8; 32]>::from(Sha256::digest(&a)));
+        prop_assert_eq!(y, <[u8; 32]>::from(Sha256::digest(&b)));
+    }
+}
