@@ -228,6 +228,7 @@ pub async fn download(
         tracing::info!(parent: &span, chunks = resumed_chunks, "resuming: chunks already on disk and verified");
     }
 
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
         id: entry.id,
         sched: Mutex::new(Scheduler::new(manifest.num_chunks(), &have)),
@@ -237,11 +238,11 @@ pub async fn download(
         progress: progress.clone(),
         // One buffer per connection being read into, and a few per core for chunks being
         // verified and written.
-        pool: BufferPool::new(
-            opts.max_peers + 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2,
-        ),
+        pool: BufferPool::new(opts.max_peers + 4 * cores + 2),
         verifying: TaskTracker::new(),
-        verifiers: spawn_verifiers(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // Two per core: a thread waiting for its direct write to reach the disk leaves its core to
+        // another one's hashing (measured: 2 per core gave ~20 % more than 1, 3 no more than 2).
+        verifiers: spawn_verifiers(2 * cores),
         fatal: Mutex::new(None),
         last_activity: Mutex::new(Instant::now()),
         opts: opts.clone(),
@@ -276,6 +277,8 @@ pub async fn download(
         Err(RunEnd::Fatal(e)) => return Err(e.into()),
     }
     let shared = Arc::into_inner(shared).expect("every worker and verifier has finished");
+    let (direct, offered) = shared.part.direct_writes();
+    tracing::debug!(parent: &span, direct, offered, "chunks written straight to the disk (O_DIRECT)");
     let path = tokio::task::spawn_blocking(move || shared.part.finish())
         .await
         .expect("finishing panicked")?;
@@ -604,9 +607,9 @@ struct Job {
     _token: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// One thread per core hashes and writes received chunks, off the async runtime. A fixed set
-/// rather than `spawn_blocking` per chunk: concurrency matches the cores (more writers would only
-/// contend for the file's lock), and no thread pool grows over a long download. A thread that finds
+/// A few threads per core hash and write received chunks, off the async runtime. A fixed set
+/// rather than `spawn_blocking` per chunk: concurrency follows the cores (many more writers would
+/// only contend for the file's lock), and no thread pool grows over a long download. A thread that finds
 /// a second chunk waiting takes both and hashes them together, which is nearly twice as fast (see
 /// `shoal_proto::sha256`). The threads end when the download's [`Shared`] (which holds the sender)
 /// is dropped.

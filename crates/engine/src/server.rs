@@ -4,10 +4,12 @@
 //! what clients send (they only ever send control frames), a cap on requests waiting to be served,
 //! and a deadline for the hello.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use shoal_proto::peer::{Header, RejectReason, PROTOCOL_VERSION};
 use shoal_proto::ChunkIndex;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,8 +25,9 @@ use crate::store::{Library, ServeError, SharedFile};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest frame a client may send us: control frames only.
 const MAX_CLIENT_FRAME: usize = 256;
-/// Chunks past the one being sent that we ask the kernel to read ahead.
-const READ_AHEAD: usize = 4;
+/// Requests taken off a connection's socket ahead of the one being answered, their chunks read
+/// ahead from the disk meanwhile.
+const MAX_QUEUED: usize = 8;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must take each answer (a chunk, the manifest) off our hands within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,12 +86,27 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
     else {
         return Ok(());
     };
-    // Requests are answered one at a time, in order. Requests the client pipelines wait in the
-    // socket meanwhile, so a client can never make us hold more than one frame's worth of state.
-    // Each answer must be taken off our hands within WRITE_TIMEOUT: a client that stops reading
-    // gives its connection slot back.
+    // Requests are answered one at a time, in order. Up to MAX_QUEUED requests the client has
+    // already pipelined are taken off the socket as soon as they are there, so that their chunks
+    // can be read from the disk (prefetched) while earlier ones are sent; the rest wait in the
+    // socket, so a client can never make us hold more than that. Each answer must be taken off
+    // our hands within WRITE_TIMEOUT: a client that stops reading gives its connection slot back.
+    let mut queue = VecDeque::with_capacity(MAX_QUEUED);
     loop {
-        let frame = next_frame(&mut reader, IDLE_TIMEOUT).await?;
+        if queue.is_empty() {
+            queue.push_back(next_frame(&mut reader, IDLE_TIMEOUT).await?);
+        }
+        while queue.len() < MAX_QUEUED {
+            let Some(next) = reader.next().now_or_never() else {
+                break;
+            };
+            let frame = next.ok_or(ConnError::Closed)??;
+            if let Header::Request { index } = frame.header {
+                file.prefetch(index);
+            }
+            queue.push_back(frame);
+        }
+        let frame = queue.pop_front().expect("the queue was filled above");
         let answer = async {
             match frame.header {
                 Header::Request { index } => send_chunk(&file, library, index, &mut writer).await,
@@ -167,12 +185,6 @@ async fn send_chunk(
         return Ok(());
     }
     let offset = file.manifest.offset(index);
-    // Start reading the next chunks from disk now, so that sendfile finds them in the page cache
-    // instead of blocking this thread on the disk.
-    file.prefetch(
-        offset + u64::from(len),
-        READ_AHEAD as u64 * u64::from(file.manifest.chunk_size()),
-    );
     writer
         .send_file(&Header::Chunk { index }, file.file(), offset, len as usize)
         .await?;

@@ -21,6 +21,8 @@ use shoal_proto::tracker::FileEntry;
 use shoal_proto::{ChunkIndex, FileId, Manifest, ManifestError};
 use tokio::sync::Notify;
 
+use crate::pool::ALIGN;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: no such file")]
@@ -266,14 +268,20 @@ impl SharedFile {
         &self.file
     }
 
-    /// Asks the kernel to start reading a range into the page cache (never blocks for long).
-    pub fn prefetch(&self, offset: u64, len: u64) {
+    /// Asks the kernel to start reading a chunk into the page cache (never blocks for long), so
+    /// that `sendfile` finds it there instead of blocking a runtime thread on the disk.
+    pub fn prefetch(&self, index: ChunkIndex) {
+        let len = self.manifest.chunk_len(index);
+        if len == 0 {
+            // Not a chunk of this file (a length of 0 would mean "to the end").
+            return;
+        }
         // SAFETY: an advisory syscall on a descriptor we own.
         unsafe {
             libc::posix_fadvise(
                 self.file.as_raw_fd(),
-                offset as libc::off_t,
-                len as libc::off_t,
+                self.manifest.offset(index) as libc::off_t,
+                libc::off_t::from(len),
                 libc::POSIX_FADV_WILLNEED,
             );
         }
@@ -362,6 +370,12 @@ impl Library {
 /// cannot write it at once, renamed to `<name>` only once every chunk is verified and synced.
 pub struct PartFile {
     file: File,
+    /// The same file opened with `O_DIRECT`, if the file system takes it (see [`Self::write_at`]).
+    direct: Option<File>,
+    /// Cleared when a direct write is refused: from then on, the page cache.
+    direct_ok: AtomicBool,
+    /// Chunks written with `O_DIRECT` so far.
+    direct_writes: AtomicU64,
     part: PathBuf,
     dest: PathBuf,
 }
@@ -404,8 +418,18 @@ impl PartFile {
                 return Err(StoreError::DiskFull { path: part });
             }
         }
+        // Not every file system takes O_DIRECT (tmpfs before Linux 6.6 refuses it): then every
+        // write goes through the page cache.
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+            .open(&part)
+            .ok();
         Ok(PartFile {
             file,
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct_writes: AtomicU64::new(0),
+            direct,
             part,
             dest: dest.to_path_buf(),
         })
@@ -431,9 +455,36 @@ impl PartFile {
             .collect())
     }
 
-    /// Writes verified chunk data at its offset (blocking), and starts writing it back to the disk
-    /// at once: the final sync then has little left to wait for, so disk and network overlap.
+    /// Writes verified chunk data at its offset (blocking).
+    ///
+    /// Whole, aligned blocks (every chunk but a short last one, from the pool's aligned buffers)
+    /// go straight to the disk with `O_DIRECT`: no copy into the page cache, and no page-cache
+    /// memory to find for a file larger than the cache would like. That memory is not free: on this
+    /// project's VM every other download's writes ran at a fifth of the speed while the kernel
+    /// found pages for them, and the copy alone was ~15 % of the leecher's CPU. If the file system
+    /// refuses a direct write, it and all later ones go through the page cache instead, and
+    /// writeback is started at once so that the final sync has little left to wait for.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let aligned = |n: usize| n & (ALIGN - 1) == 0;
+        if aligned(offset as usize) && aligned(data.len()) && aligned(data.as_ptr() as usize) {
+            let direct = self
+                .direct
+                .as_ref()
+                .filter(|_| self.direct_ok.load(Ordering::Relaxed));
+            if let Some(direct) = direct {
+                match direct.write_all_at(data, offset) {
+                    Ok(()) => {
+                        self.direct_writes.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        tracing::debug!("direct writes refused ({e}); using the page cache");
+                        self.direct_ok.store(false, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(StoreError::io(&self.part, e)),
+                }
+            }
+        }
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StoreError::io(&self.part, e))?;
@@ -447,6 +498,15 @@ impl PartFile {
             );
         }
         Ok(())
+    }
+
+    /// How many writes went straight to the disk (`O_DIRECT`), and whether the file system offered
+    /// that at all.
+    pub fn direct_writes(&self) -> (u64, bool) {
+        (
+            self.direct_writes.load(Ordering::Relaxed),
+            self.direct.is_some(),
+        )
     }
 
     /// Syncs the data, renames `.part` to the final name and syncs the folder, so the final name
@@ -525,5 +585,42 @@ mod tests {
         part.finish().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"0123456789");
         assert!(!PartFile::part_path(&dest).exists());
+    }
+
+    #[test]
+    fn direct_and_page_cache_writes_land_alike() {
+        // Aligned chunks from aligned buffers take the O_DIRECT path (where the file system has
+        // it), a short tail and a misaligned buffer the page cache; the file has every byte.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        const CHUNK: usize = 16 * 1024;
+        let size = 3 * CHUNK + 1000;
+        let data: Vec<u8> = (0..size as u32).map(|i| (i * 7 % 253) as u8).collect();
+        let part = PartFile::open(&dest, size as u64).unwrap();
+        let mut aligned = vec![0u8; CHUNK + ALIGN];
+        let start = aligned.as_ptr().align_offset(ALIGN);
+        let aligned = &mut aligned[start..start + CHUNK];
+        for i in [2, 0] {
+            aligned.copy_from_slice(&data[i * CHUNK..(i + 1) * CHUNK]);
+            part.write_at((i * CHUNK) as u64, aligned).unwrap();
+        }
+        let misaligned = data[CHUNK - 1..2 * CHUNK].to_vec();
+        part.write_at(CHUNK as u64, &misaligned[1..]).unwrap();
+        part.write_at((3 * CHUNK) as u64, &data[3 * CHUNK..])
+            .unwrap();
+        // Read back through the page cache before the rename, as a resumed download would.
+        let hashes = part
+            .verify_existing(
+                &Manifest::of_bytes(&data, CHUNK as u32).unwrap(),
+                &AtomicU64::new(0),
+            )
+            .unwrap();
+        assert_eq!(hashes, vec![true; 4]);
+        match part.direct_writes() {
+            (n, true) => assert_eq!(n, 2, "the two aligned chunks go straight to the disk"),
+            (_, false) => eprintln!("note: this file system refuses O_DIRECT; page cache only"),
+        }
+        part.finish().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
     }
 }
