@@ -15,22 +15,109 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// SHA-256 of two messages, as `(digest(a), digest(b))`, about twice as fast as two calls when both
-/// have the same length and the CPU has SHA-NI.
+/// SHA-256 of two messages, as `(digest(a), digest(b))`, about 1.4 times as fast as two calls
+/// when both have the same length and the CPU has SHA-NI.
 pub fn digest_pair(a: &[u8], b: &[u8]) -> ([u8; 32], [u8; 32]) {
-    #[cfg(target_arch = "x86_64")]
-    if a.len() == b.len() && x86::available() {
-        // SAFETY: `available` checked at run time that the CPU has every feature `pair` enables.
-        return unsafe { x86::pair(a, b) };
+    if a.len() != b.len() {
+        return (digest(a), digest(b));
     }
-    (digest(a), digest(b))
+    let whole = a.len() / 64 * 64;
+    let mut pair = PairHasher::new();
+    pair.update(&a[..whole], &b[..whole]);
+    pair.finish(&a[whole..], &b[whole..])
+}
+
+/// Two messages of the same length hashed side by side, fed piece by piece (so that a caller can
+/// read them in pieces that stay in the CPU's cache).
+pub struct PairHasher {
+    inner: Inner,
+}
+
+enum Inner {
+    #[cfg(target_arch = "x86_64")]
+    Ni {
+        a: [u32; 8],
+        b: [u32; 8],
+        len: u64,
+    },
+    Plain(Sha256, Sha256),
+}
+
+impl Default for PairHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PairHasher {
+    pub fn new() -> PairHasher {
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            return PairHasher {
+                inner: Inner::Ni {
+                    a: x86::H0,
+                    b: x86::H0,
+                    len: 0,
+                },
+            };
+        }
+        PairHasher {
+            inner: Inner::Plain(Sha256::new(), Sha256::new()),
+        }
+    }
+
+    /// Feeds the next bytes of both messages: as many of each, a multiple of 64.
+    ///
+    /// # Panics
+    /// If the lengths differ or are not a multiple of 64.
+    pub fn update(&mut self, a: &[u8], b: &[u8]) {
+        assert_eq!(a.len(), b.len(), "the two messages advance together");
+        assert_eq!(a.len() % 64, 0, "whole 64-byte blocks only, until finish");
+        match &mut self.inner {
+            #[cfg(target_arch = "x86_64")]
+            Inner::Ni { a: sa, b: sb, len } => {
+                // SAFETY: this variant exists only where `x86::available()` said yes.
+                unsafe { x86::compress2(sa, sb, a, b) };
+                *len += a.len() as u64;
+            }
+            Inner::Plain(ha, hb) => {
+                ha.update(a);
+                hb.update(b);
+            }
+        }
+    }
+
+    /// Feeds the last bytes of both messages (as many of each, any number) and returns both
+    /// digests.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn finish(self, a: &[u8], b: &[u8]) -> ([u8; 32], [u8; 32]) {
+        assert_eq!(a.len(), b.len(), "the two messages end together");
+        match self.inner {
+            #[cfg(target_arch = "x86_64")]
+            Inner::Ni {
+                a: mut sa,
+                b: mut sb,
+                len,
+            } => {
+                // SAFETY: as in `update`.
+                unsafe { x86::finish(&mut sa, &mut sb, len, a, b) }
+            }
+            Inner::Plain(mut ha, mut hb) => {
+                ha.update(a);
+                hb.update(b);
+                (ha.finalize().into(), hb.finalize().into())
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
 
-    const H0: [u32; 8] = [
+    pub(super) const H0: [u32; 8] = [
         0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
         0x5be0cd19,
     ];
@@ -55,32 +142,35 @@ mod x86 {
             && std::is_x86_feature_detected!("sse4.1")
     }
 
-    /// Both digests of two messages of the same length.
+    /// Hashes the last bytes of two messages (the same number, any) after `len` bytes already
+    /// compressed into the states, and returns both digests.
     ///
     /// # Safety
     /// The CPU must support SHA-NI, SSE2, SSSE3 and SSE4.1 ([`available`]).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub(super) unsafe fn pair(a: &[u8], b: &[u8]) -> ([u8; 32], [u8; 32]) {
-        debug_assert_eq!(a.len(), b.len());
-        let full = a.len() / 64 * 64;
-        let mut sa = H0;
-        let mut sb = H0;
-        compress2(&mut sa, &mut sb, &a[..full], &b[..full]);
-
+    pub(super) unsafe fn finish(
+        sa: &mut [u32; 8],
+        sb: &mut [u32; 8],
+        len: u64,
+        a: &[u8],
+        b: &[u8],
+    ) -> ([u8; 32], [u8; 32]) {
+        let whole = a.len() / 64 * 64;
+        compress2(sa, sb, &a[..whole], &b[..whole]);
         // The padding: the tail, 0x80, zeros, and the length in bits; one block or two, the same
         // number for both messages because their lengths are equal.
-        let tail = a.len() - full;
+        let tail = a.len() - whole;
         let blocks = if tail < 56 { 1 } else { 2 };
-        let bits = (a.len() as u64).wrapping_mul(8).to_be_bytes();
+        let bits = (len + a.len() as u64).wrapping_mul(8).to_be_bytes();
         let mut pa = [0u8; 128];
         let mut pb = [0u8; 128];
         for (pad, msg) in [(&mut pa, a), (&mut pb, b)] {
-            pad[..tail].copy_from_slice(&msg[full..]);
+            pad[..tail].copy_from_slice(&msg[whole..]);
             pad[tail] = 0x80;
             pad[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits);
         }
-        compress2(&mut sa, &mut sb, &pa[..blocks * 64], &pb[..blocks * 64]);
-        (to_bytes(&sa), to_bytes(&sb))
+        compress2(sa, sb, &pa[..blocks * 64], &pb[..blocks * 64]);
+        (to_bytes(sa), to_bytes(sb))
     }
 
     fn to_bytes(state: &[u32; 8]) -> [u8; 32] {
@@ -135,10 +225,12 @@ mod x86 {
     }
 
     /// Compresses the same number of 64-byte blocks of two messages into their states.
+    ///
+    /// # Safety
+    /// The CPU must support SHA-NI, SSE2, SSSE3 and SSE4.1 ([`available`]).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    unsafe fn compress2(sa: &mut [u32; 8], sb: &mut [u32; 8], a: &[u8], b: &[u8]) {
-        assert_eq!(a.len(), b.len());
-        assert_eq!(a.len() % 64, 0, "whole blocks only");
+    pub(super) unsafe fn compress2(sa: &mut [u32; 8], sb: &mut [u32; 8], a: &[u8], b: &[u8]) {
+        debug_assert!(a.len() == b.len() && a.len() & 63 == 0);
         let mask = _mm_set_epi64x(0x0C0D_0E0F_0809_0A0B, 0x0405_0607_0001_0203);
         let (mut abef0, mut cdgh0) = load_state(sa);
         let (mut abef1, mut cdgh1) = load_state(sb);
@@ -200,6 +292,20 @@ mod tests {
             assert_eq!(x, digest(&a[..len]), "first of a {len}-byte pair");
             assert_eq!(y, digest(&b[..len]), "second of a {len}-byte pair");
         }
+    }
+
+    #[test]
+    fn piecewise_pairs_match_sha2() {
+        let a: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let b: Vec<u8> = (0..5000u32).map(|i| (i * 13 + 1) as u8).collect();
+        let mut pair = PairHasher::new();
+        let mut at = 0;
+        for piece in [0, 64, 128, 1024, 64] {
+            pair.update(&a[at..at + piece], &b[at..at + piece]);
+            at += piece;
+        }
+        let (x, y) = pair.finish(&a[at..], &b[at..]);
+        assert_eq!((x, y), (digest(&a), digest(&b)));
     }
 
     #[test]
