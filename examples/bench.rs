@@ -9,7 +9,8 @@
 //! 2. the same file and topology with aria2c (seeders and leecher) and opentracker, 512 KiB
 //!    pieces, in the same run (interleaved with 1, so both see the same machine), and the ratio;
 //! 3. the machine's limits: `dd conv=fdatasync` of the same size in the leecher's folder, and
-//!    SHA-256 throughput of the sha2 crate on one core and on two threads;
+//!    SHA-256 throughput of the sha2 crate on one core and on two threads (and, beside it, of
+//!    shoal's own hashing of two chunks at a time on one thread);
 //! 4. peak RSS of the leecher and the seeders for that file and for a 4 GiB one (`--big-size`);
 //! 5. seeder start-up: the time from starting a seeder to its id line (hashing the whole file);
 //! 6. tracker throughput: peer-list replies per second from a tracker pinned to CPU 0 under the
@@ -309,13 +310,17 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
     let src = src_dir.join(NAME);
     let warm = |src: &Path| machine::prepare(src, args.drop_caches);
 
-    step("SHA-256 of the sha2 crate, 256 MiB in memory per thread");
+    step("SHA-256 of the sha2 crate and of shoal's pair hashing, 256 MiB in memory per thread");
     let sha_1: Vec<f64> = (0..args.runs).map(|_| machine::sha256_rate(1)).collect();
     let sha_2: Vec<f64> = (0..args.runs).map(|_| machine::sha256_rate(2)).collect();
+    let sha_pair: Vec<f64> = (0..args.runs)
+        .map(|_| machine::sha256_pair_rate())
+        .collect();
     println!(
-        "    1 thread {:.2} GB/s, 2 threads {:.2} GB/s",
+        "    1 thread {:.2} GB/s, 2 threads {:.2} GB/s; shoal's two chunks at a time, 1 thread {:.2} GB/s",
         report::median(&sha_1).unwrap_or(0.0) / 1e9,
-        report::median(&sha_2).unwrap_or(0.0) / 1e9
+        report::median(&sha_2).unwrap_or(0.0) / 1e9,
+        report::median(&sha_pair).unwrap_or(0.0) / 1e9
     );
 
     step(&format!("writing the {label} source file"));
@@ -469,6 +474,7 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
         seeders: args.seeders,
         sha_1,
         sha_2,
+        sha_pair,
         startup_1,
         startup_all,
         shoal: shoal_runs,

@@ -208,6 +208,21 @@ pub fn sha256_rate(threads: usize) -> f64 {
     })
 }
 
+/// SHA-256 throughput of shoal's own hashing on one thread: 256 MiB as 512 KiB chunks, two at a
+/// time (`shoal_proto::sha256::digest_pair`, which interleaves two chunks' SHA-NI rounds).
+pub fn sha256_pair_rate() -> f64 {
+    const LEN: usize = 256 << 20;
+    const CHUNK: usize = 512 << 10;
+    let mut b = vec![0u8; LEN];
+    fastrand::Rng::with_seed(7).fill(&mut b);
+    let t0 = Instant::now();
+    for pair in b.chunks(2 * CHUNK) {
+        let (x, y) = pair.split_at(CHUNK);
+        std::hint::black_box(shoal_proto::sha256::digest_pair(x, y));
+    }
+    LEN as f64 / t0.elapsed().as_secs_f64()
+}
+
 /// Writes `size` pseudo-random bytes to `path` and fsyncs them.
 pub fn generate(path: &Path, size: u64) -> Result<()> {
     let mut rng = fastrand::Rng::with_seed(size);

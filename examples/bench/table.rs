@@ -14,6 +14,7 @@ pub struct Results {
     pub seeders: usize,
     pub sha_1: Vec<f64>,
     pub sha_2: Vec<f64>,
+    pub sha_pair: Vec<f64>,
     /// Seeder start-up times held to one core, and with every core.
     pub startup_1: Vec<f64>,
     pub startup_all: Vec<f64>,
@@ -168,6 +169,12 @@ pub fn tabulate(x: &Results) -> Report {
         "SHA-256 (sha2 crate), 2 threads",
         Unit::Rate,
         x.sha_2.clone(),
+        None,
+    );
+    r.row(
+        "SHA-256, shoal's 2 chunks at a time, 1 thread",
+        Unit::Rate,
+        x.sha_pair.clone(),
         None,
     );
 
