@@ -171,12 +171,14 @@ pub fn tabulate(x: &Results) -> Report {
         x.sha_2.clone(),
         None,
     );
-    r.row(
-        "SHA-256, shoal's 2 chunks at a time, 1 thread",
-        Unit::Rate,
-        x.sha_pair.clone(),
-        None,
-    );
+    r.push(Row {
+        name: "SHA-256, shoal's 2 chunks at a time, 1 thread".into(),
+        unit: Unit::Rate,
+        samples: x.sha_pair.clone(),
+        target: None,
+        note: (!shoal_proto::sha256::accelerated())
+            .then(|| "no SHA-NI here: one chunk after the other".into()),
+    });
 
     r.section("4. peak RSS");
     let rss = col(|d| d.rss_kib);

@@ -211,6 +211,12 @@ impl FrameWriter {
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.inner.shutdown().await
     }
+
+    /// Writes bytes as they are, frame or not: for tests that play a broken peer.
+    #[cfg(test)]
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes).await
+    }
 }
 
 /// Socket options for every peer connection: small control frames must not wait for Nagle.

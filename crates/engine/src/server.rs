@@ -25,9 +25,12 @@ use crate::store::{Library, ServeError, SharedFile};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest frame a client may send us: control frames only.
 const MAX_CLIENT_FRAME: usize = 256;
-/// Requests taken off a connection's socket ahead of the one being answered, their chunks read
-/// ahead from the disk meanwhile.
+/// Requests taken off a connection's socket at most, the one being answered included; the chunks
+/// of the others are read ahead from the disk meanwhile.
 const MAX_QUEUED: usize = 8;
+/// ... and at most this many bytes of chunks queued, so that large chunks are not read so far
+/// ahead (over up to [`MAX_CONNECTIONS`] connections) that the cache drops them before they go.
+const QUEUED_BYTES: usize = 4 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must take each answer (a chunk, the manifest) off our hands within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,25 +89,35 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
     else {
         return Ok(());
     };
-    // Requests are answered one at a time, in order. Up to MAX_QUEUED requests the client has
-    // already pipelined are taken off the socket as soon as they are there, so that their chunks
-    // can be read from the disk (prefetched) while earlier ones are sent; the rest wait in the
-    // socket, so a client can never make us hold more than that. Each answer must be taken off
-    // our hands within WRITE_TIMEOUT: a client that stops reading gives its connection slot back.
-    let mut queue = VecDeque::with_capacity(MAX_QUEUED);
+    // Requests are answered one at a time, in order. Requests the client has already pipelined
+    // are taken off the socket as soon as they are there (a few, see MAX_QUEUED and
+    // QUEUED_BYTES), so that their chunks can be read from the disk (prefetched) while earlier
+    // ones are sent; the rest wait in the socket, so a client can never make us hold more than
+    // that. A connection that ends, or sends something malformed, still has what it asked for
+    // before answered. Each answer must be taken off our hands within WRITE_TIMEOUT: a client
+    // that stops reading gives its connection slot back.
+    let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
+    let mut queue = VecDeque::with_capacity(most);
+    let mut ended = None;
     loop {
         if queue.is_empty() {
+            if let Some(why) = ended {
+                return Err(why);
+            }
             queue.push_back(next_frame(&mut reader, IDLE_TIMEOUT).await?);
         }
-        while queue.len() < MAX_QUEUED {
-            let Some(next) = reader.next().now_or_never() else {
-                break;
-            };
-            let frame = next.ok_or(ConnError::Closed)??;
-            if let Header::Request { index } = frame.header {
-                file.prefetch(index);
+        while ended.is_none() && queue.len() < most {
+            match reader.next().now_or_never() {
+                None => break,
+                Some(None) => ended = Some(ConnError::Closed),
+                Some(Some(Err(e))) => ended = Some(e),
+                Some(Some(Ok(frame))) => {
+                    if let Header::Request { index } = frame.header {
+                        file.prefetch(index);
+                    }
+                    queue.push_back(frame);
+                }
             }
-            queue.push_back(frame);
         }
         let frame = queue.pop_front().expect("the queue was filled above");
         let answer = async {
@@ -224,4 +237,74 @@ fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))?;
     socket.listen(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{Payload, PeerConn};
+    use crate::pool::BufferPool;
+    use std::sync::atomic::AtomicU64;
+
+    /// A client that pipelines requests and then ends its side (cleanly, or with a malformed
+    /// frame) still gets every chunk it asked for before.
+    #[tokio::test]
+    async fn queued_requests_are_answered_after_the_client_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data: Vec<u8> = (0..10 * 16 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let library = Library::new();
+        let file = library.add(SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, library.clone(), cancel.clone()));
+        let pool = BufferPool::new(2);
+
+        for malformed in [false, true] {
+            let mut conn = PeerConn::connect(addr, file.id, Duration::from_secs(10))
+                .await
+                .unwrap();
+            conn.manifest(&file.id, Duration::from_secs(10))
+                .await
+                .unwrap();
+            for index in 0..6 {
+                conn.writer.queue(&Header::Request {
+                    index: ChunkIndex(index),
+                });
+            }
+            if malformed {
+                // A length prefix far over what a client may send.
+                conn.writer.flush().await.unwrap();
+                conn.writer
+                    .write_raw(&[0xff, 0xff, 0xff, 0x7f])
+                    .await
+                    .unwrap();
+            } else {
+                conn.writer.flush().await.unwrap();
+                conn.writer.shutdown().await.unwrap();
+            }
+            for index in 0..6u32 {
+                match conn.reader.next(Duration::from_secs(10), Some(&pool)).await {
+                    Ok((Header::Chunk { index: got }, Payload::Chunk(buf))) => {
+                        assert_eq!(got, ChunkIndex(index));
+                        let at = index as usize * 16 * 1024;
+                        assert!(buf[..] == data[at..at + 16 * 1024], "chunk {index} intact");
+                    }
+                    other => panic!(
+                        "chunk {index} (malformed end: {malformed}): {:?}",
+                        other.map(|(h, _)| h)
+                    ),
+                }
+            }
+            assert!(conn
+                .reader
+                .next(Duration::from_secs(10), Some(&pool))
+                .await
+                .is_err());
+        }
+        cancel.cancel();
+        server.await.unwrap();
+    }
 }

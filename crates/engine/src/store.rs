@@ -88,6 +88,8 @@ pub fn hash_chunks(
                 s.spawn(move || -> io::Result<()> {
                     let chunk = chunk_size as usize;
                     let piece = chunk.min(HASH_PIECE);
+                    // Chunk sizes are powers of two of at least 16 KiB (`chunk_count` checked).
+                    debug_assert_eq!((chunk % piece, piece % 64), (0, 0));
                     let mut pieces = vec![0u8; 2 * piece];
                     let mut whole = Vec::new();
                     let mut mine = Vec::new();
@@ -137,6 +139,15 @@ pub fn hash_chunks(
         .collect();
     all.sort_unstable_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, h)| h).collect())
+}
+
+/// Whether two descriptors are open on the same file.
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// What we remember of a file's metadata to notice that it changed under us.
@@ -440,12 +451,14 @@ impl PartFile {
             }
         }
         // Not every file system takes O_DIRECT (tmpfs before Linux 6.6 refuses it): then every
-        // write goes through the page cache.
+        // write goes through the page cache. Opened by name, so it must turn out to be the very
+        // file locked above (not one that replaced it in between).
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
             .open(&part)
-            .ok();
+            .ok()
+            .filter(|d| same_file(d, &file));
         Ok(PartFile {
             file,
             direct_ok: AtomicBool::new(direct.is_some()),
@@ -487,17 +500,20 @@ impl PartFile {
     /// writeback is started at once so that the final sync has little left to wait for.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let aligned = |n: usize| n & (ALIGN - 1) == 0;
+        let mut written = 0;
         if aligned(offset as usize) && aligned(data.len()) && aligned(data.as_ptr() as usize) {
             let direct = self
                 .direct
                 .as_ref()
                 .filter(|_| self.direct_ok.load(Ordering::Relaxed));
             if let Some(direct) = direct {
-                match direct.write_all_at(data, offset) {
-                    Ok(()) => {
+                match direct.write_at(data, offset) {
+                    Ok(n) if n == data.len() => {
                         self.direct_writes.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
+                    // A short direct write: the rest goes through the page cache below.
+                    Ok(n) => written = n,
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                         tracing::debug!("direct writes refused ({e}); using the page cache");
                         self.direct_ok.store(false, Ordering::Relaxed);
@@ -506,6 +522,7 @@ impl PartFile {
                 }
             }
         }
+        let (offset, data) = (offset + written as u64, &data[written..]);
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StoreError::io(&self.part, e))?;
