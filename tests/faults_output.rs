@@ -88,7 +88,17 @@ fn a_folder_without_write_permission_is_one_clear_error() {
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
     mode(swarm.dir.path(), 0o755).unwrap();
     mode(&out, 0o555).unwrap();
-    let mut cmd = Command::new(bin("leecher"));
+    // As nobody, the build's own copy may be out of reach (a checkout under a 0700 folder, as
+    // in `mktemp -d`), so nobody runs a copy inside the test's folder.
+    let leecher = if is_root() {
+        let copy = swarm.dir.path().join("leecher-copy");
+        std::fs::copy(bin("leecher"), &copy).expect("copying the leecher");
+        mode(&copy, 0o755).unwrap();
+        copy
+    } else {
+        bin("leecher")
+    };
+    let mut cmd = Command::new(&leecher);
     cmd.args(["--no-seed", "--out", "out", &id])
         .env("P2P_TRACKER", &swarm.tracker_addr)
         .env("RUST_LOG", "info")
