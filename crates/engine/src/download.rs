@@ -229,6 +229,7 @@ pub async fn download(
     }
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_size = manifest.chunk_size();
     let shared = Arc::new(Shared {
         id: entry.id,
         sched: Mutex::new(Scheduler::new(manifest.num_chunks(), &have)),
@@ -236,9 +237,7 @@ pub async fn download(
         part,
         changed: watch::channel(()).0,
         progress: progress.clone(),
-        // One buffer per connection being read into, and a few per core for chunks being
-        // verified and written.
-        pool: BufferPool::new(opts.max_peers + 4 * cores + 2),
+        pool: BufferPool::new(pool_size(opts.max_peers, cores, chunk_size)),
         verifying: TaskTracker::new(),
         // Two per core: a thread waiting for its direct write to reach the disk leaves its core to
         // another one's hashing (measured: 2 per core gave ~20 % more than 1, 3 no more than 2).
@@ -597,6 +596,20 @@ async fn pull(
     }
 }
 
+/// Chunk buffers for a download: one per connection being read into, and four per core for chunks
+/// waiting for, or in, verification and writing (two verifier threads per core, each holding up to
+/// two chunks). For large chunks that many would be a lot of memory (42 × 16 MiB), so the pool is
+/// also held to [`POOL_BYTES`], but never below what keeps every verifier busy plus a chunk
+/// being read.
+fn pool_size(max_peers: usize, cores: usize, chunk_size: u32) -> usize {
+    let busy = 4 * cores + 2;
+    (max_peers + busy).min((POOL_BYTES / chunk_size as usize).max(busy))
+}
+
+/// What the chunk buffers of one download may take, unless the chunks are so large that a few of
+/// them are more (see [`pool_size`]).
+const POOL_BYTES: usize = 64 << 20;
+
 /// A received chunk on its way to the disk.
 struct Job {
     shared: Arc<Shared>,
@@ -768,5 +781,23 @@ impl PeerBook {
             e.failures += 1;
             e.retry_at = now + Duration::from_millis(250 * (1u64 << e.failures.min(6)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_bounded_for_large_chunks() {
+        const M: u32 = 1 << 20;
+        // The default: every connection and every verifier has a buffer (21 MiB on 2 cores).
+        assert_eq!(pool_size(32, 2, M / 2), 42);
+        // Large chunks: held to 64 MiB, but never starving the verifiers.
+        assert_eq!(pool_size(32, 2, 4 * M), 16);
+        assert_eq!(pool_size(32, 2, 16 * M), 10);
+        assert_eq!(pool_size(32, 8, 16 * M), 34);
+        // Small chunks, few peers: as many as can be used.
+        assert_eq!(pool_size(1, 2, 16 * 1024), 11);
     }
 }
