@@ -25,6 +25,8 @@
 
 #[path = "bench/aria.rs"]
 mod aria;
+#[path = "common/build.rs"]
+mod build;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/machine.rs"]

@@ -7,6 +7,9 @@
 //! prints or on its exit, never a sleep. Whatever happens (success, failure, Ctrl-C) every child
 //! is stopped and the temporary folder removed before the demo exits.
 
+#[path = "common/build.rs"]
+mod build;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
@@ -246,55 +249,20 @@ fn step(what: &str) {
 /// Builds the three programs with the cargo that runs this example, in the same profile, and
 /// returns the folder they are in (the one above this example's `examples/` folder).
 async fn build() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find the demo's own executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected location of the demo: {}", exe.display()))?
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--bins"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
+    let plan = build::plan()?;
     step(&format!(
         "building tracker, seeder and leecher: cargo build --bins{}",
-        match profile.as_str() {
-            "debug" => String::new(),
-            "release" => " --release".to_string(),
-            other => format!(" --profile {other}"),
-        }
+        build::profile_flag(&plan.profile)
     ));
-    if let Some(dir) = option_env!("CARGO_MANIFEST_DIR") {
-        cmd.current_dir(dir);
-    }
-    let status = cmd
+    let cargo = plan.command.get_program().to_string_lossy().into_owned();
+    let status = Command::from(plan.command)
         .kill_on_drop(true)
         .status()
         .await
-        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+        .with_context(|| format!("cannot run {cargo}"))?;
     ensure!(status.success(), "cargo build failed ({status})");
-    for bin in ["tracker", "seeder", "leecher"] {
-        let path = profile_dir.join(bin);
-        ensure!(
-            path.is_file(),
-            "{} is missing after the build (built for another target?)",
-            path.display()
-        );
-    }
-    Ok(profile_dir)
+    build::check(&plan.dir)?;
+    Ok(plan.dir)
 }
 
 /// Writes `size` deterministic pseudo-random bytes to `path`; returns their SHA-256.

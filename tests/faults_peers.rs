@@ -7,43 +7,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use support::hostile::*;
 use support::*;
-
-const CHUNK: usize = 16 * 1024;
-
-/// 65 chunks of 16 KiB, the last one short.
-fn test_file(seed: u64) -> Vec<u8> {
-    pattern(64 * CHUNK + 1000, seed)
-}
-
-fn chunks_in(data: &[u8]) -> u32 {
-    data.len().div_ceil(CHUNK) as u32
-}
-
-/// A real seeder of `data` (as f.bin, 16 KiB chunks) in its own folder, behind a gate.
-fn gated_seeder(swarm: &Swarm, dir: &str, data: &[u8], gate: Gate) -> (Proc, String, Proxy) {
-    swarm.write(&format!("{dir}/f.bin"), data);
-    let (p, lines, proxy) = seeder_behind_proxy(
-        swarm,
-        &swarm.path(dir),
-        &["--chunk-size", "16K", "f.bin"],
-        gate,
-    );
-    (p, id_of(&lines[0]), proxy)
-}
-
-/// Whether `line` is the leecher's log of dropping its connection to `peer`.
-fn dropped(line: &str, peer: SocketAddr) -> bool {
-    line.contains(&format!("peer{{addr={peer}}}")) && line.contains("peer dropped")
-}
-
-fn assert_same_file(out: &std::path::Path, data: &[u8], run: &Run) {
-    let got = std::fs::read(out.join("f.bin")).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
-    assert!(got == data, "the file differs\n{}", run.dump());
-}
 
 /// Case 1: a real seeder is SIGKILLed once it has delivered half the chunks and while it still
 /// owes more; the other seeder delivers exactly the rest.
@@ -79,7 +44,7 @@ fn a_seeder_killed_half_way_hands_its_chunks_to_the_others() {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert_eq!(s.chunks_from(pa.addr), half, "{}", run.dump());
     assert_eq!(s.chunks_from(pb.addr), total - half, "{}", run.dump());
@@ -108,7 +73,7 @@ fn a_peer_dying_mid_transfer_is_replaced() {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert!(s.chunks_from(dying.addr) <= 20, "{}", run.dump());
     assert_eq!(s.total(), total, "{}", run.dump());
@@ -139,7 +104,7 @@ fn liar_case(mode: Mode, lies_everywhere: bool) {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert!(
         s.line.contains(&format!("banned: {}", liar.addr)),
@@ -212,7 +177,7 @@ fn stalled_peers_time_out() {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());
     assert!(s.banned.is_empty(), "{}", run.dump());
@@ -243,7 +208,7 @@ fn endgame_does_not_wait_for_a_slow_peer() {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());
     assert!(
@@ -281,7 +246,7 @@ fn garbage_case(kind: Garbage, why: &str) {
 
     let run = finish(&mut leecher);
     run.assert_ok();
-    assert_same_file(&out, &data, &run);
+    assert_same_file(&out.join("f.bin"), &data, &run);
     let s = Summary::from_stderr(&run.stderr);
     assert_eq!(s.chunks_from(bad.addr), 0, "{}", run.dump());
     assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());

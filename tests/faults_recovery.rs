@@ -11,42 +11,11 @@ use shoal_proto::FileId;
 use support::hostile::*;
 use support::*;
 
-const CHUNK: usize = 16 * 1024;
-
-/// 65 chunks of 16 KiB, the last one short.
-fn test_file(seed: u64) -> Vec<u8> {
-    pattern(64 * CHUNK + 1000, seed)
-}
-
-fn chunks_in(data: &[u8]) -> u32 {
-    data.len().div_ceil(CHUNK) as u32
-}
-
 fn real_seeder(swarm: &Swarm, dir: &str, data: &[u8]) -> (Proc, String, SocketAddr) {
     swarm.write(&format!("{dir}/f.bin"), data);
     let (p, lines) = swarm.seeder_in(&swarm.path(dir), &["--chunk-size", "16K", "f.bin"]);
     let addr = seeder_addr(&p);
     (p, id_of(&lines[0]), addr)
-}
-
-fn gated_seeder(swarm: &Swarm, dir: &str, data: &[u8], gate: Gate) -> (Proc, String, Proxy) {
-    swarm.write(&format!("{dir}/f.bin"), data);
-    let (p, lines, proxy) = seeder_behind_proxy(
-        swarm,
-        &swarm.path(dir),
-        &["--chunk-size", "16K", "f.bin"],
-        gate,
-    );
-    (p, id_of(&lines[0]), proxy)
-}
-
-fn dropped(line: &str, peer: SocketAddr) -> bool {
-    line.contains(&format!("peer{{addr={peer}}}")) && line.contains("peer dropped")
-}
-
-fn assert_same_file(path: &Path, data: &[u8], run: &Run) {
-    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
-    assert!(got == data, "{} differs\n{}", path.display(), run.dump());
 }
 
 /// Starts a leecher whose only seeder (real, behind a gate) delivers `k` chunks and is then

@@ -6,50 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::procs::{self, Opts};
 
 /// Builds the three programs in the bench's own profile; returns their folder and `target/`.
 pub fn build() -> Result<(PathBuf, PathBuf)> {
-    let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected location of the bench: {}", exe.display()))?
-        .to_path_buf();
-    let target_dir = profile_dir
-        .parent()
-        .unwrap_or(Path::new("target"))
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
+    let mut plan = crate::build::plan()?;
+    let profile = &plan.profile;
     if profile != "release" {
         println!("  warning: built as {profile}; run with --release for meaningful figures");
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--bins"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    if let Some(dir) = option_env!("CARGO_MANIFEST_DIR") {
-        cmd.current_dir(dir);
     }
     println!("\n==> building tracker, seeder and leecher ({profile})");
     let mut p = procs::spawn(
         "cargo build",
-        &mut cmd,
+        &mut plan.command,
         Opts {
             inherit: true,
             group: true,
@@ -58,15 +30,13 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
     )?;
     let exit = p.wait(Duration::from_secs(3600))?;
     ensure!(exit.success(), "cargo build failed ({})", exit.describe());
-    for bin in ["tracker", "seeder", "leecher"] {
-        let path = profile_dir.join(bin);
-        ensure!(
-            path.is_file(),
-            "{} is missing after the build",
-            path.display()
-        );
-    }
-    Ok((profile_dir, target_dir))
+    crate::build::check(&plan.dir)?;
+    let target_dir = plan
+        .dir
+        .parent()
+        .unwrap_or(Path::new("target"))
+        .to_path_buf();
+    Ok((plan.dir, target_dir))
 }
 
 /// What the figures were measured on, as (key, value) pairs.

@@ -789,6 +789,41 @@ pub fn seeder_behind_proxy(
     (seeder, out, proxy)
 }
 
+/// The chunk size of the fault tests' file.
+pub const CHUNK: usize = 16 * 1024;
+
+/// The fault tests' file: 65 chunks of 16 KiB, the last one short.
+pub fn test_file(seed: u64) -> Vec<u8> {
+    super::pattern(64 * CHUNK + 1000, seed)
+}
+
+pub fn chunks_in(data: &[u8]) -> u32 {
+    data.len().div_ceil(CHUNK) as u32
+}
+
+/// A real seeder of `data` (as f.bin, 16 KiB chunks) in its own folder, behind a gate.
+pub fn gated_seeder(swarm: &Swarm, dir: &str, data: &[u8], gate: Gate) -> (Proc, String, Proxy) {
+    swarm.write(&format!("{dir}/f.bin"), data);
+    let (p, lines, proxy) = seeder_behind_proxy(
+        swarm,
+        &swarm.path(dir),
+        &["--chunk-size", "16K", "f.bin"],
+        gate,
+    );
+    (p, super::id_of(&lines[0]), proxy)
+}
+
+/// Whether `line` is the leecher's log of dropping its connection to `peer`.
+pub fn dropped(line: &str, peer: SocketAddr) -> bool {
+    line.contains(&format!("peer{{addr={peer}}}")) && line.contains("peer dropped")
+}
+
+/// Asserts that the file at `path` holds exactly `data`.
+pub fn assert_same_file(path: &Path, data: &[u8], run: &Run) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{e}\n{}", run.dump()));
+    assert!(got == data, "{} differs\n{}", path.display(), run.dump());
+}
+
 /// The value of `name=value` in a log line.
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let key = format!("{name}=");
@@ -852,17 +887,6 @@ impl Summary {
 
     pub fn total(&self) -> u32 {
         self.per_peer.values().sum()
-    }
-}
-
-/// Waits for `p` to exit and returns what it did.
-pub fn finish(p: &mut Proc) -> Run {
-    let status = p.wait_exit();
-    Run {
-        status,
-        stdout: p.stdout().join("\n"),
-        stderr: p.stderr().join("\n"),
-        command: p.command.clone(),
     }
 }
 

@@ -321,7 +321,11 @@ pub fn chunks_per_peer(summary: &str) -> Vec<(String, u32)> {
 
 /// Runs a program to completion.
 pub fn run(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
-    let mut p = Proc::spawn(name, args, cwd, env);
+    finish(&mut Proc::spawn(name, args, cwd, env))
+}
+
+/// Waits for `p` to exit and returns what it did.
+pub fn finish(p: &mut Proc) -> Run {
     let status = p.wait_exit();
     Run {
         status,

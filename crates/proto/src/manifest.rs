@@ -160,13 +160,8 @@ impl Manifest {
         (self.size - start).min(u64::from(self.chunk_size)) as u32
     }
 
-    /// Whether `data` is exactly chunk `index`.
-    pub fn verify(&self, index: ChunkIndex, data: &[u8]) -> bool {
-        data.len() == self.chunk_len(index) as usize && self.hash(index) == Some(&hash_chunk(data))
-    }
-
-    /// Whether a chunk of `len` bytes whose SHA-256 is `hash` is chunk `index` of this file: for
-    /// callers that hash several chunks at once (see [`crate::sha256::digest_pair`]).
+    /// Whether a chunk of `len` bytes whose SHA-256 is `hash` is chunk `index` of this file. The
+    /// caller hashes (see [`crate::sha256::digest_pair`] for two chunks at once).
     pub fn matches(&self, index: ChunkIndex, len: usize, hash: &ChunkHash) -> bool {
         self.hash(index) == Some(hash) && len == self.chunk_len(index) as usize
     }
@@ -202,10 +197,12 @@ mod tests {
                 let idx = ChunkIndex(i);
                 let start = m.offset(idx) as usize;
                 let chunk = &data[start..start + m.chunk_len(idx) as usize];
-                assert!(m.verify(idx, chunk));
-                assert!(!m.verify(idx, &chunk[..chunk.len() - 1]));
+                let short = &chunk[..chunk.len() - 1];
+                assert!(m.matches(idx, chunk.len(), &hash_chunk(chunk)));
+                assert!(!m.matches(idx, short.len(), &hash_chunk(short)));
+                assert!(!m.matches(idx, chunk.len(), &hash_chunk(short)));
             }
-            assert!(!m.verify(ChunkIndex(chunks), b""));
+            assert!(!m.matches(ChunkIndex(chunks), 0, &hash_chunk(b"")));
         }
     }
 
