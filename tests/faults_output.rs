@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::{Component, Path};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use shoal_engine::tracker_client::TrackerError;
 use shoal_proto::names::{safe_file_name, MAX_LOCAL_NAME};
@@ -36,6 +36,16 @@ fn assert_one_error<'a>(status: Option<i32>, stderr: &'a str, dump: &str) -> &'a
         .collect();
     assert_eq!(errors.len(), 1, "one error line\n{dump}");
     errors[0]
+}
+
+/// The leecher failed with exactly one error line, one that `says_why` accepts, and left `out`
+/// empty.
+fn assert_failed_writing_nothing(res: &Output, out: &Path, says_why: impl Fn(&str) -> bool) {
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let error = assert_one_error(res.status.code(), &stderr, &dump(res));
+    assert!(says_why(error), "{}", dump(res));
+    assert!(dir_names(out).is_empty(), "nothing written\n{}", dump(res));
+    eprintln!("{error}");
 }
 
 fn is_root() -> bool {
@@ -109,19 +119,9 @@ fn a_folder_without_write_permission_is_one_clear_error() {
     }
     let res = cmd.output().expect("running the leecher");
     mode(&out, 0o755).unwrap();
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    let error = assert_one_error(res.status.code(), &stderr, &dump(&res));
-    assert!(
-        error.contains("f.bin.part: permission denied"),
-        "{}",
-        dump(&res)
-    );
-    assert!(
-        dir_names(&out).is_empty(),
-        "nothing written\n{}",
-        dump(&res)
-    );
-    eprintln!("{error}");
+    assert_failed_writing_nothing(&res, &out, |error| {
+        error.contains("f.bin.part: permission denied")
+    });
 }
 
 /// Case 9: a read-only folder (a read-only bind mount in a private mount namespace: this stops
@@ -137,19 +137,9 @@ fn a_read_only_folder_is_one_clear_error() {
     let out = swarm.folder("out");
     let script = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$1" --no-seed --out "$0" "$2""#;
     let res = in_mount_namespace(&swarm, script, &out, &id);
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    let error = assert_one_error(res.status.code(), &stderr, &dump(&res));
-    assert!(
-        error.contains("f.bin.part") && error.matches("Read-only file system").count() == 1,
-        "{}",
-        dump(&res)
-    );
-    assert!(
-        dir_names(&out).is_empty(),
-        "nothing written\n{}",
-        dump(&res)
-    );
-    eprintln!("{error}");
+    assert_failed_writing_nothing(&res, &out, |error| {
+        error.contains("f.bin.part") && error.matches("Read-only file system").count() == 1
+    });
 }
 
 /// Case 9: the disk is full: the destination is a 256 KiB tmpfs and the file is 1 MiB. Space is
