@@ -435,15 +435,7 @@ impl BatchIo {
                 libc::MSG_DONTWAIT,
             )
         };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(r as usize)
+        datagrams_done(r)
     }
 
     /// Receives up to [`BATCH`] waiting datagrams without blocking; returns how many.
@@ -473,15 +465,7 @@ impl BatchIo {
                 std::ptr::null_mut(),
             )
         };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        let n = r as usize;
+        let n = datagrams_done(r)?;
         for (len, hdr) in self.lens.iter_mut().zip(&hdrs).take(n) {
             *len = hdr.msg_len as usize;
         }
@@ -491,5 +475,18 @@ impl BatchIo {
     /// The `k`th datagram of the last [`BatchIo::recv`].
     fn received(&self, k: usize) -> &[u8] {
         &self.bufs[k][..self.lens[k]]
+    }
+}
+
+/// What `sendmmsg` or `recvmmsg` returned, as datagrams done: none when the socket would block.
+fn datagrams_done(r: libc::c_int) -> std::io::Result<usize> {
+    if r >= 0 {
+        return Ok(r as usize);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
     }
 }

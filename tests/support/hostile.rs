@@ -243,8 +243,7 @@ pub struct HostilePeer {
     pub addr: SocketAddr,
     pub events: Arc<Events>,
     pub gate: Gate,
-    cancel: CancellationToken,
-    rt: Option<Runtime>,
+    background: Background,
 }
 
 impl HostilePeer {
@@ -281,8 +280,7 @@ impl HostilePeer {
             addr,
             events,
             gate,
-            cancel,
-            rt: Some(rt),
+            background: Background::new(rt, cancel),
         }
     }
 
@@ -299,11 +297,27 @@ impl HostilePeer {
 
     /// Closes every connection and the listener at once, and stops heartbeating.
     pub fn kill(&self) {
-        self.cancel.cancel();
+        self.background.cancel.cancel();
     }
 }
 
-impl Drop for HostilePeer {
+/// The runtime a test peer's tasks run on and the token that stops them: cancelled, and the
+/// runtime shut down without waiting, when the peer is dropped.
+struct Background {
+    rt: Option<Runtime>,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    fn new(rt: Runtime, cancel: CancellationToken) -> Background {
+        Background {
+            rt: Some(rt),
+            cancel,
+        }
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
         self.cancel.cancel();
         if let Some(rt) = self.rt.take() {
@@ -627,8 +641,7 @@ pub struct Proxy {
     pub events: Arc<Events>,
     pub gate: Gate,
     upstream: watch::Sender<Option<SocketAddr>>,
-    cancel: CancellationToken,
-    rt: Option<Runtime>,
+    background: Background,
 }
 
 impl Proxy {
@@ -653,8 +666,7 @@ impl Proxy {
             events,
             gate,
             upstream,
-            cancel,
-            rt: Some(rt),
+            background: Background::new(rt, cancel),
         }
     }
 
@@ -665,16 +677,7 @@ impl Proxy {
 
     /// Closes every connection and the listening socket.
     pub fn shutdown(&self) {
-        self.cancel.cancel();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.background.cancel.cancel();
     }
 }
 
