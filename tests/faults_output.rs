@@ -53,20 +53,31 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether `unshare -rm` (a private mount namespace, as root of a new user namespace) works here:
-/// it lets a test mount a read-only or tiny file system without privileges on the host.
-fn have_unshare() -> bool {
-    Command::new("unshare")
-        .args(["-rm", "true"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// The `unshare` flags that give a private mount namespace here, where a test can mount a
+/// read-only or tiny file system without touching the host's: `-m` as root, else `-rm` (as root
+/// of a new user namespace). Panics, saying how to get one, when that does not work.
+fn mount_namespace_flags() -> &'static str {
+    let flags = if is_root() { "-m" } else { "-rm" };
+    match Command::new("unshare").args([flags, "true"]).output() {
+        Ok(o) if o.status.success() => flags,
+        Ok(o) => panic!(
+            "this test needs a private mount namespace, and `unshare {flags} true` failed ({}): \
+             run the tests as root, or allow unprivileged user namespaces \
+             (`sysctl -w kernel.unprivileged_userns_clone=1`; on Ubuntu also \
+             `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "this test needs `unshare` from util-linux (Debian: apt-get install util-linux): {e}"
+        ),
+    }
 }
 
 /// Runs `script` under `sh` in a private mount namespace, with `$0` = `dir`, `$1` = the leecher
 /// binary and `$2` = `id`.
 fn in_mount_namespace(swarm: &Swarm, script: &str, dir: &Path, id: &str) -> std::process::Output {
     Command::new("unshare")
-        .args(["-rm", "sh", "-c", script])
+        .args([mount_namespace_flags(), "sh", "-c", script])
         .arg(dir)
         .arg(bin("leecher"))
         .arg(id)
@@ -125,13 +136,9 @@ fn a_folder_without_write_permission_is_one_clear_error() {
 }
 
 /// Case 9: a read-only folder (a read-only bind mount in a private mount namespace: this stops
-/// root too).
+/// root too). Needs `unshare`: see [`mount_namespace_flags`].
 #[test]
 fn a_read_only_folder_is_one_clear_error() {
-    if !have_unshare() {
-        eprintln!("note: `unshare -rm` is not available here; read-only folder test skipped");
-        return;
-    }
     let swarm = Swarm::new();
     let (_s, id) = seeder_of(&swarm, &pattern(200_000, 92));
     let out = swarm.folder("out");
@@ -147,10 +154,6 @@ fn a_read_only_folder_is_one_clear_error() {
 /// nothing under the final name.
 #[test]
 fn a_full_disk_is_one_clear_error() {
-    if !have_unshare() {
-        eprintln!("note: `unshare -rm` is not available here, so no small file system can be mounted without root; disk-full test skipped");
-        return;
-    }
     let swarm = Swarm::new();
     let (_s, id) = seeder_of(&swarm, &pattern(1 << 20, 93));
     let out = swarm.folder("out");
@@ -241,7 +244,7 @@ fn names_from_the_network_are_never_paths() {
 
     for f in &files {
         let safe = safe_file_name(&f.name, &f.id);
-        let parts: Vec<Component> = Path::new(&safe).components().collect();
+        let parts: Vec<Component<'_>> = Path::new(&safe).components().collect();
         assert!(
             matches!(parts[..], [Component::Normal(_)]) && safe.len() <= MAX_LOCAL_NAME,
             "{:?} -> {safe:?}",

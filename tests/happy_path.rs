@@ -5,6 +5,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use support::hostile::{seeder_behind_proxy, Gate};
 use support::*;
 
 const KIB: usize = 1024;
@@ -51,12 +52,19 @@ fn fetch(
     args.extend_from_slice(extra);
     args.push(query);
     let run = swarm.run_leecher(&out, &args);
+    check_fetched(&run, &out, expect_name, data);
+    run
+}
+
+/// Checks a finished `--no-seed` download into `out`: the bytes, nothing else left in `out`, the
+/// stdout line and the summary.
+fn check_fetched(run: &Run, out: &Path, expect_name: &str, data: &[u8]) {
     run.assert_ok();
     let got = std::fs::read(out.join(expect_name))
         .unwrap_or_else(|e| panic!("no {expect_name}: {e}\n{}", run.dump()));
     assert!(got == data, "downloaded bytes differ\n{}", run.dump());
     assert_eq!(
-        dir_names(&out),
+        dir_names(out),
         vec![expect_name.to_string()],
         "leftovers\n{}",
         run.dump()
@@ -72,62 +80,91 @@ fn fetch(
         "{}",
         run.dump()
     );
-    run
 }
 
-/// Asserts that the chunks per peer add up to `chunks`, come only from `allowed`, and (when
-/// `spread`) from more than one peer.
-fn check_spread(run: &Run, allowed: &BTreeSet<String>, chunks: usize, spread: bool) {
+/// Downloads `name` from three real seeders behind closed gates (so that no seeder can deliver
+/// everything before the others are connected, however fast it is), with `extra` leecher
+/// arguments. Every seeder must be asked for a chunk while none has delivered any; then each in
+/// turn delivers one, and only then do the gates open. Returns the run and the addresses the
+/// leecher knows the seeders by.
+fn fetch_from_three_gated(
+    swarm: &Swarm,
+    seeder_args: &[&str],
+    extra: &[&str],
+    name: &str,
+    data: &[u8],
+) -> (Run, BTreeSet<String>) {
+    swarm.write(&format!("src/{name}"), data);
+    let mut args = seeder_args.to_vec();
+    args.push(name);
+    let mut ids = BTreeSet::new();
+    let mut seeders = Vec::new();
+    for _ in 0..3 {
+        let (p, lines, proxy) =
+            seeder_behind_proxy(swarm, &swarm.path("src"), &args, Gate::closed());
+        ids.insert(id_of(&lines[0]));
+        seeders.push((p, proxy));
+    }
+    assert_eq!(ids.len(), 1, "seeders of the same bytes disagree on the id");
+    let out = swarm.folder("out");
+    let mut leecher_args = vec!["--no-seed"];
+    leecher_args.extend_from_slice(extra);
+    leecher_args.push(name);
+    let mut leecher = swarm.leecher_in(&out, &leecher_args);
+    for (_, proxy) in &seeders {
+        proxy
+            .events
+            .wait("a request to every seeder", |c| c.requests >= 1);
+    }
+    for (_, proxy) in &seeders {
+        proxy.gate.allow(1);
+        proxy
+            .events
+            .wait("one chunk from this seeder", |c| c.served >= 1);
+    }
+    for (_, proxy) in &seeders {
+        proxy.gate.open_all();
+    }
+    let run = finish(&mut leecher);
+    check_fetched(&run, &out, name, data);
+    let id = ids.first().unwrap();
+    assert!(run.stdout.starts_with(id.as_str()), "{}", run.dump());
+    let addrs = seeders.iter().map(|(_, p)| p.addr.to_string()).collect();
+    (run, addrs)
+}
+
+/// Asserts that the chunks per peer add up to `chunks` and that every one of `seeders`, and
+/// no one else, delivered some.
+fn check_spread(run: &Run, seeders: &BTreeSet<String>, chunks: usize) {
     let per_peer = run.chunks_per_peer();
     let total: u32 = per_peer.iter().map(|(_, n)| n).sum();
     assert_eq!(total as usize, chunks, "{}", run.dump());
-    for (addr, _) in &per_peer {
-        assert!(
-            allowed.contains(addr),
-            "{addr} is not a seeder\n{}",
-            run.dump()
-        );
-    }
-    if spread {
-        assert!(
-            per_peer.iter().filter(|(_, n)| *n > 0).count() > 1,
-            "only one peer delivered chunks\n{}",
-            run.dump()
-        );
-    }
+    let delivered: BTreeSet<String> = per_peer
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(addr, _)| addr.clone())
+        .collect();
+    assert_eq!(&delivered, seeders, "{}", run.dump());
 }
 
 #[test]
 fn three_seeders_one_leecher_odd_tail() {
     let swarm = Swarm::new();
-    // 9 chunks, the last one 777 bytes.
+    // 9 chunks, the last one 777 bytes. One request in flight per peer: with the default window
+    // the first two peers would hold all nine requests and the third would never be asked.
     let data = pattern(8 * CHUNK + 777, 1);
-    swarm.write("src/f.bin", &data);
-    let (_seeders, addrs, id) = seeders(&swarm, &swarm.path("src"), 3, &[], "f.bin");
-    assert_eq!(swarm.seeders_of(&id), 3);
-    // One request in flight per peer, so that the peer that served the manifest cannot take all
-    // nine chunks before the others have connected (with the default window it asks for six at
-    // once). The many-chunk test below runs with the default window.
-    let run = fetch(&swarm, "out", &["--window", "1"], "f.bin", "f.bin", &data);
-    assert!(run.stdout.starts_with(&id), "{}", run.dump());
-    check_spread(&run, &addrs, 9, true);
+    let (run, addrs) = fetch_from_three_gated(&swarm, &[], &["--window", "1"], "f.bin", &data);
+    check_spread(&run, &addrs, 9);
 }
 
 #[test]
 fn three_seeders_small_chunks() {
     let swarm = Swarm::new();
-    // 16 KiB chunks: 129 of them, the last one 12,345 bytes.
+    // 16 KiB chunks: 129 of them, the last one 12,345 bytes; the default window.
     let data = pattern(128 * 16 * KIB + 12_345, 2);
-    swarm.write("src/many.bin", &data);
-    let (_seeders, addrs, _) = seeders(
-        &swarm,
-        &swarm.path("src"),
-        3,
-        &["--chunk-size", "16K"],
-        "many.bin",
-    );
-    let run = fetch(&swarm, "out", &[], "many.bin", "many.bin", &data);
-    check_spread(&run, &addrs, 129, true);
+    let (run, addrs) =
+        fetch_from_three_gated(&swarm, &["--chunk-size", "16K"], &[], "many.bin", &data);
+    check_spread(&run, &addrs, 129);
 }
 
 #[test]

@@ -258,9 +258,12 @@ mod tests {
 
     #[test]
     fn ipv6_sources_keep_their_address() {
-        let Ok(server) = std::net::UdpSocket::bind("[::1]:0") else {
-            return; // no IPv6 on this machine
-        };
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap_or_else(|e| {
+            panic!(
+                "this test needs IPv6 on loopback and cannot bind [::1]:0 ({e}); enable it with \
+                 `sysctl -w net.ipv6.conf.lo.disable_ipv6=0`"
+            )
+        });
         let client = std::net::UdpSocket::bind("[::1]:0").unwrap();
         client
             .send_to(b"hello", server.local_addr().unwrap())
