@@ -168,11 +168,11 @@ pub fn parse_human_bytes(s: &str) -> Option<f64> {
 }
 
 fn human(n: u64) -> String {
-    if n >= GIB && n % GIB == 0 {
+    if n >= GIB && n.is_multiple_of(GIB) {
         format!("{} GiB", n / GIB)
     } else if n >= GIB {
         format!("{:.2} GiB", n as f64 / GIB as f64)
-    } else if n % MIB == 0 {
+    } else if n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
     } else {
         format!("{:.1} MiB", n as f64 / MIB as f64)

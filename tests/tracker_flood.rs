@@ -343,7 +343,7 @@ fn tracker_survives_a_flood() {
             "the flood took over {FLOOD_DEADLINE:?}"
         );
         round += 1;
-        if round % 25 == 0 && hot_sent < HOT_DATAGRAMS {
+        if round.is_multiple_of(25) && hot_sent < HOT_DATAGRAMS {
             // A burst of small datagrams from one address, far over its rate.
             for k in 0..HOT_BURST.min(DATAGRAMS - sent) {
                 let d = connect_request(rng.u32(..));
@@ -374,12 +374,12 @@ fn tracker_survives_a_flood() {
             }
         }
         // Now and then the honest source replays its own valid requests, which it may.
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             let d = &honest_datagrams[round / 10 % honest_datagrams.len()];
             honest.send(tracker, d);
         }
         // Replies are few and small: reading them now and then keeps every queue short.
-        if round % 16 == 0 {
+        if round.is_multiple_of(16) {
             for s in flood.iter_mut() {
                 s.drain();
             }

@@ -369,7 +369,7 @@ fn count_reply(
     full_peers: usize,
 ) {
     *received += 1;
-    if buf.len() >= *min_full_len && buf.starts_with(&MAGIC) && *received % 16 != 0 {
+    if buf.len() >= *min_full_len && buf.starts_with(&MAGIC) && !received.is_multiple_of(16) {
         counts.replies += 1;
         *peers_seen += full_peers as u64;
         return;

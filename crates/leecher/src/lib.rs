@@ -1,6 +1,8 @@
 //! The `leecher` command: finds a file through the tracker, downloads and verifies it, then keeps
 //! seeding it until Ctrl-C (unless `--no-seed`). `leecher --list` prints what the tracker knows.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,6 +7,12 @@
 //! instruction stream and the second message's rounds fill the first one's stalls. Every other
 //! case (no SHA-NI, another architecture, messages of different lengths) falls back to the `sha2`
 //! crate, and the results are the same bytes either way (property-tested against `sha2`).
+//!
+//! The SHA-NI code follows the structure of the x86 backend of RustCrypto's `sha2` crate (0.10,
+//! `src/sha256/x86.rs`, MIT OR Apache-2.0): its `schedule` helper and `rounds4` macro, the state
+//! loaded as ABEF/CDGH and stored back, the byte-swapping shuffle mask, and the rotation of the
+//! message schedule through four registers. What is added here is the second message, whose
+//! instructions are interleaved with the first one's.
 
 use sha2::{Digest, Sha256};
 

@@ -1,6 +1,8 @@
 //! The `seeder` command: hashes files, prints their ids, registers them with the tracker and
 //! serves their chunks until Ctrl-C.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
