@@ -140,12 +140,13 @@ done
 
 # Every leecher served other leechers while it was still downloading.
 for h in $(seq $FIRST $LAST); do
-    me="$(v4 "$h"):$PORT"
+    # By host address: the port a leecher serves on while downloading is the engine's choice.
+    me="$(v4 "$h"):"
     up=$(summary_field "$work/logs/leech-h$h.err" 'uploaded \([0-9]*\) chunks while downloading')
     listed=0
     for o in $(seq $FIRST $LAST); do
         [ "$o" = "$h" ] && continue
-        summary_peers "$work/logs/leech-h$o.err" | grep -qxF -- "$me" && listed=$((listed + 1))
+        summary_peers "$work/logs/leech-h$o.err" | grep -q -- "^${me//./\\.}" && listed=$((listed + 1))
     done
     if [ -z "$up" ]; then
         fail "h$h: its summary does not say 'uploaded U chunks while downloading' (in $listed other leechers' lists): $(grep -m1 '^downloaded ' "$work/logs/leech-h$h.err" | cut -c1-160)"
