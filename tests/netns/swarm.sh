@@ -157,6 +157,16 @@ for h in $(seq $FIRST $LAST); do
     fi
 done
 
+# Where the chunks came from, as the leechers tell it (for the reader; the checks are above).
+from_s=0 from_l=0
+for h in $(seq $FIRST $LAST); do
+    s=$(summary_field "$work/logs/leech-h$h.err" 'from seeders: \([0-9]*\) chunks')
+    l=$(summary_field "$work/logs/leech-h$h.err" 'from leechers: \([0-9]*\) chunks')
+    [ -n "$s" ] && [ -n "$l" ] || { from_s=; break; }
+    from_s=$((from_s + s)) from_l=$((from_l + l))
+done
+[ -n "$from_s" ] && echo "     the leechers got $from_s chunks from seeders and $from_l from leechers"
+
 # The seeder's upload, as its link counted it.
 ratio=$(awk -v s="$seeder_sent" -v f="$SIZE" 'BEGIN { printf "%.2f", s / f }')
 if ((seeder_sent < 2 * SIZE)); then
