@@ -307,7 +307,7 @@ fn bench(args: &Args) -> Result<()> {
         let doc = serde_json::json!({
             "machine": about.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "runs": args.runs,
-            "size": args.size,
+            "size": if args.swarm { SWARM_FILE } else { args.size },
             "big_size": args.big,
             "seeders": args.seeders,
             "drop_caches": args.drop_caches,
