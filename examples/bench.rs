@@ -16,6 +16,11 @@
 //! 6. tracker throughput: peer-list replies per second from a tracker pinned to CPU 0 under the
 //!    load generator of `examples/tracker_load.rs` pinned to CPU 1.
 //!
+//! 7. with `--swarm` (instead of 1-6; needs root): N leechers of a 32 MiB file started together
+//!    for N = 8, 16, 32 (`--swarm-sizes`), each host in a network namespace with its upload
+//!    capped at 50 Mbit/s: T1 (one leecher alone), the first and last finish times, TN/T1, the
+//!    Kumar-Ross bound, the seeder's upload as a multiple of the file (`bench/swarm.rs`).
+//!
 //! Each case runs `--runs` times (default 3); the table shows median, min and max, and the
 //! issue's target with PASS or MISS. Results also go to `target/bench.json`. It is a benchmark,
 //! not a test: a missed target does not fail it. Every child is killed and the temporary folder
@@ -37,6 +42,8 @@ mod procs;
 mod report;
 #[path = "bench/shoal.rs"]
 mod shoal;
+#[path = "bench/swarm.rs"]
+mod swarm;
 #[path = "bench/table.rs"]
 mod table;
 
@@ -63,11 +70,17 @@ usage: cargo run --release --example bench -- [FLAGS]
                    by default the source file is read into the cache first
   --no-install     do not apt-get install aria2, mktorrent, opentracker when missing
   --json PATH      write the results there (default target/bench.json); --no-json to skip
-  --verbose        show every program's output as it arrives";
+  --verbose        show every program's output as it arrives
+  --swarm          run only the swarm case instead (needs root: network namespaces; skipped,
+                   with a note, otherwise): N leechers of a 32 MiB file at once, every upload
+                   capped at 50 Mbit/s with tc; results in target/bench-swarm.json by default
+  --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)";
 
 const NAME: &str = "bench.bin";
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
+/// The swarm case's file, as in the issue.
+const SWARM_FILE: u64 = 32 * MIB;
 
 struct Args {
     runs: usize,
@@ -81,6 +94,8 @@ struct Args {
     drop_caches: bool,
     install: bool,
     json: Option<Option<PathBuf>>,
+    swarm: bool,
+    swarm_sizes: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -96,6 +111,8 @@ fn parse_args() -> Result<Args> {
         drop_caches: false,
         install: true,
         json: Some(None),
+        swarm: false,
+        swarm_sizes: vec![8, 16, 32],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,6 +143,14 @@ fn parse_args() -> Result<Args> {
             "--no-install" => a.install = false,
             "--json" => a.json = Some(Some(PathBuf::from(value()?))),
             "--no-json" => a.json = None,
+            "--swarm" => a.swarm = true,
+            "--swarm-sizes" => {
+                a.swarm_sizes = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .context("--swarm-sizes takes numbers like 8,16,32")?
+            }
             "--verbose" => procs::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed),
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
@@ -133,6 +158,10 @@ fn parse_args() -> Result<Args> {
     ensure!(a.runs >= 1, "--runs must be at least 1");
     ensure!(a.size >= MIB, "--size must be at least 1M");
     ensure!(a.seeders >= 1, "--seeders must be at least 1");
+    ensure!(
+        !a.swarm_sizes.is_empty() && a.swarm_sizes.iter().all(|&n| (1..=248).contains(&n)),
+        "--swarm-sizes must be numbers from 1 to 248"
+    );
     ensure!(
         a.load_secs > 0.0 && a.load_secs <= 600.0,
         "--load-secs must be between 0 and 600"
@@ -213,7 +242,9 @@ fn bench(args: &Args) -> Result<()> {
     }
     let (bins, target_dir) = machine::build()?;
 
-    let aria2 = if args.aria2 {
+    let aria2 = if args.swarm {
+        Err("not in --swarm".to_string())
+    } else if args.aria2 {
         aria::ensure_tools(args.install).map_err(|e| {
             println!("aria2 comparison skipped: {e:#}");
             format!("skipped: {e}")
@@ -237,16 +268,26 @@ fn bench(args: &Args) -> Result<()> {
         );
     }
     let free = free_bytes(tmp.path()).unwrap_or(u64::MAX);
+    // Three copies of the file, or one per host of the swarm case, and a margin.
+    let most = args.swarm_sizes.iter().copied().max().unwrap_or(0) as u64;
+    let need = if args.swarm {
+        (most + 2) * SWARM_FILE + GIB
+    } else {
+        3 * args.size + GIB
+    };
     ensure!(
-        free > 3 * args.size + GIB,
-        "{} has {} free; the benchmark needs {} (three copies of the file and a margin)",
+        free > need,
+        "{} has {} free; the benchmark needs {}",
         tmp.path().display(),
         human(free),
-        human(3 * args.size + GIB)
+        human(need)
     );
 
-    let results = run_cases(args, &bins, tmp.path(), aria2)?;
-    let report = table::tabulate(&results);
+    let report = if args.swarm {
+        swarm_case(args, &bins, tmp.path())
+    } else {
+        table::tabulate(&run_cases(args, &bins, tmp.path(), aria2)?)
+    };
     procs::park_if_stopping();
     println!(
         "\n== results ({} runs each; machine: {})",
@@ -256,16 +297,21 @@ fn bench(args: &Args) -> Result<()> {
     print!("{}", report.table());
     println!("load average after: {}", machine::loadavg());
     if let Some(json) = &args.json {
-        let path = json
-            .clone()
-            .unwrap_or_else(|| target_dir.join("bench.json"));
+        let path = json.clone().unwrap_or_else(|| {
+            target_dir.join(if args.swarm {
+                "bench-swarm.json"
+            } else {
+                "bench.json"
+            })
+        });
         let doc = serde_json::json!({
             "machine": about.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "runs": args.runs,
-            "size": args.size,
+            "size": if args.swarm { SWARM_FILE } else { args.size },
             "big_size": args.big,
             "seeders": args.seeders,
             "drop_caches": args.drop_caches,
+            "swarm_sizes": args.swarm.then_some(&args.swarm_sizes),
             "sections": report.json(),
         });
         match std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n") {
@@ -276,6 +322,28 @@ fn bench(args: &Args) -> Result<()> {
     let shown = tmp.path().display().to_string();
     tmp.close()
         .with_context(|| format!("cannot remove {shown}"))
+}
+
+/// Case 7 alone (`--swarm`).
+fn swarm_case(args: &Args, bins: &Path, dir: &Path) -> report::Report {
+    let plan = swarm::Plan {
+        sizes: args.swarm_sizes.clone(),
+        runs: args.runs,
+        file_size: SWARM_FILE,
+        rate_bits: 50_000_000,
+    };
+    step(&format!(
+        "swarm: N = {:?} leechers of {} at once, every upload capped at 50 Mbit/s",
+        plan.sizes,
+        human(plan.file_size)
+    ));
+    let results = swarm::run(&plan, bins, dir);
+    if let Err(why) = &results {
+        println!("    swarm case {why}");
+    }
+    let mut report = report::Report::default();
+    swarm::tabulate(&mut report, &results);
+    report
 }
 
 fn step(what: &str) {

@@ -23,6 +23,8 @@ use anyhow::{anyhow, bail, Context, Result};
 static LIVE: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
 /// Folders to remove on an abnormal exit.
 static TEMP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Network namespaces to delete on an abnormal exit (the swarm case's).
+static NETNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Set once cleanup started: no more children may be spawned.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Echo every child's output as it arrives (`--verbose`).
@@ -40,7 +42,24 @@ pub fn remove_on_abort(dir: PathBuf) {
     TEMP.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
 }
 
-/// SIGKILLs every live child and removes the registered folders. Idempotent.
+/// Deletes network namespace `name` if the benchmark is interrupted or panics; [`netns_deleted`]
+/// once it is gone.
+pub fn delete_netns_on_abort(name: &str) {
+    NETNS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_string());
+}
+
+pub fn netns_deleted(name: &str) {
+    NETNS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|n| n != name);
+}
+
+/// SIGKILLs every live child, then deletes the registered namespaces and removes the registered
+/// folders. Idempotent.
 pub fn kill_everything() {
     STOPPING.store(true, Ordering::SeqCst);
     for &(pid, group) in live().iter() {
@@ -49,6 +68,12 @@ pub fn kill_everything() {
         unsafe {
             libc::kill(if group { -pid } else { pid }, libc::SIGKILL);
         }
+    }
+    for name in NETNS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
     }
     for dir in TEMP.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         let _ = std::fs::remove_dir_all(&dir);

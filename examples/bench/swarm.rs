@@ -1,0 +1,443 @@
+//! The swarm case (`--swarm`, issue 10): N leechers of one file started together, every host in
+//! a network namespace of its own on one bridge, every upload capped with `tc tbf`, so that the
+//! seeder's link, not this machine's CPU or loopback, is what a client-server fan-out runs into.
+//!
+//! h1 runs the tracker, h2 the seeder, h3.. the leechers, which keep seeding once they finish (as
+//! in a swarm) until the last one is done. Needs root (namespaces) and iproute2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+
+use crate::procs::{self, Opts, Proc, Stream};
+use crate::report::{median, Report, Target, Unit};
+use crate::table::Outcome;
+
+/// What `--swarm` measures.
+pub struct Plan {
+    pub sizes: Vec<usize>,
+    pub runs: usize,
+    pub file_size: u64,
+    /// Every host's upload cap, bits per second.
+    pub rate_bits: u64,
+}
+
+/// The figures of one swarm size, one sample per run.
+pub struct SizeResult {
+    pub n: usize,
+    pub first: Vec<f64>,
+    pub last: Vec<f64>,
+    /// The seeder's upload, counted by tc on its link, as a multiple of the file size.
+    pub seeder_upload: Vec<f64>,
+}
+
+pub struct Results {
+    pub file_size: u64,
+    pub rate_bits: u64,
+    pub t1: Vec<f64>,
+    pub sizes: Vec<Outcome<SizeResult>>,
+}
+
+/// Runs the case; `Err` says why it did not run at all (not root, no `ip`).
+pub fn run(plan: &Plan, bins: &Path, dir: &Path) -> Outcome<Results> {
+    // SAFETY: plain query.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("skipped: needs root (network namespaces); run with sudo".into());
+    }
+    measure(plan, bins, dir).map_err(|e| {
+        procs::park_if_stopping();
+        println!("    swarm case failed: {e:#}");
+        format!("failed: {e}")
+    })
+}
+
+fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
+    let max_n = plan.sizes.iter().copied().max().unwrap_or(1);
+    let lan = Lan::new(2 + max_n, plan.rate_bits, dir)?;
+    let src = lan.home(2).join("s.bin");
+    crate::machine::generate(&src, plan.file_size)?;
+
+    let tracker_addr = format!("{}:6969", lan.ip(1));
+    let mut tracker = lan.spawn(
+        1,
+        "tracker",
+        &bins.join("tracker"),
+        &["--listen", "0.0.0.0:6969"],
+    )?;
+    tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
+        l.starts_with("tracker listening on ")
+    })?;
+    let seeder_args = [
+        "--tracker",
+        &tracker_addr,
+        "--port",
+        "7000",
+        "--chunk-size",
+        "256K",
+        "s.bin",
+    ];
+    let mut seeder = lan.spawn(2, "seeder", &bins.join("seeder"), &seeder_args)?;
+    let id_line = seeder.wait_line(Stream::Out, "its id line", Duration::from_secs(120), |l| {
+        l.ends_with("s.bin")
+    })?;
+    let id = id_line
+        .text
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    seeder.wait_line(
+        Stream::Err,
+        "\"registered\"",
+        Duration::from_secs(30),
+        |l| l.contains("registered with the tracker"),
+    )?;
+
+    let timeout = |n: usize| Duration::from_secs(60 + 10 * n as u64);
+    let mut t1 = Vec::new();
+    for i in 0..plan.runs {
+        let r = lan.round(bins, &tracker_addr, &id, 1, true, timeout(1))?;
+        println!("    T1, run {}/{}: {:.2} s", i + 1, plan.runs, r.last);
+        t1.push(r.last);
+    }
+    let mut sizes = Vec::new();
+    for &n in &plan.sizes {
+        let mut res = SizeResult {
+            n,
+            first: Vec::new(),
+            last: Vec::new(),
+            seeder_upload: Vec::new(),
+        };
+        let mut error = None;
+        for i in 0..plan.runs {
+            match lan.round(bins, &tracker_addr, &id, n, false, timeout(n)) {
+                Ok(r) => {
+                    let up = r.seeder_sent as f64 / plan.file_size as f64;
+                    println!(
+                        "    N = {n}, run {}/{}: first {:.2} s, last {:.2} s, seeder sent {up:.2} x F",
+                        i + 1,
+                        plan.runs,
+                        r.first,
+                        r.last
+                    );
+                    res.first.push(r.first);
+                    res.last.push(r.last);
+                    res.seeder_upload.push(up);
+                }
+                Err(e) => {
+                    procs::park_if_stopping();
+                    println!("    N = {n}, run {}: failed: {e:#}", i + 1);
+                    error = Some(format!("failed: {e}"));
+                }
+            }
+        }
+        sizes.push(match error {
+            Some(why) if res.last.is_empty() => Err(why),
+            _ => Ok(res),
+        });
+    }
+    seeder.stop(libc::SIGINT, Duration::from_secs(5));
+    tracker.stop(libc::SIGINT, Duration::from_secs(5));
+    Ok(Results {
+        file_size: plan.file_size,
+        rate_bits: plan.rate_bits,
+        t1,
+        sizes,
+    })
+}
+
+/// One round: finish times from the start of the first leecher, and the seeder's upload.
+struct Round {
+    first: f64,
+    last: f64,
+    seeder_sent: u64,
+}
+
+/// The namespaces: `shoal-bench-PID-sw` holds the bridge, `...-hK` host K (from 1).
+struct Lan {
+    prefix: String,
+    net: String,
+    dir: PathBuf,
+    made: Vec<String>,
+}
+
+impl Lan {
+    fn new(hosts: usize, rate_bits: u64, dir: &Path) -> Result<Lan> {
+        ensure!(hosts <= 250, "at most 248 leechers");
+        let pid = std::process::id();
+        let mut lan = Lan {
+            prefix: format!("shoal-bench-{pid}"),
+            // Only these namespaces see it; the pid keeps two benchmarks apart.
+            net: format!("10.{}.{}", 20 + pid % 200, (pid / 200) % 250 + 1),
+            dir: dir.to_path_buf(),
+            made: Vec::new(),
+        };
+        let sw = lan.ns_name(0);
+        lan.add_ns(&sw)?;
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        let rate = format!("{rate_bits}bit");
+        for h in 1..=hosts {
+            let n = lan.ns_name(h);
+            lan.add_ns(&n)?;
+            let port = format!("p{h}");
+            let addr = format!("{}/24", lan.ip(h));
+            ip(&["-n", &n, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &n,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&["-n", &n, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &n, "link", "set", "eth0", "up"])?;
+            // The host's upload only, as in the issue.
+            tool(
+                "tc",
+                &[
+                    "-n", &n, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", &rate,
+                ]
+                .into_iter()
+                .chain(["burst", "64kb", "latency", "50ms"])
+                .collect::<Vec<_>>(),
+            )?;
+            std::fs::create_dir_all(lan.home(h))?;
+        }
+        for h in 1..=hosts {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !tool("ip", &["-n", &lan.ns_name(h), "link", "show", "eth0"])?
+                .contains("LOWER_UP")
+            {
+                ensure!(
+                    Instant::now() < deadline,
+                    "h{h}'s link did not come up within 5 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        println!(
+            "    {} hosts on {}.0/24 behind a bridge, every upload capped at {} Mbit/s (tc tbf)",
+            hosts,
+            lan.net,
+            rate_bits / 1_000_000
+        );
+        Ok(lan)
+    }
+
+    fn ns_name(&self, h: usize) -> String {
+        match h {
+            0 => format!("{}-sw", self.prefix),
+            h => format!("{}-h{h}", self.prefix),
+        }
+    }
+
+    fn add_ns(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name])?;
+        procs::delete_netns_on_abort(name);
+        self.made.push(name.to_string());
+        Ok(())
+    }
+
+    fn ip(&self, h: usize) -> String {
+        format!("{}.{h}", self.net)
+    }
+
+    fn home(&self, h: usize) -> PathBuf {
+        self.dir.join(format!("h{h}"))
+    }
+
+    /// Starts `prog ARGS` on host `h`, in its folder, with discovery off.
+    fn spawn(&self, h: usize, label: &str, prog: &Path, args: &[&str]) -> Result<Proc> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns_name(h)])
+            .arg(prog)
+            .args(args)
+            .current_dir(self.home(h))
+            .env("P2P_NO_DISCOVERY", "1")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        procs::spawn(label, &mut cmd, Opts::default())
+    }
+
+    /// Bytes host `h` has sent on its link, as its qdisc counts them (headers included).
+    fn sent(&self, h: usize) -> Result<u64> {
+        let out = tool(
+            "tc",
+            &["-n", &self.ns_name(h), "-s", "qdisc", "show", "dev", "eth0"],
+        )?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "Sent")
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no 'Sent N bytes' in tc's output: {out}"))
+    }
+
+    /// `n` leechers on h3.. started together; `alone` (T1) exits once done instead of seeding.
+    fn round(
+        &self,
+        bins: &Path,
+        tracker: &str,
+        id: &str,
+        n: usize,
+        alone: bool,
+        timeout: Duration,
+    ) -> Result<Round> {
+        for h in 3..3 + n {
+            let home = self.home(h);
+            std::fs::remove_dir_all(&home)?;
+            std::fs::create_dir_all(&home)?;
+        }
+        let sent0 = self.sent(2)?;
+        let mut args = vec!["--tracker", tracker, "--timeout", "30", "--port", "7000"];
+        if alone {
+            args.push("--no-seed");
+        }
+        args.push(id);
+        let start = Instant::now();
+        let mut leechers = Vec::new();
+        for h in 3..3 + n {
+            leechers.push(self.spawn(
+                h,
+                &format!("leecher{}", h - 2),
+                &bins.join("leecher"),
+                &args,
+            )?);
+        }
+        let deadline = start + timeout;
+        let mut done = Vec::new();
+        for l in &leechers {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let line = l.wait_line(Stream::Err, "its summary", left, |t| {
+                t.starts_with("downloaded ")
+            })?;
+            done.push(line.at.duration_since(start).as_secs_f64());
+        }
+        let seeder_sent = self.sent(2)? - sent0;
+        // All at once, so that none is left seeding alone while another stops.
+        for l in &leechers {
+            l.signal(libc::SIGINT);
+        }
+        for l in &mut leechers {
+            match l.wait_timeout(Duration::from_secs(10))? {
+                Some(exit) if exit.success() => {}
+                Some(exit) => bail!("{} exited with {} on Ctrl-C", l.label, exit.describe()),
+                None => bail!("{} did not exit within 10 s of Ctrl-C", l.label),
+            }
+        }
+        let first = done.iter().copied().fold(f64::INFINITY, f64::min);
+        let last = done.iter().copied().fold(0.0, f64::max);
+        Ok(Round {
+            first,
+            last,
+            seeder_sent,
+        })
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // Deleting the switch takes the bridge and every veth pair with it.
+        for n in self.made.iter().rev() {
+            let _ = tool("ip", &["netns", "del", n]);
+            procs::netns_deleted(n);
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    tool("ip", args)
+}
+
+fn tool(prog: &str, args: &[&str]) -> Result<String> {
+    let (_, out) = procs::run_tool(prog, Command::new(prog).args(args), Duration::from_secs(30))
+        .with_context(|| format!("{prog} {}", args.join(" ")))?;
+    Ok(out)
+}
+
+/// The Kumar-Ross minimum distribution time max(F/u_s, F/d_min, N F / (u_s + sum u_i)), every
+/// upload `u` bytes/s; downloads are not capped here, so F/d_min is left out (taken as 0).
+pub fn kumar_ross(file: u64, n: usize, u: f64) -> f64 {
+    let f = file as f64;
+    (f / u).max(n as f64 * f / (u + n as f64 * u))
+}
+
+/// The case's rows, with the issue's goals.
+pub fn tabulate(r: &mut Report, x: &Outcome<Results>) {
+    r.section("7. swarm: N leechers at once, uploads capped (network namespaces)");
+    let x = match x {
+        Ok(x) => x,
+        Err(why) => return r.note("swarm case", why.clone()),
+    };
+    let mib = x.file_size >> 20;
+    let mbit = x.rate_bits / 1_000_000;
+    r.row(
+        &format!("T1: one leecher alone, {mib} MiB at {mbit} Mbit/s"),
+        Unit::Secs,
+        x.t1.clone(),
+        None,
+    );
+    let t1 = median(&x.t1);
+    for s in &x.sizes {
+        let s = match s {
+            Ok(s) => s,
+            Err(why) => {
+                r.note("swarm size", why.clone());
+                continue;
+            }
+        };
+        let n = s.n;
+        r.row(
+            &format!("N = {n}: first finish"),
+            Unit::Secs,
+            s.first.clone(),
+            None,
+        );
+        r.row(
+            &format!("N = {n}: last finish (TN)"),
+            Unit::Secs,
+            s.last.clone(),
+            None,
+        );
+        let goal = match n {
+            16 => Some(1.2),
+            32 => Some(1.3),
+            _ => None,
+        };
+        let ratios = t1.map_or(Vec::new(), |t1| s.last.iter().map(|t| t / t1).collect());
+        r.row(
+            &format!("N = {n}: TN/T1 (median T1)"),
+            Unit::Ratio,
+            ratios,
+            goal.map(|g| Target::at_most(g, format!("<= {g}"))),
+        );
+        let bound = kumar_ross(x.file_size, n, x.rate_bits as f64 / 8.0);
+        r.row(
+            &format!("N = {n}: Kumar-Ross bound"),
+            Unit::Secs,
+            vec![bound],
+            None,
+        );
+        r.row(
+            &format!("N = {n}: seeder upload / F"),
+            Unit::Ratio,
+            s.seeder_upload.clone(),
+            None,
+        );
+    }
+}
