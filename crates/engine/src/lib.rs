@@ -2,6 +2,8 @@
 //!
 //! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
 //!   download writes into.
+//! - [`fsafe`]: the file-system checks that keep anything unverified or unintended from standing
+//!   under a final name (`.part` names, what is written through, the final rename).
 //! - [`conn`]: framed peer connections over TCP.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
@@ -16,6 +18,7 @@
 pub mod conn;
 pub mod discovery;
 pub mod download;
+pub mod fsafe;
 pub mod pool;
 pub mod scheduler;
 pub mod seeding;

@@ -43,6 +43,8 @@ pub enum StoreError {
     DiskFull { path: PathBuf },
     #[error("another leecher is already writing {path}")]
     Locked { path: PathBuf },
+    #[error(transparent)]
+    Unsafe(#[from] crate::fsafe::FsError),
 }
 
 impl StoreError {
