@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::conn::{ConnError, Payload, PeerConn};
+use crate::fsafe::{self, Destination};
 use crate::pool::{BufferPool, PooledBuf};
 use crate::scheduler::{Completion, PeerKey, PeerStats, Scheduler};
 use crate::store::{PartFile, StoreError};
@@ -89,9 +90,33 @@ pub struct Summary {
     pub hash_failures: u32,
     /// Who delivered what, most first.
     pub peers: Vec<(SocketAddr, PeerStats)>,
+    /// The destination already was this very file (every chunk verified): nothing was fetched.
+    pub already_had: bool,
 }
 
 impl Summary {
+    fn already_had(
+        id: FileId,
+        name: String,
+        path: PathBuf,
+        manifest: Manifest,
+        elapsed: Duration,
+    ) -> Summary {
+        Summary {
+            id,
+            name,
+            path,
+            resumed_chunks: manifest.num_chunks(),
+            manifest,
+            elapsed,
+            data_phase: Duration::ZERO,
+            fetched_chunks: 0,
+            hash_failures: 0,
+            peers: Vec::new(),
+            already_had: true,
+        }
+    }
+
     pub fn banned(&self) -> Vec<SocketAddr> {
         self.peers
             .iter()
@@ -169,9 +194,10 @@ pub async fn download(
     let start = Instant::now();
     let name = safe_file_name(&entry.name, &entry.id);
     let dest = opts.out_dir.join(&name);
-    if !opts.force && dest.symlink_metadata().is_ok() {
-        return Err(DownloadError::Exists(dest));
-    }
+    let maybe_had = match fsafe::destination(&dest, opts.force, entry.size)? {
+        Destination::Taken => return Err(DownloadError::Exists(dest)),
+        d => d == Destination::MaybeTheFile,
+    };
     let span = tracing::info_span!("download", file = %entry.id.short());
     let mut book = PeerBook::default();
     let (manifest, first) = tokio::select! {
@@ -187,18 +213,37 @@ pub async fn download(
         );
     }
     progress.total.store(manifest.size(), Ordering::Relaxed);
+    if maybe_had {
+        let (d, m, p) = (dest.clone(), manifest.clone(), progress.clone());
+        let check =
+            tokio::task::spawn_blocking(move || fsafe::already_complete(&d, &m, &p.checked));
+        let had = tokio::select! {
+            _ = cancel.cancelled() => return Err(DownloadError::Cancelled { part: None }),
+            r = check => r.expect("checking the destination panicked")?,
+        };
+        if !had {
+            return Err(DownloadError::Exists(dest));
+        }
+        return Ok(Summary::already_had(
+            entry.id,
+            name,
+            dest,
+            manifest,
+            start.elapsed(),
+        ));
+    }
 
-    let part_path = PartFile::part_path(&dest);
+    let part_path = PartFile::part_path(&dest, &entry.id);
     // Opening (space is reserved) and re-checking a resumed `.part` can take long: Ctrl-C must
     // not wait for them. The blocking work then finishes on its own and lets go of the file.
     let interrupted = || DownloadError::Cancelled {
         part: Some(part_path.clone()),
     };
     let open = {
-        let (dest, size) = (dest.clone(), manifest.size());
+        let (dest, size, id, part) = (dest.clone(), manifest.size(), entry.id, part_path.clone());
         tokio::task::spawn_blocking(move || {
-            let existed = std::fs::metadata(PartFile::part_path(&dest)).is_ok_and(|m| m.len() > 0);
-            PartFile::open(&dest, size).map(|p| (p, existed))
+            let existed = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+            PartFile::open(&dest, &id, size).map(|p| (p, existed))
         })
     };
     let (part, existed) = tokio::select! {
@@ -278,7 +323,7 @@ pub async fn download(
     let shared = Arc::into_inner(shared).expect("every worker and verifier has finished");
     let (direct, offered) = shared.part.direct_writes();
     tracing::debug!(parent: &span, direct, offered, "chunks written straight to the disk (O_DIRECT)");
-    let path = tokio::task::spawn_blocking(move || shared.part.finish())
+    let path = tokio::task::spawn_blocking(move || shared.part.finish(shared.opts.force))
         .await
         .expect("finishing panicked")?;
     let sched = shared.sched.into_inner().unwrap();
@@ -296,6 +341,7 @@ pub async fn download(
         fetched_chunks: sched.done_count() - resumed_chunks,
         hash_failures: progress.hash_failures.load(Ordering::Relaxed),
         peers,
+        already_had: false,
     })
 }
 

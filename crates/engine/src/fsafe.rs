@@ -36,6 +36,43 @@ pub enum FsError {
     DestinationIsDir { dest: PathBuf },
 }
 
+/// What stands at a download's destination before it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Nothing, or `--force` was given and what is there is a file it may replace.
+    Free,
+    /// A file of the listed size: it may be the very file, which only the manifest can tell.
+    MaybeTheFile,
+    /// Something else, to be left alone.
+    Taken,
+}
+
+/// Looks at `dest` before any peer is asked for anything, so that what cannot be replaced is
+/// refused at once: a directory even with `--force` (`replace`), anything without it unless it
+/// may be the file itself (a regular file of `listed_size` bytes, the size the tracker lists).
+pub fn destination(
+    dest: &Path,
+    replace: bool,
+    listed_size: u64,
+) -> Result<Destination, StoreError> {
+    let meta = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Destination::Free),
+        Err(e) => return Err(StoreError::io(dest, e)),
+    };
+    Ok(match (replace, meta.file_type()) {
+        (true, t) if t.is_dir() => {
+            return Err(FsError::DestinationIsDir {
+                dest: dest.to_path_buf(),
+            }
+            .into())
+        }
+        (true, _) => Destination::Free,
+        (false, t) if t.is_file() && meta.len() == listed_size => Destination::MaybeTheFile,
+        (false, _) => Destination::Taken,
+    })
+}
+
 /// Where the download of `id` into `dest` writes: `.shoal-<16 hex digits of the id>-<name>.part`
 /// beside it. The id keeps two files of one name apart; the prefix is one that
 /// `safe_file_name` never gives a final name, so no `.part` is ever another download's final name.
@@ -310,6 +347,27 @@ mod tests {
         rename_part(&file, &part, &dest, true).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"");
         assert!(!part.exists());
+    }
+
+    #[test]
+    fn the_destination_is_judged_before_downloading() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        assert_eq!(destination(&dest, false, 5).unwrap(), Destination::Free);
+        std::fs::write(&dest, b"12345").unwrap();
+        assert_eq!(
+            destination(&dest, false, 5).unwrap(),
+            Destination::MaybeTheFile
+        );
+        assert_eq!(destination(&dest, false, 6).unwrap(), Destination::Taken);
+        assert_eq!(destination(&dest, true, 6).unwrap(), Destination::Free);
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::create_dir(&dest).unwrap();
+        assert_eq!(destination(&dest, false, 5).unwrap(), Destination::Taken);
+        assert!(matches!(
+            destination(&dest, true, 5),
+            Err(StoreError::Unsafe(FsError::DestinationIsDir { .. }))
+        ));
     }
 
     #[test]

@@ -400,8 +400,9 @@ impl Library {
     }
 }
 
-/// The file a download writes into: `<name>.part` beside the destination, locked so two leechers
-/// cannot write it at once, renamed to `<name>` only once every chunk is verified and synced.
+/// The file a download writes into: a `.part` beside the destination (named by
+/// [`crate::fsafe::part_path`]), locked so two leechers cannot write it at once, renamed to the
+/// final name only once every chunk is verified and synced.
 pub struct PartFile {
     file: File,
     /// The same file opened with `O_DIRECT`, if the file system takes it (see [`Self::write_at`]).
@@ -415,26 +416,17 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    pub fn part_path(dest: &Path) -> PathBuf {
-        let mut name = dest.file_name().unwrap_or_default().to_os_string();
-        name.push(".part");
-        dest.with_file_name(name)
+    pub fn part_path(dest: &Path, id: &FileId) -> PathBuf {
+        crate::fsafe::part_path(dest, id)
     }
 
     /// Opens (or creates) the `.part` for `dest`, sized for `size` bytes. Space is reserved up
     /// front where the file system allows, so a full disk is reported before the download starts.
-    pub fn open(dest: &Path, size: u64) -> Result<PartFile, StoreError> {
-        let part = PartFile::part_path(dest);
+    /// Anything but a plain file of ours with one name is refused before a byte of it changes.
+    pub fn open(dest: &Path, id: &FileId, size: u64) -> Result<PartFile, StoreError> {
+        let part = PartFile::part_path(dest, id);
         use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            // A `.part` planted as a symlink must not send our writes elsewhere.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&part)
-            .map_err(|e| StoreError::io(&part, e))?;
+        let file = crate::fsafe::open_part(&part)?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(StoreError::Locked { path: part });
@@ -550,12 +542,14 @@ impl PartFile {
     }
 
     /// Syncs the data, renames `.part` to the final name and syncs the folder, so the final name
-    /// only ever points at complete, durable data.
-    pub fn finish(self) -> Result<PathBuf, StoreError> {
+    /// only ever points at complete, durable data. The rename replaces a file that appeared at
+    /// the destination only with `replace`, and happens only if the `.part` is still this file
+    /// (see [`crate::fsafe::rename_part`]).
+    pub fn finish(self, replace: bool) -> Result<PathBuf, StoreError> {
         self.file
             .sync_all()
             .map_err(|e| StoreError::io(&self.part, e))?;
-        std::fs::rename(&self.part, &self.dest).map_err(|e| StoreError::io(&self.dest, e))?;
+        crate::fsafe::rename_part(&self.file, &self.part, &self.dest, replace)?;
         if let Some(dir) = self.dest.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -647,16 +641,16 @@ mod tests {
     fn part_file_is_locked_and_renamed() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.bin");
-        let part = PartFile::open(&dest, 10).unwrap();
+        let part = PartFile::open(&dest, &FileId([7; 32]), 10).unwrap();
         assert!(matches!(
-            PartFile::open(&dest, 10),
+            PartFile::open(&dest, &FileId([7; 32]), 10),
             Err(StoreError::Locked { .. })
         ));
         part.write_at(0, b"0123456789").unwrap();
         assert!(!dest.exists());
-        part.finish().unwrap();
+        part.finish(false).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"0123456789");
-        assert!(!PartFile::part_path(&dest).exists());
+        assert!(!PartFile::part_path(&dest, &FileId([7; 32])).exists());
     }
 
     #[test]
@@ -668,7 +662,7 @@ mod tests {
         const CHUNK: usize = 16 * 1024;
         let size = 3 * CHUNK + 1000;
         let data: Vec<u8> = (0..size as u32).map(|i| (i * 7 % 253) as u8).collect();
-        let part = PartFile::open(&dest, size as u64).unwrap();
+        let part = PartFile::open(&dest, &FileId([7; 32]), size as u64).unwrap();
         let mut aligned = vec![0u8; CHUNK + ALIGN];
         let start = aligned.as_ptr().align_offset(ALIGN);
         let aligned = &mut aligned[start..start + CHUNK];
@@ -692,7 +686,7 @@ mod tests {
             (n, true) => assert_eq!(n, 2, "the two aligned chunks go straight to the disk"),
             (_, false) => eprintln!("note: this file system refuses O_DIRECT; page cache only"),
         }
-        part.finish().unwrap();
+        part.finish(false).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), data);
     }
 }
