@@ -241,7 +241,11 @@ pub async fn download(
     let chunk_size = manifest.chunk_size();
     let shared = Arc::new(Shared {
         id: entry.id,
-        sched: Mutex::new(Scheduler::new(manifest.num_chunks(), &have)),
+        sched: Mutex::new(Scheduler::new(
+            manifest.num_chunks(),
+            &have,
+            fastrand::u64(..),
+        )),
         manifest,
         part,
         changed: watch::channel(()).0,

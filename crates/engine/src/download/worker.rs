@@ -63,6 +63,13 @@ async fn pull(
     };
     conn.reader
         .set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
+    // Protocol 1 peers are all complete seeders: tell the scheduler so.
+    let everything = vec![true; shared.manifest.num_chunks() as usize];
+    shared
+        .sched
+        .lock()
+        .unwrap()
+        .peer_bitfield(addr, &everything);
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
     loop {
