@@ -11,6 +11,7 @@
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
 //! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
+//! - [`reveal`]: super-seeding, the sans-IO choice of which chunks a complete peer advertises.
 //! - [`download`]: the leecher's download: peers, workers, verification, resume.
 //! - [`seeding`]: serving a library and keeping it registered.
 //! - [`support`]: logging and signals for the command-line programs.
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod download;
 pub mod fsafe;
 pub mod pool;
+pub mod reveal;
 pub mod scheduler;
 pub mod seeding;
 pub mod server;
