@@ -103,7 +103,8 @@ fn a_file_appearing_at_the_destination_is_never_replaced() {
     assert_eq!(dir_names(&out), vec!["f.bin"], "{}", run.dump());
 }
 
-/// Issue 14 item 5: refused at once, before any peer is asked for anything.
+/// Issue 14 item 5: refused at once, before any peer is asked for anything (and without
+/// `--force`, the same sentence rather than a suggestion to use `--force`).
 #[test]
 fn force_onto_a_directory_is_refused_before_downloading() {
     let swarm = Swarm::new();
@@ -113,11 +114,20 @@ fn force_onto_a_directory_is_refused_before_downloading() {
     std::fs::create_dir(out.join("f.bin")).unwrap();
     std::fs::write(out.join("f.bin/inside"), b"kept").unwrap();
 
-    let run = swarm.run_leecher(&out, &["--no-seed", "--force", "--timeout", "5", &id]);
-    assert_one_error(&run, &["f.bin is a directory; --force replaces only files"]);
-    assert_eq!(proxy.events.now().connections, 0, "no peer was contacted");
-    assert_eq!(dir_names(&out), vec!["f.bin"], "no .part\n{}", run.dump());
-    assert_eq!(std::fs::read(out.join("f.bin/inside")).unwrap(), b"kept");
+    for force in [true, false] {
+        let mut args = vec!["--no-seed", "--timeout", "5", &id];
+        if force {
+            args.push("--force");
+        }
+        let run = swarm.run_leecher(&out, &args);
+        assert_one_error(
+            &run,
+            &["f.bin is a directory; a download never replaces one"],
+        );
+        assert_eq!(proxy.events.now().connections, 0, "no peer was contacted");
+        assert_eq!(dir_names(&out), vec!["f.bin"], "no .part\n{}", run.dump());
+        assert_eq!(std::fs::read(out.join("f.bin/inside")).unwrap(), b"kept");
+    }
 }
 
 /// A `.part` moved away and replaced by another file during the download: that other file is

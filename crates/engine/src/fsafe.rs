@@ -32,7 +32,7 @@ pub enum FsError {
     DestinationAppeared { dest: PathBuf, part: PathBuf },
     #[error("{part} was moved or replaced during the download, so it is not the file that was written and verified; nothing was renamed to {dest}")]
     PartReplaced { part: PathBuf, dest: PathBuf },
-    #[error("{dest} is a directory; --force replaces only files")]
+    #[error("{dest} is a directory; a download never replaces one, not even with --force")]
     DestinationIsDir { dest: PathBuf },
 }
 
@@ -48,8 +48,9 @@ pub enum Destination {
 }
 
 /// Looks at `dest` before any peer is asked for anything, so that what cannot be replaced is
-/// refused at once: a directory even with `--force` (`replace`), anything without it unless it
-/// may be the file itself (a regular file of `listed_size` bytes, the size the tracker lists).
+/// refused at once: a directory (with or without `--force`, that is `replace`: a download never
+/// replaces a folder), and without `--force` anything else unless it may be the file itself (a
+/// regular file of `listed_size` bytes, the size the tracker lists).
 pub fn destination(
     dest: &Path,
     replace: bool,
@@ -61,7 +62,7 @@ pub fn destination(
         Err(e) => return Err(StoreError::io(dest, e)),
     };
     Ok(match (replace, meta.file_type()) {
-        (true, t) if t.is_dir() => {
+        (_, t) if t.is_dir() => {
             return Err(FsError::DestinationIsDir {
                 dest: dest.to_path_buf(),
             }
@@ -96,7 +97,6 @@ pub fn open_part(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         // O_NONBLOCK: a FIFO planted under the name must not hang the open.
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .mode(0o644)
         .open(path);
     let file = match opened {
         Ok(f) => f,
@@ -363,11 +363,15 @@ mod tests {
         assert_eq!(destination(&dest, true, 6).unwrap(), Destination::Free);
         std::fs::remove_file(&dest).unwrap();
         std::fs::create_dir(&dest).unwrap();
-        assert_eq!(destination(&dest, false, 5).unwrap(), Destination::Taken);
-        assert!(matches!(
-            destination(&dest, true, 5),
-            Err(StoreError::Unsafe(FsError::DestinationIsDir { .. }))
-        ));
+        for replace in [false, true] {
+            assert!(matches!(
+                destination(&dest, replace, 5),
+                Err(StoreError::Unsafe(FsError::DestinationIsDir { .. }))
+            ));
+        }
+        std::fs::remove_dir(&dest).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &dest).unwrap();
+        assert_eq!(destination(&dest, false, 0).unwrap(), Destination::Taken);
     }
 
     #[test]
