@@ -32,6 +32,8 @@ pub enum FsError {
     DestinationAppeared { dest: PathBuf, part: PathBuf },
     #[error("{part} was moved or replaced during the download, so it is not the file that was written and verified; nothing was renamed to {dest}")]
     PartReplaced { part: PathBuf, dest: PathBuf },
+    #[error("{part} was replaced just as it was renamed, so {dest} is not the file that was written and verified")]
+    SwappedAtRename { part: PathBuf, dest: PathBuf },
     #[error("{dest} is a directory; a download never replaces one, not even with --force")]
     DestinationIsDir { dest: PathBuf },
 }
@@ -144,10 +146,22 @@ pub fn names_file(path: &Path, file: &File) -> io::Result<bool> {
 /// Moves the verified `.part` (open as `file`) to `dest`: only if `part` still names that file, and
 /// over an existing `dest` only with `replace`. Without `replace` the check that `dest` is free is
 /// part of the rename itself (`RENAME_NOREPLACE`), so a file that appears at any moment is never
-/// replaced. A `.part` swapped between the check and the rename (microseconds, with the data
-/// already synced) is not caught; closing that would need a rename by descriptor, which Linux
-/// does not have.
+/// replaced. A `.part` swapped in the microseconds between the check and the rename cannot be
+/// kept from moving (that would need a rename by descriptor, which Linux does not have), but it is
+/// caught just after, so the download fails instead of vouching for (and seeding) that file.
 pub fn rename_part(file: &File, part: &Path, dest: &Path, replace: bool) -> Result<(), StoreError> {
+    rename_checked(file, part, dest, replace)?;
+    match names_file(dest, file) {
+        Ok(true) => Ok(()),
+        _ => Err(FsError::SwappedAtRename {
+            part: part.to_path_buf(),
+            dest: dest.to_path_buf(),
+        }
+        .into()),
+    }
+}
+
+fn rename_checked(file: &File, part: &Path, dest: &Path, replace: bool) -> Result<(), StoreError> {
     let replaced = || FsError::PartReplaced {
         part: part.to_path_buf(),
         dest: dest.to_path_buf(),
