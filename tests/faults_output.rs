@@ -180,9 +180,10 @@ fn a_full_disk_is_one_clear_error() {
         .unwrap_or_else(|| panic!("no listing\n{}", dump(&res)))
         .lines()
         .collect();
+    let part = part_of(&out, "f.bin", &id);
     assert_eq!(
         listing,
-        vec!["f.bin.part"],
+        vec![part.file_name().unwrap().to_str().unwrap()],
         "the .part is kept, nothing under the final name\n{}",
         dump(&res)
     );

@@ -30,7 +30,7 @@ fn a_seeder_killed_half_way_hands_its_chunks_to_the_others() {
         .wait("A to deliver half the chunks", |c| c.served == half);
     // Really mid-transfer: those chunks are verified on disk, and A owes the leecher more.
     wait_part_chunks(
-        &out.join("f.bin.part"),
+        &part_of(&out, "f.bin", &id),
         &data,
         CHUNK,
         &at_kill.served_indices,

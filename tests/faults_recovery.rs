@@ -38,7 +38,12 @@ fn leecher_losing_its_only_seeder(
     let got = pa
         .events
         .wait("the seeder to deliver its chunks", |c| c.served == k);
-    wait_part_chunks(&out.join("f.bin.part"), data, CHUNK, &got.served_indices);
+    wait_part_chunks(
+        &part_of(out, "f.bin", &id),
+        data,
+        CHUNK,
+        &got.served_indices,
+    );
     a.kill();
     leecher.wait_line(false, "the leecher to lose its only peer", |l| {
         dropped(l, pa.addr)
@@ -93,7 +98,7 @@ fn without_seeders_the_leecher_gives_up_and_keeps_the_part() {
     assert_eq!(errors.len(), 1, "one error\n{}", run.dump());
     assert!(errors[0].contains("f.bin.part"), "{}", run.dump());
     assert!(!out.join("f.bin").exists(), "nothing under the final name");
-    let part = out.join("f.bin.part");
+    let part = part_of(&out, "f.bin", &id);
     assert!(part.exists(), "the .part is kept");
     wait_part_chunks(&part, &data, CHUNK, &got);
     assert!(waited.as_secs_f64() < 30.0, "gave up after {waited:?}");
@@ -126,7 +131,7 @@ fn a_killed_leecher_resumes_where_it_stopped() {
     let mut first = swarm.leecher_in(&out, &args);
     let before = peer.events.wait("10 chunks served", |c| c.served == 10);
     wait_part_chunks(
-        &out.join("f.bin.part"),
+        &part_of(&out, "f.bin", &id),
         &data,
         CHUNK,
         &before.served_indices,
@@ -157,12 +162,12 @@ fn a_killed_leecher_resumes_where_it_stopped() {
         .filter(|i| !before.served_indices.contains(i))
         .collect();
     assert_eq!(second, expected, "only the missing chunks, each once");
-    assert!(!out.join("f.bin.part").exists());
+    assert!(!part_of(&out, "f.bin", &id).exists());
 }
 
-/// Case 6: a `.part` left by a different file under the same name is never mixed in. An older
-/// version sharing its first half: exactly the chunks that verify are kept. A bigger, unrelated
-/// file: nothing is kept. Either way the result is byte-identical.
+/// Case 6: a `.part` holding a different file's bytes is never mixed in. An older version
+/// sharing its first half: exactly the chunks that verify are kept. A bigger, unrelated file:
+/// nothing is kept. Either way the result is byte-identical.
 #[test]
 fn a_part_of_another_file_is_never_mixed_in() {
     let swarm = Swarm::new();
@@ -179,7 +184,7 @@ fn a_part_of_another_file_is_never_mixed_in() {
     }
     assert_ne!(Served::new("f.bin", &older, CHUNK as u32).id.to_hex(), id);
     let out = swarm.folder("older");
-    std::fs::write(out.join("f.bin.part"), &older).unwrap();
+    std::fs::write(part_of(&out, "f.bin", &id), &older).unwrap();
     let run = swarm.run_leecher(&out, &["--no-seed", &id]);
     run.assert_ok();
     assert_same_file(&out.join("f.bin"), &data, &run);
@@ -189,9 +194,13 @@ fn a_part_of_another_file_is_never_mixed_in() {
     served.sort();
     assert_eq!(served, (32..total).collect::<Vec<u32>>());
 
-    // A bigger, unrelated file left as f.bin.part.
+    // A bigger, unrelated file left as the .part.
     let out = swarm.folder("other");
-    std::fs::write(out.join("f.bin.part"), pattern(data.len() + 3 * CHUNK, 99)).unwrap();
+    std::fs::write(
+        part_of(&out, "f.bin", &id),
+        pattern(data.len() + 3 * CHUNK, 99),
+    )
+    .unwrap();
     let run = swarm.run_leecher(&out, &["--no-seed", &id]);
     run.assert_ok();
     assert_same_file(&out.join("f.bin"), &data, &run);

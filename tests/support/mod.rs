@@ -504,6 +504,12 @@ impl Listed {
     }
 }
 
+/// Where a leecher in `dir` writes `name` (the file `id`, in hex) until it is verified.
+pub fn part_of(dir: &Path, name: &str, id: &str) -> PathBuf {
+    let id = shoal_proto::FileId::from_hex(id).expect("a file id");
+    shoal_engine::fsafe::part_path(&dir.join(name), &id)
+}
+
 /// The names in a folder, sorted.
 pub fn dir_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -2,6 +2,8 @@
 //!
 //! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
 //!   download writes into.
+//! - [`fsafe`]: the file-system checks that keep anything unverified or unintended from standing
+//!   under a final name (`.part` names, what is written through, the final rename).
 //! - [`conn`]: framed peer connections over TCP.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
@@ -9,6 +11,7 @@
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
 //! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
+//! - [`reveal`]: super-seeding, the sans-IO choice of which chunks a complete peer advertises.
 //! - [`download`]: the leecher's download: peers, workers, verification, resume.
 //! - [`seeding`]: serving a library and keeping it registered.
 //! - [`support`]: logging and signals for the command-line programs.
@@ -16,7 +19,9 @@
 pub mod conn;
 pub mod discovery;
 pub mod download;
+pub mod fsafe;
 pub mod pool;
+pub mod reveal;
 pub mod scheduler;
 pub mod seeding;
 pub mod server;

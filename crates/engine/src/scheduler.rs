@@ -1,11 +1,12 @@
-//! Which chunk is where during a download: sans-IO bookkeeping, the invariants of which are written
-//! down in `SCHEDULER.md` beside this file.
+//! Which chunk is where during a download, and which peer has what: sans-IO bookkeeping, the
+//! invariants of which are written down in `SCHEDULER.md` beside this file.
 //!
-//! Workers (one per peer connection) ask [`Scheduler::next_for`] for work, and report what became
-//! of it: [`Scheduler::completed`], [`Scheduler::hash_failed`], [`Scheduler::release`],
-//! [`Scheduler::peer_gone`]. Nothing here does I/O or reads a clock.
+//! Workers (one per peer connection) tell it what their peer has ([`Scheduler::peer_bitfield`],
+//! [`Scheduler::peer_have`]), ask [`Scheduler::next_for`] for work, and report what became of it:
+//! [`Scheduler::completed`], [`Scheduler::hash_failed`], [`Scheduler::release`],
+//! [`Scheduler::peer_gone`]. Nothing here does I/O or reads a clock; randomness comes from a seed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use shoal_proto::ChunkIndex;
@@ -17,6 +18,12 @@ pub type PeerKey = SocketAddr;
 pub const MAX_STRIKES: u32 = 2;
 /// In endgame, how many peers may be asked for the same chunk at once.
 pub const MAX_HOLDERS: usize = 3;
+/// Until this many chunks are done, picks are random rather than rarest first: a chunk every peer
+/// has is fetched fast, and a leecher with something to trade is worth more to the swarm.
+pub const RANDOM_FIRST: u32 = 4;
+
+/// `slot` of a chunk that is not missing.
+const NOT_MISSING: u32 = u32::MAX;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerStats {
@@ -36,33 +43,67 @@ pub enum Completion {
     Duplicate,
 }
 
+/// What one peer told us it has.
+#[derive(Default)]
+struct HaveSet {
+    bits: Vec<bool>,
+    /// The same chunks as a list, so that a peer with few chunks is searched in few steps.
+    list: Vec<u32>,
+}
+
+impl HaveSet {
+    fn has(&self, i: u32) -> bool {
+        self.bits.get(i as usize).copied().unwrap_or(false)
+    }
+}
+
 pub struct Scheduler {
     num_chunks: u32,
     done: Vec<bool>,
     done_count: u32,
-    /// Chunks nobody is fetching, lowest first (front-to-back keeps the disk writes sequential).
-    missing: BTreeSet<u32>,
+    /// Per chunk, how many known have-sets contain it.
+    avail: Vec<u32>,
+    /// Chunks nobody is fetching and not done, by availability: `buckets[a]` holds those exactly
+    /// `a` known peers have, so rarest first never scans the chunks that are not rarest.
+    buckets: Vec<Vec<u32>>,
+    /// Per chunk, its position in its bucket, or [`NOT_MISSING`].
+    slot: Vec<u32>,
+    missing_count: u32,
     /// Chunks being fetched, with every peer that was asked for them.
     in_flight: BTreeMap<u32, Vec<PeerKey>>,
     peers: HashMap<PeerKey, PeerStats>,
+    haves: HashMap<PeerKey, HaveSet>,
+    rng: fastrand::Rng,
 }
 
 impl Scheduler {
-    /// A scheduler for `num_chunks` chunks, of which those marked in `have` are already verified.
-    pub fn new(num_chunks: u32, have: &[bool]) -> Scheduler {
-        let done: Vec<bool> = (0..num_chunks as usize)
+    /// A scheduler for `num_chunks` chunks, of which those marked in `have` are already verified;
+    /// `seed` drives the random tie-breaks (so a test or a simulation can replay a run).
+    pub fn new(num_chunks: u32, have: &[bool], seed: u64) -> Scheduler {
+        let n = num_chunks as usize;
+        let done: Vec<bool> = (0..n)
             .map(|i| have.get(i).copied().unwrap_or(false))
             .collect();
-        let missing = (0..num_chunks).filter(|&i| !done[i as usize]).collect();
         let done_count = done.iter().filter(|d| **d).count() as u32;
-        Scheduler {
+        let mut s = Scheduler {
             num_chunks,
             done,
             done_count,
-            missing,
+            avail: vec![0; n],
+            buckets: vec![Vec::new()],
+            slot: vec![NOT_MISSING; n],
+            missing_count: 0,
             in_flight: BTreeMap::new(),
             peers: HashMap::new(),
+            haves: HashMap::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        };
+        for i in 0..num_chunks {
+            if !s.done[i as usize] {
+                s.insert_missing(i);
+            }
         }
+        s
     }
 
     pub fn is_complete(&self) -> bool {
@@ -85,25 +126,175 @@ impl Scheduler {
         &self.peers
     }
 
-    /// The next chunk `peer` should fetch: the lowest missing one; or, once none is missing
-    /// (endgame), a chunk in flight elsewhere that fewest peers hold, so that a slow peer cannot
-    /// hold the download hostage. `None` when there is nothing for this peer to do now.
+    /// Whether `peer` told us it has every chunk.
+    pub fn peer_is_complete(&self, peer: PeerKey) -> bool {
+        self.haves
+            .get(&peer)
+            .is_some_and(|h| h.list.len() == self.num_chunks as usize)
+    }
+
+    /// `peer`'s Bitfield: its have-set becomes `has` (shorter means the rest is false, longer is
+    /// cut). Chunks it was asked for and no longer claims go back to whoever is left.
+    pub fn peer_bitfield(&mut self, peer: PeerKey, has: &[bool]) {
+        if self.is_banned(&peer) {
+            return;
+        }
+        self.forget_haves(peer);
+        let mut set = HaveSet {
+            bits: vec![false; self.num_chunks as usize],
+            list: Vec::new(),
+        };
+        for (i, _) in has.iter().enumerate().filter(|(_, h)| **h) {
+            if i < set.bits.len() {
+                set.bits[i] = true;
+                set.list.push(i as u32);
+            }
+        }
+        for &i in &set.list {
+            self.set_avail(i, self.avail[i as usize] + 1);
+        }
+        self.haves.insert(peer, set);
+        let lost: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(i, h)| h.contains(&peer) && !has.get(**i as usize).copied().unwrap_or(false))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in lost {
+            self.drop_holder(peer, i);
+        }
+    }
+
+    /// `peer`'s Have: it has `index` now. Out-of-range indices are ignored (never fatal).
+    pub fn peer_have(&mut self, peer: PeerKey, index: ChunkIndex) {
+        let i = index.0;
+        if self.is_banned(&peer) || i >= self.num_chunks {
+            return;
+        }
+        let n = self.num_chunks as usize;
+        let set = self.haves.entry(peer).or_insert_with(|| HaveSet {
+            bits: vec![false; n],
+            list: Vec::new(),
+        });
+        if !set.bits[i as usize] {
+            set.bits[i as usize] = true;
+            set.list.push(i);
+            self.set_avail(i, self.avail[i as usize] + 1);
+        }
+    }
+
+    /// The next chunk `peer` should fetch, always one it has: while fewer than [`RANDOM_FIRST`]
+    /// chunks are done, a random missing one; then the rarest missing one (fewest known holders),
+    /// ties at random. Once nothing is missing (endgame), a chunk it has that is in flight
+    /// elsewhere and that fewest peers hold, so that a slow peer cannot hold the download hostage.
+    /// `None` when there is nothing for this peer to do now (it may have something after a Have).
     pub fn next_for(&mut self, peer: PeerKey) -> Option<ChunkIndex> {
         if self.is_banned(&peer) {
             return None;
         }
         self.peers.entry(peer).or_default();
-        if let Some(i) = self.missing.pop_first() {
-            self.in_flight.insert(i, vec![peer]);
-            return Some(ChunkIndex(i));
+        // Taken out for the duration so that the picks may use the random stream while reading it.
+        let set = self.haves.remove(&peer)?;
+        let pick = self.pick(peer, &set);
+        self.haves.insert(peer, set);
+        pick.map(ChunkIndex)
+    }
+
+    fn pick(&mut self, peer: PeerKey, set: &HaveSet) -> Option<u32> {
+        if self.missing_count > 0 {
+            // A worker whose peer has none of the missing chunks waits for a Have: it does not
+            // double up on chunks in flight elsewhere before the endgame.
+            let pick = if self.done_count < RANDOM_FIRST {
+                self.random_pick(set)
+            } else {
+                self.rarest_pick(set)
+            }?;
+            self.remove_missing(pick);
+            self.in_flight.insert(pick, vec![peer]);
+            return Some(pick);
         }
-        let (&i, holders) = self
-            .in_flight
-            .iter_mut()
-            .filter(|(_, h)| h.len() < MAX_HOLDERS && !h.contains(&peer))
-            .min_by_key(|(_, h)| h.len())?;
-        holders.push(peer);
-        Some(ChunkIndex(i))
+        let mut best: Option<(u32, usize)> = None;
+        let mut ties = 0;
+        for (&i, holders) in &self.in_flight {
+            if holders.len() >= MAX_HOLDERS || holders.contains(&peer) || !set.has(i) {
+                continue;
+            }
+            match best {
+                Some((_, len)) if holders.len() > len => continue,
+                Some((_, len)) if holders.len() == len => {
+                    ties += 1;
+                    if self.rng.u32(0..ties) == 0 {
+                        best = Some((i, len));
+                    }
+                }
+                _ => {
+                    ties = 1;
+                    best = Some((i, holders.len()));
+                }
+            }
+        }
+        let (i, _) = best?;
+        self.in_flight.get_mut(&i)?.push(peer);
+        Some(i)
+    }
+
+    /// A missing chunk `set` has, uniformly at random. Costs one step per chunk the peer has; used
+    /// only for the first few chunks.
+    fn random_pick(&mut self, set: &HaveSet) -> Option<u32> {
+        let rng = &mut self.rng;
+        let mut pick = None;
+        let missing = set
+            .list
+            .iter()
+            .filter(|&&i| self.slot[i as usize] != NOT_MISSING);
+        for (seen, &i) in (1..).zip(missing) {
+            if rng.u32(0..seen) == 0 {
+                pick = Some(i);
+            }
+        }
+        pick
+    }
+
+    /// The rarest missing chunk `set` has, ties at random. Costs at most
+    /// min(chunks the peer has, chunks missing) steps, and usually a few.
+    fn rarest_pick(&mut self, set: &HaveSet) -> Option<u32> {
+        let rng = &mut self.rng;
+        if set.list.len() <= self.missing_count as usize {
+            // Few chunks: one pass over them, reservoir sampling among the rarest.
+            let mut best: Option<(u32, u32)> = None;
+            let mut ties = 0;
+            for &i in set
+                .list
+                .iter()
+                .filter(|&&i| self.slot[i as usize] != NOT_MISSING)
+            {
+                let a = self.avail[i as usize];
+                match best {
+                    Some((_, b)) if a > b => {}
+                    Some((_, b)) if a == b => {
+                        ties += 1;
+                        if rng.u32(0..ties) == 0 {
+                            best = Some((i, a));
+                        }
+                    }
+                    _ => {
+                        ties = 1;
+                        best = Some((i, a));
+                    }
+                }
+            }
+            return best.map(|(i, _)| i);
+        }
+        // Many chunks: the rarest non-empty bucket first, from a random place in it. A chunk the
+        // peer has is counted in its availability, so bucket 0 never holds one.
+        for bucket in self.buckets.iter().skip(1).filter(|b| !b.is_empty()) {
+            let start = rng.usize(0..bucket.len());
+            let (tail, head) = bucket.split_at(start);
+            if let Some(&i) = head.iter().chain(tail).find(|&&i| set.has(i)) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// `peer` delivered `index` and it was verified and written.
@@ -115,7 +306,7 @@ impl Scheduler {
         }
         self.done[i as usize] = true;
         self.done_count += 1;
-        self.missing.remove(&i);
+        self.remove_missing(i);
         self.in_flight.remove(&i);
         let stats = self.peers.entry(peer).or_default();
         stats.chunks += 1;
@@ -143,7 +334,8 @@ impl Scheduler {
         self.drop_holder(peer, index.0);
     }
 
-    /// `peer`'s connection ended: everything it was asked for goes back to whoever is left.
+    /// `peer`'s connection ended: everything it was asked for goes back to whoever is left, and
+    /// its have-set is forgotten (a new connection sends a new Bitfield).
     pub fn peer_gone(&mut self, peer: PeerKey) {
         let held: Vec<u32> = self
             .in_flight
@@ -154,6 +346,15 @@ impl Scheduler {
         for i in held {
             self.drop_holder(peer, i);
         }
+        self.forget_haves(peer);
+    }
+
+    fn forget_haves(&mut self, peer: PeerKey) {
+        if let Some(set) = self.haves.remove(&peer) {
+            for i in set.list {
+                self.set_avail(i, self.avail[i as usize] - 1);
+            }
+        }
     }
 
     fn drop_holder(&mut self, peer: PeerKey, i: u32) {
@@ -162,20 +363,58 @@ impl Scheduler {
             if holders.is_empty() {
                 self.in_flight.remove(&i);
                 if !self.done[i as usize] {
-                    self.missing.insert(i);
+                    self.insert_missing(i);
                 }
             }
         }
     }
 
-    /// Checks the invariants of `SCHEDULER.md`; for tests.
+    fn set_avail(&mut self, i: u32, a: u32) {
+        let missing = self.slot[i as usize] != NOT_MISSING;
+        if missing {
+            self.remove_missing(i);
+        }
+        self.avail[i as usize] = a;
+        if missing {
+            self.insert_missing(i);
+        }
+    }
+
+    fn insert_missing(&mut self, i: u32) {
+        let a = self.avail[i as usize] as usize;
+        if self.buckets.len() <= a {
+            self.buckets.resize_with(a + 1, Vec::new);
+        }
+        self.slot[i as usize] = self.buckets[a].len() as u32;
+        self.buckets[a].push(i);
+        self.missing_count += 1;
+    }
+
+    /// Takes `i` out of its bucket if it is there.
+    fn remove_missing(&mut self, i: u32) {
+        let s = self.slot[i as usize];
+        if s == NOT_MISSING {
+            return;
+        }
+        let bucket = &mut self.buckets[self.avail[i as usize] as usize];
+        bucket.swap_remove(s as usize);
+        if let Some(&moved) = bucket.get(s as usize) {
+            self.slot[moved as usize] = s;
+        }
+        self.slot[i as usize] = NOT_MISSING;
+        self.missing_count -= 1;
+    }
+
+    /// Checks the invariants of `SCHEDULER.md`; for tests and the simulation.
     pub fn check_invariants(&self) {
+        let n = self.num_chunks as usize;
         let done = self.done.iter().filter(|d| **d).count() as u32;
         assert_eq!(done, self.done_count);
         for i in 0..self.num_chunks {
+            let missing = self.slot[i as usize] != NOT_MISSING;
             let states = [
                 self.done[i as usize],
-                self.missing.contains(&i),
+                missing,
                 self.in_flight.contains_key(&i),
             ];
             assert_eq!(
@@ -183,13 +422,43 @@ impl Scheduler {
                 1,
                 "chunk {i} must be in exactly one state: {states:?}"
             );
+            if missing {
+                let bucket = &self.buckets[self.avail[i as usize] as usize];
+                assert_eq!(
+                    bucket[self.slot[i as usize] as usize], i,
+                    "chunk {i} misfiled"
+                );
+            }
         }
-        for holders in self.in_flight.values() {
+        let filed: usize = self.buckets.iter().map(Vec::len).sum();
+        assert_eq!(
+            filed, self.missing_count as usize,
+            "a bucket holds a stale chunk"
+        );
+        let mut counted = vec![0u32; n];
+        for (peer, set) in &self.haves {
+            assert!(!self.is_banned(peer), "a banned peer's have-set counts");
+            assert_eq!(set.bits.len(), n);
+            assert_eq!(set.list.len(), set.bits.iter().filter(|b| **b).count());
+            for &i in &set.list {
+                assert!(set.bits[i as usize], "have-list and bits disagree on {i}");
+                counted[i as usize] += 1;
+            }
+        }
+        assert_eq!(
+            counted, self.avail,
+            "availability is not the sum of the have-sets"
+        );
+        for (&i, holders) in &self.in_flight {
             assert!(!holders.is_empty() && holders.len() <= MAX_HOLDERS);
-            assert!(
-                holders.iter().all(|p| !self.is_banned(p)),
-                "a banned peer holds a chunk"
-            );
+            for (k, p) in holders.iter().enumerate() {
+                assert!(!self.is_banned(p), "a banned peer holds a chunk");
+                assert!(!holders[..k].contains(p), "{p} holds chunk {i} twice");
+                assert!(
+                    self.haves.get(p).is_some_and(|s| s.has(i)),
+                    "{p} was handed chunk {i}, which it does not have"
+                );
+            }
         }
     }
 }
@@ -202,16 +471,89 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], n))
     }
 
+    fn all(n: usize) -> Vec<bool> {
+        vec![true; n]
+    }
+
+    /// `n` chunks of which the first [`RANDOM_FIRST`] are done, so that picks are rarest first.
+    fn past_random_start(n: u32, seed: u64) -> Scheduler {
+        let have: Vec<bool> = (0..n).map(|i| i < RANDOM_FIRST).collect();
+        Scheduler::new(n, &have, seed)
+    }
+
     #[test]
-    fn fast_peers_take_more_and_endgame_duplicates() {
-        let mut s = Scheduler::new(3, &[]);
+    fn only_chunks_the_peer_has_and_otherwise_wait_for_a_have() {
+        let mut s = Scheduler::new(4, &[], 1);
+        let (a, silent) = (peer(1), peer(2));
+        assert_eq!(
+            s.next_for(silent),
+            None,
+            "a peer that sent no Bitfield has nothing"
+        );
+        s.peer_bitfield(a, &[false, true]);
+        assert_eq!(s.next_for(a), Some(ChunkIndex(1)));
+        assert_eq!(
+            s.next_for(a),
+            None,
+            "chunks 0, 2, 3 are missing but a lacks them"
+        );
+        s.peer_have(a, ChunkIndex(3));
+        s.peer_have(a, ChunkIndex(99)); // out of range: ignored
+        assert_eq!(s.next_for(a), Some(ChunkIndex(3)));
+        assert!(!s.peer_is_complete(a));
+        s.check_invariants();
+    }
+
+    #[test]
+    fn rarest_first_once_past_the_random_start() {
+        let mut s = past_random_start(10, 3);
+        let (a, b, c) = (peer(1), peer(2), peer(3));
+        s.peer_bitfield(a, &all(10));
+        let mut b_has = vec![false; 10];
+        b_has[5] = true;
+        b_has[6] = true;
+        s.peer_bitfield(b, &b_has);
+        s.peer_bitfield(c, &[false, false, false, false, false, true]);
+        assert!(s.peer_is_complete(a) && !s.peer_is_complete(b));
+        let picks: Vec<u32> = (0..6).map(|_| s.next_for(a).unwrap().0).collect();
+        let mut first: Vec<u32> = picks[..4].to_vec();
+        first.sort();
+        assert_eq!(first, [4, 7, 8, 9], "held by a alone: rarest");
+        assert_eq!(picks[4..], [6, 5], "then held by two, then by three");
+        s.check_invariants();
+    }
+
+    #[test]
+    fn ties_and_the_first_picks_are_random() {
+        let firsts: BTreeMap<u32, u32> = (0..40).fold(BTreeMap::new(), |mut m, seed| {
+            let mut s = Scheduler::new(64, &[], seed);
+            s.peer_bitfield(peer(1), &all(64));
+            *m.entry(s.next_for(peer(1)).unwrap().0).or_default() += 1;
+            m
+        });
+        assert!(firsts.len() > 10, "first picks of 40 seeds: {firsts:?}");
+        let tied: BTreeMap<u32, u32> = (0..40).fold(BTreeMap::new(), |mut m, seed| {
+            let mut s = past_random_start(64, seed);
+            s.peer_bitfield(peer(1), &all(64));
+            *m.entry(s.next_for(peer(1)).unwrap().0).or_default() += 1;
+            m
+        });
+        assert!(tied.len() > 10, "rarest-first ties of 40 seeds: {tied:?}");
+    }
+
+    #[test]
+    fn endgame_doubles_up_only_on_chunks_the_peer_has() {
+        let mut s = Scheduler::new(3, &[], 5);
         let (a, b) = (peer(1), peer(2));
-        assert_eq!(s.next_for(a), Some(ChunkIndex(0)));
-        assert_eq!(s.next_for(b), Some(ChunkIndex(1)));
-        assert_eq!(s.next_for(a), Some(ChunkIndex(2)));
-        // Nothing missing: b may double up on a chunk a holds, but never on its own.
-        assert_eq!(s.next_for(b), Some(ChunkIndex(0)));
-        assert_eq!(s.next_for(b), Some(ChunkIndex(2)));
+        s.peer_bitfield(a, &all(3));
+        s.peer_bitfield(b, &[true, false, true]);
+        let mut got: Vec<u32> = (0..3).map(|_| s.next_for(a).unwrap().0).collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(s.next_for(a), None, "never twice to the same peer");
+        let mut dup: Vec<u32> = (0..2).map(|_| s.next_for(b).unwrap().0).collect();
+        dup.sort();
+        assert_eq!(dup, [0, 2], "b lacks chunk 1");
         assert_eq!(s.next_for(b), None);
         s.check_invariants();
         assert_eq!(s.completed(b, ChunkIndex(0), 10), Completion::Accepted);
@@ -222,60 +564,113 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_peer_gives_its_chunks_back() {
-        let mut s = Scheduler::new(4, &[true, false, false, false]);
+    fn a_lost_peer_gives_its_chunks_and_its_availability_back() {
+        let mut s = Scheduler::new(4, &[true, false, false, false], 9);
         let (a, b) = (peer(1), peer(2));
-        assert_eq!(s.next_for(a), Some(ChunkIndex(1)));
-        assert_eq!(s.next_for(a), Some(ChunkIndex(2)));
+        s.peer_bitfield(a, &all(4));
+        s.peer_bitfield(b, &all(4));
+        let taken = [s.next_for(a).unwrap(), s.next_for(a).unwrap()];
         s.peer_gone(a);
         s.check_invariants();
-        assert_eq!(s.next_for(b), Some(ChunkIndex(1)));
-        assert_eq!(s.next_for(b), Some(ChunkIndex(2)));
-        assert_eq!(s.next_for(b), Some(ChunkIndex(3)));
-        for i in 1..4 {
-            s.completed(b, ChunkIndex(i), 1);
+        assert!(!s.peer_is_complete(a));
+        assert_eq!(s.next_for(a), None, "its have-set is forgotten");
+        let mut got: Vec<ChunkIndex> = (0..3).map(|_| s.next_for(b).unwrap()).collect();
+        assert!(taken.iter().all(|t| got.contains(t)));
+        got.sort();
+        for i in got {
+            s.completed(b, i, 1);
         }
         assert!(s.is_complete());
         s.check_invariants();
     }
 
     #[test]
-    fn liars_are_struck_then_banned() {
-        let mut s = Scheduler::new(2, &[]);
-        let (liar, honest) = (peer(1), peer(2));
-        assert_eq!(s.next_for(liar), Some(ChunkIndex(0)));
-        assert!(!s.hash_failed(liar, ChunkIndex(0)));
+    fn a_new_bitfield_releases_what_the_peer_no_longer_claims() {
+        let mut s = Scheduler::new(2, &[], 2);
+        let a = peer(1);
+        s.peer_bitfield(a, &all(2));
+        let first = s.next_for(a).unwrap();
+        let mut only_other = vec![true; 2];
+        only_other[first.0 as usize] = false;
+        s.peer_bitfield(a, &only_other);
         s.check_invariants();
-        assert_eq!(s.next_for(liar), Some(ChunkIndex(0)));
-        assert_eq!(s.next_for(liar), Some(ChunkIndex(1)));
-        assert!(s.hash_failed(liar, ChunkIndex(0)));
+        assert_eq!(s.next_for(a).map(|i| i.0), Some(1 - first.0));
+        assert_eq!(s.next_for(a), None);
+    }
+
+    #[test]
+    fn liars_are_struck_then_banned() {
+        let mut s = Scheduler::new(2, &[], 4);
+        let (liar, honest) = (peer(1), peer(2));
+        s.peer_bitfield(liar, &all(2));
+        let i = s.next_for(liar).unwrap();
+        assert!(!s.hash_failed(liar, i));
+        s.check_invariants();
+        let (x, y) = (s.next_for(liar).unwrap(), s.next_for(liar).unwrap());
+        assert_ne!(x, y);
+        assert!(s.hash_failed(liar, x));
         s.check_invariants();
         assert_eq!(s.next_for(liar), None, "banned");
-        assert_eq!(s.next_for(honest), Some(ChunkIndex(0)));
-        assert_eq!(s.next_for(honest), Some(ChunkIndex(1)));
+        s.peer_bitfield(liar, &all(2));
+        s.peer_have(liar, ChunkIndex(0));
+        s.check_invariants(); // a banned peer's claims do not count
+        s.peer_bitfield(honest, &all(2));
+        assert!(s.next_for(honest).is_some());
+        assert!(s.next_for(honest).is_some());
         assert!(s.stats()[&liar].banned);
+    }
+
+    #[test]
+    fn a_large_download_from_many_peers_completes() {
+        let n = 2048;
+        let mut s = Scheduler::new(n, &[], 11);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for p in 1..=32 {
+            let has: Vec<bool> = (0..n).map(|_| p <= 4 || rng.u8(0..4) == 0).collect();
+            s.peer_bitfield(peer(p), &has);
+        }
+        let mut rounds = 0;
+        while !s.is_complete() {
+            rounds += 1;
+            for p in 1..=32 {
+                if let Some(i) = s.next_for(peer(p)) {
+                    s.completed(peer(p), i, 1);
+                }
+            }
+        }
+        s.check_invariants();
+        assert!(rounds < 200, "took {rounds} rounds");
     }
 
     #[test]
     fn random_operations_keep_the_invariants() {
         let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..200 {
+        for round in 0..300 {
             let n = rng.u32(0..20);
             let have: Vec<bool> = (0..n).map(|_| rng.bool()).collect();
-            let mut s = Scheduler::new(n, &have);
-            for _ in 0..200 {
-                let p = peer(rng.u16(1..5));
-                let i = ChunkIndex(rng.u32(0..n.max(1)));
-                match rng.u8(0..5) {
-                    0 | 1 => {
-                        s.next_for(p);
+            let mut s = Scheduler::new(n, &have, round);
+            for _ in 0..300 {
+                let p = peer(rng.u16(1..6));
+                let i = ChunkIndex(rng.u32(0..n + 2));
+                match rng.u8(0..9) {
+                    0..=2 => {
+                        if let Some(got) = s.next_for(p) {
+                            assert!(s.haves[&p].has(got.0));
+                        }
                     }
-                    2 if i.0 < n => {
+                    3 => {
                         s.completed(p, i, 1);
                     }
-                    3 if i.0 < n => {
+                    4 => {
                         s.hash_failed(p, i);
                     }
+                    5 => s.release(p, i),
+                    6 => {
+                        let len = rng.usize(0..n as usize + 3);
+                        let bits: Vec<bool> = (0..len).map(|_| rng.u8(0..4) != 0).collect();
+                        s.peer_bitfield(p, &bits);
+                    }
+                    7 => s.peer_have(p, i),
                     _ => s.peer_gone(p),
                 }
                 s.check_invariants();

@@ -145,7 +145,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    eprintln!("{}", summary_line(&summary));
+    if summary.already_had {
+        eprintln!(
+            "already have {}: every chunk verified, nothing fetched",
+            summary.name
+        );
+    } else {
+        eprintln!("{}", summary_line(&summary));
+    }
     println!(
         "{} {} {}",
         summary.id,

@@ -5,16 +5,25 @@
 
 use crate::FileId;
 
-/// Longest name we write, in bytes (file systems commonly allow 255; `.part` must still fit).
+/// Longest name we write, in bytes (file systems commonly allow 255; the `.part` name, which adds
+/// 29 bytes, must still fit).
 pub const MAX_LOCAL_NAME: usize = 200;
 
+/// How every `.part` name begins; no final name does (see [`safe_file_name`]), so a download's
+/// `.part` can never be another download's final name.
+pub const PART_PREFIX: &str = ".shoal-";
+
 /// A name safe to join onto the output folder: the last path component of `name`, without control
-/// characters, never empty, `.` or `..`, and at most [`MAX_LOCAL_NAME`] bytes. Falls back to
-/// `file-<id prefix>` when nothing usable is left.
+/// characters, never empty, `.` or `..`, never starting with [`PART_PREFIX`] (a `_` goes in front),
+/// and at most [`MAX_LOCAL_NAME`] bytes. Falls back to `file-<id prefix>` when nothing usable is
+/// left.
 pub fn safe_file_name(name: &str, id: &FileId) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
     let mut cleaned = cleaned.trim().to_string();
+    if cleaned.starts_with(PART_PREFIX) {
+        cleaned.insert(0, '_');
+    }
     if cleaned.len() > MAX_LOCAL_NAME {
         let mut end = MAX_LOCAL_NAME;
         while !cleaned.is_char_boundary(end) {
@@ -55,6 +64,11 @@ mod tests {
             ("bad\u{0}na\u{7}me\n", "badname"),
             ("notes.pdf", "notes.pdf"),
             ("...", "file-12121212"),
+            (
+                ".shoal-0123456789abcdef-x.part",
+                "_.shoal-0123456789abcdef-x.part",
+            ),
+            (".shoal", ".shoal"),
         ];
         for (input, want) in cases {
             assert_eq!(safe_file_name(input, &id), want, "input {input:?}");

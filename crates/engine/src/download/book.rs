@@ -1,0 +1,87 @@
+//! The peers a download knows of, and when each may be tried (again).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The peers we know of, and when each may be tried (again).
+#[derive(Default)]
+pub(super) struct PeerBook {
+    peers: HashMap<SocketAddr, BookEntry>,
+}
+
+struct BookEntry {
+    active: bool,
+    failures: u32,
+    retry_at: Instant,
+}
+
+impl PeerBook {
+    pub(super) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(super) fn add(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            self.peers.entry(*a).or_insert(BookEntry {
+                active: false,
+                failures: 0,
+                retry_at: Instant::now(),
+            });
+        }
+    }
+
+    /// Peers not connected now whose back-off has passed.
+    pub(super) fn ready(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| !e.active && e.retry_at <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The next time a peer's back-off ends. Peers ready already are not counted: they were
+    /// either started or could not be (banned, or the connection cap), and waking up for them
+    /// again would only spin.
+    pub(super) fn next_retry(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|e| !e.active && e.retry_at > now)
+            .map(|e| e.retry_at)
+            .min()
+    }
+
+    pub(super) fn started(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.peers.get_mut(&addr) {
+            e.active = true;
+        } else {
+            self.peers.insert(
+                addr,
+                BookEntry {
+                    active: true,
+                    failures: 0,
+                    retry_at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn ended(&mut self, addr: SocketAddr, ok: bool, now: Instant) {
+        let e = self.peers.entry(addr).or_insert(BookEntry {
+            active: false,
+            failures: 0,
+            retry_at: now,
+        });
+        e.active = false;
+        if ok {
+            e.failures = 0;
+            e.retry_at = now;
+        } else {
+            e.failures += 1;
+            e.retry_at = now + Duration::from_millis(250 * (1u64 << e.failures.min(6)));
+        }
+    }
+}

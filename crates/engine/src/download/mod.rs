@@ -1,0 +1,359 @@
+//! The leecher's download: find peers, fetch and check the manifest, then let one worker per peer
+//! pull chunks from the shared [`Scheduler`], verify them off the runtime threads and write them
+//! into the `.part` file; rename it only when every chunk is verified and synced.
+//!
+//! The parts: [`manifest`] (finding a peer with the manifest), [`supervise`] (opening and
+//! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection)
+//! and [`verify`] (hashing and writing chunks off the runtime).
+//!
+//! See `SCHEDULER.md` for what happens to a chunk when a peer dies, stalls or lies.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_proto::names::safe_file_name;
+use shoal_proto::tracker::ListEntry;
+use shoal_proto::{ChunkIndex, FileId, Manifest};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::fsafe::{self, Destination};
+use crate::pool::BufferPool;
+use crate::scheduler::{PeerStats, Scheduler};
+use crate::store::{PartFile, StoreError};
+use crate::tracker_client::{TrackerClient, TrackerError};
+
+mod book;
+mod manifest;
+mod supervise;
+mod verify;
+mod worker;
+
+use book::PeerBook;
+use manifest::fetch_manifest;
+use supervise::{run_workers, RunEnd};
+use verify::{pool_size, spawn_verifiers, Job};
+
+#[derive(Clone, Debug)]
+pub struct DownloadOptions {
+    pub out_dir: PathBuf,
+    /// Replace an existing file at the destination.
+    pub force: bool,
+    /// Requests in flight per peer connection.
+    pub window: usize,
+    /// Most peer connections at once.
+    pub max_peers: usize,
+    /// A peer with requests outstanding that sends nothing for this long loses them.
+    pub stall_timeout: Duration,
+    /// Give up when no chunk has arrived from anyone for this long.
+    pub timeout: Duration,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            out_dir: PathBuf::from("."),
+            force: false,
+            window: 6,
+            max_peers: 32,
+            stall_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Live figures for a progress display; every field may be read at any time.
+#[derive(Default)]
+pub struct Progress {
+    /// Size of the file, once the manifest is known.
+    pub total: AtomicU64,
+    /// Bytes verified and written, including those found on disk when resuming.
+    pub done: AtomicU64,
+    /// Bytes of an existing `.part` checked so far when resuming.
+    pub checked: AtomicU64,
+    /// Peer connections open now.
+    pub peers: AtomicUsize,
+    /// Chunks that failed their hash.
+    pub hash_failures: AtomicU32,
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub id: FileId,
+    pub name: String,
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub elapsed: Duration,
+    /// From the first chunk request to the last chunk written.
+    pub data_phase: Duration,
+    /// Chunks already on disk and verified when the download started.
+    pub resumed_chunks: u32,
+    /// Chunks fetched from peers in this run.
+    pub fetched_chunks: u32,
+    pub hash_failures: u32,
+    /// Who delivered what, most first.
+    pub peers: Vec<(SocketAddr, PeerStats)>,
+    /// The destination already was this very file (every chunk verified): nothing was fetched.
+    pub already_had: bool,
+}
+
+impl Summary {
+    fn already_had(
+        id: FileId,
+        name: String,
+        path: PathBuf,
+        manifest: Manifest,
+        elapsed: Duration,
+    ) -> Summary {
+        Summary {
+            id,
+            name,
+            path,
+            resumed_chunks: manifest.num_chunks(),
+            manifest,
+            elapsed,
+            data_phase: Duration::ZERO,
+            fetched_chunks: 0,
+            hash_failures: 0,
+            peers: Vec::new(),
+            already_had: true,
+        }
+    }
+
+    pub fn banned(&self) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .filter(|(_, s)| s.banned)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{0} already exists; use --force to replace it")]
+    Exists(PathBuf),
+    #[error("no peer could provide {name} for {} s{}", .waited.as_secs(), part_note(.part))]
+    NoPeers {
+        name: String,
+        waited: Duration,
+        part: Option<PathBuf>,
+    },
+    #[error("interrupted{}", part_note(.part))]
+    Cancelled { part: Option<PathBuf> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+}
+
+fn part_note(part: &Option<PathBuf>) -> String {
+    match part {
+        Some(p) => format!(
+            "; the partial download is kept in {} and the same command resumes it",
+            p.display()
+        ),
+        None => String::new(),
+    }
+}
+
+/// Everything the workers share.
+struct Shared {
+    id: FileId,
+    manifest: Manifest,
+    part: PartFile,
+    sched: Mutex<Scheduler>,
+    /// Bumped whenever the scheduler changes in a way that may give an idle worker work (or end
+    /// the download), so nobody polls.
+    changed: watch::Sender<()>,
+    progress: Arc<Progress>,
+    /// Every chunk in memory (being received, verified or written) lives in one of these.
+    pool: Arc<BufferPool>,
+    /// Chunks waiting for (or in) verification; see [`spawn_verifiers`].
+    verifying: TaskTracker,
+    verifiers: std::sync::mpsc::Sender<Job>,
+    fatal: Mutex<Option<StoreError>>,
+    /// When the last chunk was verified and written: only real progress holds off `--timeout`
+    /// (a peer that only sends frames we reject must not keep the download alive).
+    last_activity: Mutex<Instant>,
+    opts: DownloadOptions,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn notify(&self) {
+        self.changed.send_replace(());
+    }
+}
+
+/// Downloads `entry` (as resolved through the tracker) into `opts.out_dir`.
+pub async fn download(
+    client: Arc<TrackerClient>,
+    entry: ListEntry,
+    opts: DownloadOptions,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> Result<Summary, DownloadError> {
+    let start = Instant::now();
+    let name = safe_file_name(&entry.name, &entry.id);
+    let dest = opts.out_dir.join(&name);
+    let maybe_had = match fsafe::destination(&dest, opts.force, entry.size)? {
+        Destination::Taken => return Err(DownloadError::Exists(dest)),
+        d => d == Destination::MaybeTheFile,
+    };
+    let span = tracing::info_span!("download", file = %entry.id.short());
+    let mut book = PeerBook::default();
+    let (manifest, first) = tokio::select! {
+        _ = cancel.cancelled() => return Err(DownloadError::Cancelled { part: None }),
+        r = fetch_manifest(&client, &entry, &opts, &mut book).instrument(span.clone()) => r?,
+    };
+    if manifest.size() != entry.size {
+        // The manifest is verified against the id; the tracker's figure is only a label.
+        tracing::warn!(
+            manifest = manifest.size(),
+            listed = entry.size,
+            "the tracker listed another size than the verified manifest says; using the manifest"
+        );
+    }
+    progress.total.store(manifest.size(), Ordering::Relaxed);
+    if maybe_had {
+        let (d, m, p) = (dest.clone(), manifest.clone(), progress.clone());
+        let check =
+            tokio::task::spawn_blocking(move || fsafe::already_complete(&d, &m, &p.checked));
+        let had = tokio::select! {
+            _ = cancel.cancelled() => return Err(DownloadError::Cancelled { part: None }),
+            r = check => r.expect("checking the destination panicked")?,
+        };
+        if !had {
+            return Err(DownloadError::Exists(dest));
+        }
+        return Ok(Summary::already_had(
+            entry.id,
+            name,
+            dest,
+            manifest,
+            start.elapsed(),
+        ));
+    }
+
+    let part_path = PartFile::part_path(&dest, &entry.id);
+    // Opening (space is reserved) and re-checking a resumed `.part` can take long: Ctrl-C must
+    // not wait for them. The blocking work then finishes on its own and lets go of the file.
+    let interrupted = || DownloadError::Cancelled {
+        part: Some(part_path.clone()),
+    };
+    let open = {
+        let (dest, size, id, part) = (dest.clone(), manifest.size(), entry.id, part_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let existed = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+            PartFile::open(&dest, &id, size).map(|p| (p, existed))
+        })
+    };
+    let (part, existed) = tokio::select! {
+        _ = cancel.cancelled() => return Err(interrupted()),
+        r = open => r.expect("opening the part file panicked")?,
+    };
+    // Resume: whatever is already on disk and matches the manifest is not fetched again.
+    let (part, have) = if existed {
+        let (m, p) = (manifest.clone(), progress.clone());
+        let check = tokio::task::spawn_blocking(move || {
+            part.verify_existing(&m, &p.checked).map(|h| (part, h))
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            r = check => r.expect("verification panicked")?,
+        }
+    } else {
+        (part, vec![false; manifest.num_chunks() as usize])
+    };
+    let resumed_chunks = have.iter().filter(|h| **h).count() as u32;
+    let resumed_bytes: u64 = (0..manifest.num_chunks())
+        .filter(|&i| have[i as usize])
+        .map(|i| u64::from(manifest.chunk_len(ChunkIndex(i))))
+        .sum();
+    progress.done.store(resumed_bytes, Ordering::Relaxed);
+    if resumed_chunks > 0 {
+        tracing::info!(parent: &span, chunks = resumed_chunks, "resuming: chunks already on disk and verified");
+    }
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_size = manifest.chunk_size();
+    let shared = Arc::new(Shared {
+        id: entry.id,
+        sched: Mutex::new(Scheduler::new(
+            manifest.num_chunks(),
+            &have,
+            fastrand::u64(..),
+        )),
+        manifest,
+        part,
+        changed: watch::channel(()).0,
+        progress: progress.clone(),
+        pool: BufferPool::new(pool_size(opts.max_peers, cores, chunk_size)),
+        verifying: TaskTracker::new(),
+        // Two per core: a thread waiting for its direct write to reach the disk leaves its core to
+        // another one's hashing (measured: 2 per core gave ~20 % more than 1, 3 no more than 2).
+        verifiers: spawn_verifiers(2 * cores),
+        fatal: Mutex::new(None),
+        last_activity: Mutex::new(Instant::now()),
+        opts: opts.clone(),
+        cancel: cancel.child_token(),
+    });
+    let data_start = Instant::now();
+    let mut workers = JoinSet::new();
+    let outcome = run_workers(&shared, &client, &mut book, first, &mut workers)
+        .instrument(span.clone())
+        .await;
+    shared.cancel.cancel();
+    // Every worker holds `shared`: wait until they are all gone before taking it back (dropping
+    // a JoinSet only asks its tasks to stop).
+    workers.shutdown().await;
+    shared.verifying.close();
+    shared.verifying.wait().await;
+    let data_phase = data_start.elapsed();
+    match outcome {
+        Ok(()) => {}
+        Err(RunEnd::Cancelled) => {
+            return Err(DownloadError::Cancelled {
+                part: Some(part_path),
+            })
+        }
+        Err(RunEnd::NoPeers(waited)) => {
+            return Err(DownloadError::NoPeers {
+                name,
+                waited,
+                part: Some(part_path),
+            })
+        }
+        Err(RunEnd::Fatal(e)) => return Err(e.into()),
+    }
+    let shared = Arc::into_inner(shared).expect("every worker and verifier has finished");
+    let (direct, offered) = shared.part.direct_writes();
+    tracing::debug!(parent: &span, direct, offered, "chunks written straight to the disk (O_DIRECT)");
+    let path = tokio::task::spawn_blocking(move || shared.part.finish(shared.opts.force))
+        .await
+        .expect("finishing panicked")?;
+    let sched = shared.sched.into_inner().unwrap();
+    let mut peers: Vec<(SocketAddr, PeerStats)> =
+        sched.stats().iter().map(|(a, s)| (*a, s.clone())).collect();
+    peers.sort_by(|a, b| b.1.chunks.cmp(&a.1.chunks).then(a.0.cmp(&b.0)));
+    Ok(Summary {
+        id: entry.id,
+        name,
+        path,
+        manifest: shared.manifest,
+        elapsed: start.elapsed(),
+        data_phase,
+        resumed_chunks,
+        fetched_chunks: sched.done_count() - resumed_chunks,
+        hash_failures: progress.hash_failures.load(Ordering::Relaxed),
+        peers,
+        already_had: false,
+    })
+}

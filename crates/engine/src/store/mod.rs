@@ -1,0 +1,62 @@
+//! Files on disk: hashing a file into its manifest ([`hash`]), a complete file this peer shares
+//! ([`shared`]), the files a peer shares ([`library`]), and the `.part` file a download writes
+//! into ([`part`]).
+//!
+//! Everything here is blocking I/O; callers run it on `spawn_blocking` or on threads of its own,
+//! never on the async runtime's workers.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use shoal_proto::ManifestError;
+
+pub mod hash;
+pub mod library;
+pub mod part;
+pub mod shared;
+
+pub use hash::hash_chunks;
+pub use library::Library;
+pub use part::PartFile;
+pub use shared::{ServeError, SharedFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    #[error("{path} is a directory, not a file")]
+    IsDir { path: PathBuf },
+    #[error("{path}: permission denied")]
+    Denied { path: PathBuf },
+    // The cause is part of the message, so it is deliberately not the error's `source()` (a field
+    // named `source` would be): `{:#}` would print it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error("{path}: {error}")]
+    Manifest { path: PathBuf, error: ManifestError },
+    #[error("{path} changed while it was being hashed; try again once nothing writes to it")]
+    ChangedWhileHashing { path: PathBuf },
+    #[error("not enough space on the disk for {path}")]
+    DiskFull { path: PathBuf },
+    #[error("another leecher is already writing {path}")]
+    Locked { path: PathBuf },
+    #[error(transparent)]
+    Unsafe(#[from] crate::fsafe::FsError),
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: io::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing { path },
+            io::ErrorKind::PermissionDenied => StoreError::Denied { path },
+            io::ErrorKind::IsADirectory => StoreError::IsDir { path },
+            io::ErrorKind::StorageFull => StoreError::DiskFull { path },
+            _ if source.raw_os_error() == Some(libc::ENOSPC) => StoreError::DiskFull { path },
+            _ => StoreError::Io {
+                path,
+                error: source,
+            },
+        }
+    }
+}

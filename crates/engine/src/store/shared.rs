@@ -1,0 +1,247 @@
+//! A complete file this peer shares: its manifest, and the check that withdraws it when it
+//! changes on disk.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use shoal_proto::manifest::chunk_count;
+use shoal_proto::tracker::FileEntry;
+use shoal_proto::{ChunkIndex, FileId, Manifest};
+
+use super::{hash_chunks, StoreError};
+
+/// What we remember of a file's metadata to notice that it changed under us.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Snapshot {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Snapshot {
+    fn of(file: &File) -> io::Result<Snapshot> {
+        let meta = file.metadata()?;
+        Ok(Snapshot {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the file changed on disk since it was hashed")]
+    Changed,
+    #[error("no such chunk")]
+    NoSuchChunk,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A complete file this peer shares, with its manifest.
+pub struct SharedFile {
+    pub id: FileId,
+    pub name: String,
+    pub manifest: Manifest,
+    /// The manifest's canonical encoding, sent as is to every peer that asks.
+    pub manifest_bytes: Bytes,
+    pub path: PathBuf,
+    file: File,
+    snapshot: Snapshot,
+    withdrawn: AtomicBool,
+}
+
+impl SharedFile {
+    /// Opens and hashes a file. `progress` grows by the bytes hashed.
+    pub fn hash(
+        path: &Path,
+        chunk_size: u32,
+        progress: &AtomicU64,
+    ) -> Result<SharedFile, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let before = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
+        if file
+            .metadata()
+            .map_err(|e| StoreError::io(path, e))?
+            .is_dir()
+        {
+            return Err(StoreError::IsDir {
+                path: path.to_path_buf(),
+            });
+        }
+        chunk_count(before.len, chunk_size).map_err(|error| StoreError::Manifest {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let hashes =
+            hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| match e.kind() {
+                // The file shrank under us.
+                std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
+                    path: path.to_path_buf(),
+                },
+                _ => StoreError::io(path, e),
+            })?;
+        if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
+            return Err(StoreError::ChangedWhileHashing {
+                path: path.to_path_buf(),
+            });
+        }
+        let manifest = Manifest::new(before.len, chunk_size, hashes).map_err(|error| {
+            StoreError::Manifest {
+                path: path.to_path_buf(),
+                error,
+            }
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        Ok(SharedFile::from_parts(path, name, manifest, file, before))
+    }
+
+    /// A file a download has just verified chunk by chunk: no need to hash it again.
+    pub fn verified(
+        path: &Path,
+        name: String,
+        manifest: Manifest,
+    ) -> Result<SharedFile, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let snapshot = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
+        Ok(SharedFile::from_parts(path, name, manifest, file, snapshot))
+    }
+
+    fn from_parts(
+        path: &Path,
+        name: String,
+        manifest: Manifest,
+        file: File,
+        snapshot: Snapshot,
+    ) -> SharedFile {
+        let manifest_bytes = Bytes::from(manifest.encode());
+        SharedFile {
+            id: shoal_proto::manifest::id_of_encoding(&manifest_bytes),
+            name,
+            manifest,
+            manifest_bytes,
+            path: path.to_path_buf(),
+            file,
+            snapshot,
+            withdrawn: AtomicBool::new(false),
+        }
+    }
+
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            id: self.id,
+            size: self.manifest.size(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Relaxed)
+    }
+
+    /// Fails (and withdraws the file, logging why, the first time) if the file's size or
+    /// modification time is no longer what was hashed.
+    pub fn check(&self) -> Result<(), ServeError> {
+        if self.is_withdrawn() {
+            return Err(ServeError::Changed);
+        }
+        if Snapshot::of(&self.file).ok() != Some(self.snapshot) {
+            if !self.withdrawn.swap(true, Ordering::Relaxed) {
+                tracing::warn!(file = %self.id.short(), path = %self.path.display(), "the file changed on disk since it was hashed; no longer serving it");
+            }
+            return Err(ServeError::Changed);
+        }
+        Ok(())
+    }
+
+    /// The open file, for sending chunks straight from the page cache.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Asks the kernel to start reading a chunk into the page cache (never blocks for long), so
+    /// that `sendfile` finds it there instead of blocking a runtime thread on the disk.
+    pub fn prefetch(&self, index: ChunkIndex) {
+        let len = self.manifest.chunk_len(index);
+        if len == 0 {
+            // Not a chunk of this file (a length of 0 would mean "to the end").
+            return;
+        }
+        // SAFETY: an advisory syscall on a descriptor we own.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                self.manifest.offset(index) as libc::off_t,
+                libc::off_t::from(len),
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
+    /// Reads one chunk (blocking). If the file's size or modification time is no longer what was
+    /// hashed, the file is withdrawn: from then on every read fails with [`ServeError::Changed`].
+    pub fn read_chunk(&self, index: ChunkIndex) -> Result<Bytes, ServeError> {
+        self.check()?;
+        let len = self.manifest.chunk_len(index) as usize;
+        if len == 0 {
+            return Err(ServeError::NoSuchChunk);
+        }
+        let mut buf = BytesMut::zeroed(len);
+        let read = self
+            .file
+            .read_exact_at(&mut buf, self.manifest.offset(index));
+        // Checked after the read too, so a write that raced with it is caught.
+        self.check()?;
+        read?;
+        Ok(buf.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_matches_the_in_memory_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, &data).unwrap();
+        let progress = AtomicU64::new(0);
+        let shared = SharedFile::hash(&path, 16 * 1024, &progress).unwrap();
+        assert_eq!(
+            shared.manifest,
+            Manifest::of_bytes(&data, 16 * 1024).unwrap()
+        );
+        assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
+        assert_eq!(
+            &shared.read_chunk(ChunkIndex(6)).unwrap()[..],
+            &data[6 * 16384..]
+        );
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(7)),
+            Err(ServeError::NoSuchChunk)
+        ));
+    }
+
+    #[test]
+    fn a_changed_file_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![1u8; 40_000]).unwrap();
+        let shared = SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap();
+        std::fs::write(&path, vec![2u8; 50_000]).unwrap();
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(0)),
+            Err(ServeError::Changed)
+        ));
+        assert!(shared.is_withdrawn());
+    }
+}
