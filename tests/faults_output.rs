@@ -230,6 +230,7 @@ fn names_from_the_network_are_never_paths() {
             id: FileId([7; 32]),
             size: 1,
             name: bad.clone(),
+            have: shoal_proto::tracker::Have::Complete,
         };
         let refused = announce(&swarm.tracker_addr, peer.addr.port(), entry);
         assert!(

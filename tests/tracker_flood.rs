@@ -129,6 +129,7 @@ fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
                     id: FileId(id),
                     size: rng.u64(..),
                     name: name(rng),
+                    have: shoal_proto::tracker::Have::Complete,
                 })
                 .collect(),
             peer,
@@ -136,6 +137,7 @@ fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
         1 => RequestBody::Heartbeat {
             peer,
             files: rng.u32(..),
+            progress: Vec::new(),
         },
         2 => RequestBody::Unregister {
             peer,
@@ -294,10 +296,15 @@ fn tracker_survives_a_flood() {
                     id: FileId([n; 32]),
                     size: 1000,
                     name: format!("honest-{n}"),
+                    have: shoal_proto::tracker::Have::Complete,
                 })
                 .collect(),
         },
-        RequestBody::Heartbeat { peer, files: 3 },
+        RequestBody::Heartbeat {
+            peer,
+            files: 3,
+            progress: Vec::new(),
+        },
         RequestBody::List {
             filter: Filter::All,
             cursor: 0,

@@ -1,14 +1,15 @@
 //! Talking to the tracker over UDP: requests with retries and backoff, connection ids, paged
 //! listings, name resolution, and the [`Announcer`] that keeps a peer registered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
-    ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
+    encoded_len, version_text, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry,
+    PeerInfo, Progress, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING,
+    MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 use tokio::net::UdpSocket;
@@ -29,6 +30,11 @@ pub enum TrackerError {
     Refused(ErrorCode),
     #[error("the tracker sent an unexpected reply")]
     Protocol,
+    #[error("the tracker at {addr} speaks protocol {}, this client speaks {PROTOCOL_VERSION}; run the same version of shoal on both", version_text(*.theirs))]
+    OtherVersion {
+        addr: SocketAddr,
+        theirs: Option<u8>,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -143,12 +149,19 @@ impl TrackerClient {
         body: RequestBody,
     ) -> Result<ResponseBody, TrackerError> {
         let txn = TransactionId(fastrand::u32(..));
+        let connect = matches!(body, RequestBody::Connect { .. });
         let bytes = Request { txn, conn, body }.encode();
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        for wait in &self.retry.waits {
+        for (attempt, wait) in self.retry.waits.iter().enumerate() {
             let deadline = tokio::time::Instant::now() + *wait;
             // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
             let _ = self.socket.send(&bytes).await;
+            if connect && attempt > 0 {
+                // A version 1 tracker drops our datagrams unanswered. Its connect request was
+                // the same bytes under its own magic, so ask that way too: its answer lets us
+                // say why nothing works, instead of "did not answer".
+                let _ = self.socket.send(&v1_probe(&bytes)).await;
+            }
             loop {
                 match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
                     Err(_) => break,
@@ -159,6 +172,12 @@ impl TrackerClient {
                     }
                     Ok(Ok(n)) => match Response::decode(&buf[..n]) {
                         Ok(resp) if resp.txn == txn => return Ok(resp.body),
+                        Err(DecodeError::OtherVersion(theirs)) => {
+                            return Err(TrackerError::OtherVersion {
+                                addr: self.addr,
+                                theirs,
+                            })
+                        }
                         // A late reply to an earlier try, or noise: keep waiting.
                         _ => continue,
                     },
@@ -201,6 +220,13 @@ impl TrackerClient {
             _ => Err(TrackerError::Protocol),
         }
     }
+}
+
+/// A connect request under version 1's magic (its body encodes the same in both versions).
+fn v1_probe(connect: &[u8]) -> Vec<u8> {
+    let mut probe = connect.to_vec();
+    probe[3] = b'1';
+    probe
 }
 
 /// Of the addresses a name resolves to, the first IPv4 one if there is one. A tracker listens on
@@ -279,9 +305,11 @@ fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError
     }
 }
 
-/// Keeps a peer's files registered: announces what the [`Library`] holds, heartbeats at the
-/// interval the tracker asks for, announces again at once when the tracker has forgotten us (it
-/// restarted), follows additions and withdrawals, and unregisters on cancellation.
+/// Keeps a peer's files registered: announces what the [`Library`] holds (complete files and
+/// downloads in progress), heartbeats at the interval the tracker asks for with the progress of
+/// downloads, announces a download again when it completes, announces again at once when the
+/// tracker has forgotten us (it restarted), follows additions and withdrawals, and unregisters on
+/// cancellation.
 pub struct Announcer {
     pub client: Arc<TrackerClient>,
     pub library: Arc<Library>,
@@ -293,9 +321,12 @@ const FIRST_INTERVAL: Duration = Duration::from_secs(10);
 /// After a failed exchange, try again this soon (the tracker may be restarting).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// What the tracker has been told about each registered file: complete, or how many bytes.
+type Registered = BTreeMap<FileId, Have>;
+
 impl Announcer {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut registered: BTreeSet<FileId> = BTreeSet::new();
+        let mut registered = Registered::new();
         let mut interval = FIRST_INTERVAL;
         let mut next_heartbeat = tokio::time::Instant::now() + interval;
         loop {
@@ -322,17 +353,22 @@ impl Announcer {
                 _ = changed => continue,
                 _ = tokio::time::sleep_until(next_heartbeat) => {}
             }
+            let progress = progress_report(&self.library.entries(), &registered);
             let peer = self.peer.clone();
             match self
                 .client
                 .request(RequestBody::Heartbeat {
                     peer,
                     files: registered.len() as u32,
+                    progress: progress.clone(),
                 })
                 .await
             {
                 Ok(ResponseBody::Ack { interval_secs }) => {
-                    interval = Duration::from_secs(interval_secs.max(1).into())
+                    interval = Duration::from_secs(interval_secs.max(1).into());
+                    for p in progress {
+                        registered.insert(p.id, Have::Partial { bytes: p.bytes });
+                    }
                 }
                 Ok(ResponseBody::Unknown) => {
                     tracing::info!("the tracker forgot us (it restarted?); registering again");
@@ -363,13 +399,14 @@ impl Announcer {
     }
 
     /// Brings the tracker in line with the library; returns the tracker's interval if it said one.
-    async fn sync(
-        &self,
-        registered: &mut BTreeSet<FileId>,
-    ) -> Result<Option<Duration>, TrackerError> {
+    async fn sync(&self, registered: &mut Registered) -> Result<Option<Duration>, TrackerError> {
         let live = self.library.entries();
         let live_ids: BTreeSet<FileId> = live.iter().map(|e| e.id).collect();
-        let gone: Vec<FileId> = registered.difference(&live_ids).copied().collect();
+        let gone: Vec<FileId> = registered
+            .keys()
+            .filter(|id| !live_ids.contains(id))
+            .copied()
+            .collect();
         let mut interval = None;
         for page in pages(&gone, encoded_len) {
             self.client
@@ -383,10 +420,7 @@ impl Announcer {
                 tracing::info!(file = %id.short(), "withdrawn from the tracker");
             }
         }
-        let new: Vec<FileEntry> = live
-            .into_iter()
-            .filter(|e| !registered.contains(&e.id))
-            .collect();
+        let new = to_announce(live, registered);
         for page in pages(&new, encoded_len) {
             match self
                 .client
@@ -401,13 +435,51 @@ impl Announcer {
                 }
                 _ => return Err(TrackerError::Protocol),
             }
-            registered.extend(page.iter().map(|e| e.id));
+            registered.extend(page.iter().map(|e| (e.id, e.have)));
         }
         if !new.is_empty() {
-            tracing::info!(files = new.len(), tracker = %self.client.addr(), "registered with the tracker");
+            let complete = new.iter().filter(|e| e.have.is_complete()).count();
+            tracing::info!(
+                complete,
+                partial = new.len() - complete,
+                tracker = %self.client.addr(),
+                "registered with the tracker"
+            );
         }
         Ok(interval)
     }
+}
+
+/// The entries the tracker must be told about: those it does not know, and those whose
+/// completeness changed (a download that finished registers again, as complete). Progress alone
+/// goes in heartbeats.
+fn to_announce(live: Vec<FileEntry>, registered: &Registered) -> Vec<FileEntry> {
+    live.into_iter()
+        .filter(|e| {
+            registered
+                .get(&e.id)
+                .is_none_or(|h| h.is_complete() != e.have.is_complete())
+        })
+        .collect()
+}
+
+/// The progress of registered downloads that moved since the tracker last heard it, as much as
+/// fits in a heartbeat (about 26 downloads): those the tracker believes furthest behind first.
+fn progress_report(live: &[FileEntry], registered: &Registered) -> Vec<Progress> {
+    // Room for the magic, ids, peer info and the list's length; each entry is at most 32 + 10.
+    const ROOM: usize = (MAX_DATAGRAM - 64) / (32 + 10);
+    let mut moved: Vec<(u64, Progress)> = live
+        .iter()
+        .filter_map(|e| match (e.have, registered.get(&e.id)?) {
+            (Have::Partial { bytes }, Have::Partial { bytes: told }) if bytes != *told => {
+                Some((*told, Progress { id: e.id, bytes }))
+            }
+            _ => None,
+        })
+        .collect();
+    moved.sort_by_key(|(told, p)| (*told, p.id));
+    moved.truncate(ROOM);
+    moved.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Splits items into runs whose encodings fit in one request datagram.
@@ -448,6 +520,66 @@ mod tests {
         assert_eq!(prefer_ipv4([v4, v6]), Some(v4));
         assert_eq!(prefer_ipv4([v6, other]), Some(v6));
         assert_eq!(prefer_ipv4([]), None);
+    }
+
+    fn entry(n: u8, have: Have) -> FileEntry {
+        FileEntry {
+            id: FileId([n; 32]),
+            size: 1000,
+            name: format!("f{n}"),
+            have,
+        }
+    }
+
+    #[test]
+    fn downloads_register_and_register_again_when_complete() {
+        let p = |bytes| Have::Partial { bytes };
+        let live = vec![
+            entry(1, p(10)),
+            entry(2, Have::Complete),
+            entry(3, p(20)),
+            entry(4, Have::Complete),
+        ];
+        let registered: Registered = [(FileId([2; 32]), Have::Complete), (FileId([3; 32]), p(5))]
+            .into_iter()
+            .chain([(FileId([4; 32]), p(900))])
+            .collect();
+        let ids: Vec<u8> = to_announce(live.clone(), &registered)
+            .iter()
+            .map(|e| e.id.0[0])
+            .collect();
+        // 1 is new, 4 finished; 3's progress goes in a heartbeat, not an announcement.
+        assert_eq!(ids, [1, 4]);
+        assert_eq!(
+            progress_report(&live, &registered),
+            [Progress {
+                id: FileId([3; 32]),
+                bytes: 20
+            }]
+        );
+    }
+
+    #[test]
+    fn progress_reports_fit_a_heartbeat() {
+        let live: Vec<FileEntry> = (0..=255)
+            .map(|n| entry(n, Have::Partial { bytes: u64::MAX }))
+            .collect();
+        let registered: Registered = live
+            .iter()
+            .map(|e| (e.id, Have::Partial { bytes: 0 }))
+            .collect();
+        let progress = progress_report(&live, &registered);
+        assert!(progress.len() > 10);
+        let beat = Request {
+            txn: TransactionId(u32::MAX),
+            conn: ConnectionId(u64::MAX),
+            body: RequestBody::Heartbeat {
+                peer: peer_info(u16::MAX, Some("ffff::1".parse().unwrap())),
+                files: u32::MAX,
+                progress,
+            },
+        };
+        assert!(beat.encode().len() <= MAX_DATAGRAM);
     }
 
     #[test]

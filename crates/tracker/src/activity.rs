@@ -31,6 +31,8 @@ pub struct Tally {
     pub rate_limited: u64,
     /// Requests refused because their connection id was missing, forged or expired.
     pub bad_connection: u64,
+    /// Datagrams of another protocol version (answered with our magic, so the sender can say so).
+    pub other_version: u64,
     /// Replies not sent because they would have been larger than the request of an unverified
     /// source (amplification) or than a datagram.
     pub suppressed: u64,

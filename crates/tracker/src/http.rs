@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shoal_proto::tracker::Have;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,8 +33,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_ROWS: usize = 2_000;
 /// Rows in a snapshot unless `?limit=` asks for another number.
 const DEFAULT_ROWS: usize = 500;
-/// Names of a peer's files shown beside it.
+/// Names of a peer's files shown beside it, and of the files it is downloading.
 const NAMES_PER_PEER: usize = 3;
+/// Downloaders shown beside a file (with their progress); the count is always given.
+const DOWNLOADERS_PER_FILE: usize = 8;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_CSS: &str = include_str!("ui/app.css");
@@ -216,9 +219,30 @@ pub struct FileView {
     pub id: String,
     pub name: String,
     pub size: u64,
+    /// Peers with the whole file.
     pub seeders: usize,
+    /// Peers downloading it.
+    pub leechers: usize,
+    /// Some of them (the first few by address), with how much each has.
+    pub downloaders: Vec<DownloaderView>,
     /// Other names peers give the same file.
     pub aliases: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct DownloaderView {
+    pub addr: String,
+    /// Bytes verified so far.
+    pub bytes: u64,
+}
+
+/// A file a peer is downloading, and how far it got.
+#[derive(Serialize)]
+pub struct DownloadView {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -227,6 +251,9 @@ pub struct PeerView {
     pub files: usize,
     /// A few of its files' names.
     pub names: Vec<String>,
+    /// How many of its files it is still downloading, and a few of them.
+    pub partial: usize,
+    pub downloading: Vec<DownloadView>,
     /// Seconds since its last announce or heartbeat.
     pub idle_secs: f64,
 }
@@ -293,6 +320,18 @@ fn file_rows(reg: &Registry, q: Option<&str>, limit: usize) -> Rows<FileView> {
                 name: display.to_string(),
                 size: r.size,
                 seeders: r.seeders(),
+                leechers: r.leechers(),
+                downloaders: r
+                    .peers()
+                    .filter_map(|(a, have)| match have {
+                        Have::Partial { bytes } => Some(DownloaderView {
+                            addr: a.to_string(),
+                            bytes,
+                        }),
+                        Have::Complete => None,
+                    })
+                    .take(DOWNLOADERS_PER_FILE)
+                    .collect(),
                 aliases: r
                     .names()
                     .filter(|n| *n != &**display)
@@ -319,10 +358,28 @@ fn peer_rows(reg: &Registry, now: Instant, limit: usize) -> Rows<PeerView> {
                 .collect();
             names.sort_unstable();
             names.truncate(NAMES_PER_PEER);
+            let mut partial = 0;
+            let mut downloading = Vec::new();
+            for id in &p.files {
+                let Some(r) = reg.file(id) else { continue };
+                if let Some(Have::Partial { bytes }) = r.have_of(&p.addr) {
+                    partial += 1;
+                    downloading.push(DownloadView {
+                        id: id.to_hex(),
+                        name: r.display().to_string(),
+                        size: r.size,
+                        bytes,
+                    });
+                }
+            }
+            downloading.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            downloading.truncate(NAMES_PER_PEER);
             PeerView {
                 addr: p.addr.to_string(),
                 files: p.files.len(),
                 names: names.into_iter().map(String::from).collect(),
+                partial,
+                downloading,
                 idle_secs: (now.saturating_duration_since(p.last_seen).as_secs_f64() * 10.0)
                     .round()
                     / 10.0,

@@ -4,7 +4,7 @@ use std::mem::size_of;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shoal_proto::tracker::MAX_NAME_LEN;
+use shoal_proto::tracker::{Have, MAX_NAME_LEN};
 use shoal_proto::FileId;
 
 use crate::ratelimit;
@@ -21,11 +21,12 @@ use crate::registry::{FileRecord, Peer};
 ///
 /// ```text
 /// bytes <= P * 459                    per peer: its slot in the peer table, its empty file set
-///        + min(F, R) * 521            per file: its slot in the file table and the name index,
+///        + min(F, R) * 555            per file: its slot in the file table and the name index,
 ///                                     its peer and name lists
-///        + R * (252 + N rounded up to 8)
+///        + R * (284 + N rounded up to 8)
 ///                                     per registration: a slot in the peer's file set, an entry in
-///                                     the file's peer list and, if every peer names every file
+///                                     the file's peer list (with how much of the file the peer
+///                                     has) and, if every peer names every file
 ///                                     differently, the name itself
 ///        + T * 32 + 8 KiB             the rate-limit table and the activity ring
 /// ```
@@ -36,7 +37,7 @@ use crate::registry::{FileRecord, Peer};
 /// ten thousand files keeps nothing of them. [`Limits::worst_case_bytes`] computes the sum, and
 /// `crates/tracker/tests/memory.rs` fills a registry to its caps under a counting allocator and
 /// checks the sum holds (it measures about 80% of it). With the defaults (P = 10,000,
-/// F = R = 100,000, N = 255, T = 16,384) it is **108,022,480 bytes, about 103 MiB**, reached
+/// F = R = 100,000, N = 255, T = 16,384) it is **114,622,480 bytes, about 109 MiB**, reached
 /// only if a hundred thousand distinct files are registered with 255-byte names; a tracker for a
 /// few machines sharing a few thousand files holds a few MiB.
 /// While the largest table grows, its old copy lives on for a moment: add up to half of it
@@ -111,12 +112,12 @@ impl Limits {
     pub const PER_FILE: usize = hash_slot::<(FileId, FileRecord)>()
         + btree_entry(size_of::<(Arc<str>, FileId)>())
         // The peer and name lists start with room for one each.
-        + size_of::<(SocketAddr, Arc<str>)>()
+        + size_of::<(SocketAddr, Arc<str>, Have)>()
         + size_of::<(Arc<str>, u32)>()
         + 2 * MALLOC;
     /// Bytes per registration, besides the name.
     pub const PER_REGISTRATION: usize = hash_slot::<FileId>()
-        + 2 * size_of::<(SocketAddr, Arc<str>)>()
+        + 2 * size_of::<(SocketAddr, Arc<str>, Have)>()
         + 2 * size_of::<(Arc<str>, u32)>()
         // The name's own allocation: the reference counts, then the bytes.
         + 2 * size_of::<usize>()
@@ -152,9 +153,9 @@ mod tests {
     #[test]
     fn documented_figures() {
         assert_eq!(Limits::PER_PEER, 459);
-        assert_eq!(Limits::PER_FILE, 521);
-        assert_eq!(Limits::PER_REGISTRATION, 252);
+        assert_eq!(Limits::PER_FILE, 555);
+        assert_eq!(Limits::PER_REGISTRATION, 284);
         assert_eq!(ratelimit::SLOT_BYTES, 32);
-        assert_eq!(Limits::default().worst_case_bytes(), 108_022_480);
+        assert_eq!(Limits::default().worst_case_bytes(), 114_622_480);
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
-    ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
+    encoded_len, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo, Progress,
+    Request, RequestBody, Response, ResponseBody, MAGIC, MAX_DATAGRAM, MAX_NAME_LEN,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 
@@ -50,6 +50,16 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub last_seen: Instant,
     pub files: HashSet<FileId>,
+}
+
+/// Downloads in progress right now, over all files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downloads {
+    /// (peer, file) registrations of peers that have part of the file.
+    pub count: u64,
+    /// Bytes they have verified, and the sizes of their files, summed.
+    pub bytes: u64,
+    pub size: u64,
 }
 
 /// Sizes of the state right now.
@@ -175,6 +185,21 @@ impl Registry {
         }
     }
 
+    /// Sums over every partial registration (a walk of every registration).
+    pub fn downloads(&self) -> Downloads {
+        let mut d = Downloads::default();
+        for r in self.files.values().filter(|r| r.leechers() > 0) {
+            for (_, have) in r.peers() {
+                if let Have::Partial { bytes } = have {
+                    d.count += 1;
+                    d.bytes += bytes;
+                    d.size += r.size;
+                }
+            }
+        }
+        d
+    }
+
     fn second(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_secs()
     }
@@ -247,9 +272,19 @@ impl Registry {
             };
             return self.reply(now, datagram.len(), false, &reply, out);
         }
-        let Ok(req) = Request::decode(datagram) else {
-            self.count(now, |t| t.malformed += 1);
-            return false;
+        let req = match Request::decode(datagram) {
+            Ok(req) => req,
+            Err(DecodeError::OtherVersion(_)) => {
+                // A peer of another version: the bare magic tells it which one we speak, and is
+                // never larger than its request (which starts with a magic of its own).
+                self.count(now, |t| t.other_version += 1);
+                out.extend_from_slice(&MAGIC);
+                return self.checked(now, datagram.len(), false, out);
+            }
+            Err(_) => {
+                self.count(now, |t| t.malformed += 1);
+                return false;
+            }
         };
         let verified = !matches!(req.body, RequestBody::Connect { .. })
             && self.connection_ok(src, req.conn, now);
@@ -264,12 +299,24 @@ impl Registry {
                 }
             }
             RequestBody::Announce { peer, files } => self.announce(now, src, &peer, files),
-            RequestBody::Heartbeat { peer, files } => {
+            RequestBody::Heartbeat {
+                peer,
+                files,
+                progress,
+            } => {
                 self.count(now, |t| t.heartbeats += 1);
                 let key = peer_addr(src, &peer);
                 match self.peers.get_mut(&key) {
                     Some(p) if p.files.len() == files as usize => {
                         p.last_seen = now;
+                        for Progress { id, bytes } in progress {
+                            // Only files this peer registered: `p.files` is the peer's own set.
+                            if p.files.contains(&id) {
+                                if let Some(r) = self.files.get_mut(&id) {
+                                    r.set_progress(&key, bytes);
+                                }
+                            }
+                        }
                         self.ack()
                     }
                     _ => ResponseBody::Unknown,
@@ -421,7 +468,7 @@ impl Registry {
                     // Sizes are part of the manifest, so this peer is confused or lying: skip it.
                     continue;
                 }
-                Some(r) if !r.has(&key) && r.seeders() >= peers_per_file => {
+                Some(r) if !r.has(&key) && r.peer_count() >= peers_per_file => {
                     result = full;
                     break;
                 }
@@ -432,8 +479,8 @@ impl Registry {
                 }
                 None => self.files.entry(f.id).or_insert(FileRecord::new(f.size)),
             };
-            let change = record.set(key, &f.name);
-            if change.added || change.old_display.is_some() {
+            let change = record.set(key, &f.name, f.have);
+            if change.added || change.completeness || change.old_display.is_some() {
                 self.generation += 1;
             }
             if change.added {
@@ -541,7 +588,7 @@ impl Registry {
         let Some(record) = self.files.get(file) else {
             return false;
         };
-        let n = record.seeders();
+        let n = record.peer_count();
         if n <= wanted || wanted > MOST || wanted * self.max_addr_len > MAX_DATAGRAM - 32 {
             return false;
         }
@@ -581,7 +628,7 @@ impl Registry {
             });
             ip.map(|ip| SocketAddr::new(ip, a.port()))
         };
-        let n = record.seeders();
+        let n = record.peer_count();
         // The hot path: pick `wanted` distinct random peers in O(wanted) (Floyd's algorithm)
         // rather than shuffling every peer of a popular file on every request.
         let mut peers = Vec::with_capacity(wanted.min(n));
@@ -648,6 +695,7 @@ impl Registry {
                 id: *id,
                 size: record.size,
                 seeders: record.seeders() as u32,
+                leechers: record.leechers() as u32,
                 name: name.to_string(),
             };
             let n = encoded_len(&e);
@@ -670,6 +718,7 @@ impl Registry {
                 id: *id,
                 size: r.size,
                 seeders: r.seeders() as u32,
+                leechers: r.leechers() as u32,
                 name: r.display().to_string(),
             })
             .collect()
@@ -687,12 +736,12 @@ impl Registry {
         for (id, r) in &self.files {
             r.check();
             assert!(!r.is_empty());
-            assert!(r.seeders() <= l.peers_per_file);
+            assert!(r.peer_count() <= l.peers_per_file);
             assert!(self.by_name.contains(&(r.display().clone(), *id)));
             for a in r.peer_addrs() {
                 assert!(self.peers[&a].files.contains(id));
             }
-            pairs += r.seeders();
+            pairs += r.peer_count();
         }
         for p in self.peers.values() {
             assert!(p.files.len() <= l.files_per_peer);
@@ -827,3 +876,5 @@ fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_partial;

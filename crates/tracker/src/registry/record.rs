@@ -1,15 +1,20 @@
-//! One file as the tracker knows it: its size, the peers that share it, and the names they give
-//! it. Names are labels, not identity: each distinct name is stored once, with how many peers use
+//! One file as the tracker knows it: its size, the peers that share it (whole or in part), and
+//! the names they give it. Names are labels, not identity: each distinct name is stored once, with how many peers use
 //! it, and the file is shown under the most used one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use shoal_proto::tracker::Have;
+
 #[derive(Clone, Debug)]
 pub struct FileRecord {
     pub size: u64,
-    /// The peers sharing this file and the name each gives it, sorted by address.
-    peers: Vec<(SocketAddr, Arc<str>)>,
+    /// The peers sharing this file, the name each gives it and how much of it each has, sorted
+    /// by address.
+    peers: Vec<(SocketAddr, Arc<str>, Have)>,
+    /// How many of `peers` have the whole file.
+    complete: u32,
     /// Each distinct name and how many peers use it; never a zero count.
     names: Vec<(Arc<str>, u32)>,
     /// The name most peers use (ties: the smallest). Shared with `names`.
@@ -21,6 +26,8 @@ pub struct FileRecord {
 pub struct Change {
     /// The peer was not registered for this file before.
     pub added: bool,
+    /// The peer went from partial to complete or back.
+    pub completeness: bool,
     /// The display name before, if it changed.
     pub old_display: Option<Arc<str>>,
 }
@@ -30,6 +37,7 @@ impl FileRecord {
         FileRecord {
             size,
             peers: Vec::with_capacity(1),
+            complete: 0,
             names: Vec::with_capacity(1),
             display: Arc::from(""),
         }
@@ -39,7 +47,18 @@ impl FileRecord {
         &self.display
     }
 
+    /// Peers with the whole file.
     pub fn seeders(&self) -> usize {
+        self.complete as usize
+    }
+
+    /// Peers with part of it.
+    pub fn leechers(&self) -> usize {
+        self.peers.len() - self.complete as usize
+    }
+
+    /// Peers registered for it, complete or not.
+    pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
@@ -48,7 +67,31 @@ impl FileRecord {
     }
 
     pub fn has(&self, peer: &SocketAddr) -> bool {
-        self.peers.binary_search_by(|(a, _)| a.cmp(peer)).is_ok()
+        self.find(peer).is_ok()
+    }
+
+    fn find(&self, peer: &SocketAddr) -> Result<usize, usize> {
+        self.peers.binary_search_by(|(a, _, _)| a.cmp(peer))
+    }
+
+    /// How much `peer` has, if it is registered.
+    pub fn have_of(&self, peer: &SocketAddr) -> Option<Have> {
+        self.find(peer).ok().map(|i| self.peers[i].2)
+    }
+
+    /// Every peer in address order, with how much it has.
+    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Have)> + '_ {
+        self.peers.iter().map(|(a, _, h)| (*a, *h))
+    }
+
+    /// Records a partial peer's progress (at most the file's size). A complete peer, or one not
+    /// registered, is left as it is: only an announcement changes completeness.
+    pub fn set_progress(&mut self, peer: &SocketAddr, bytes: u64) {
+        if let Ok(i) = self.find(peer) {
+            if let Have::Partial { bytes: b } = &mut self.peers[i].2 {
+                *b = bytes.min(self.size);
+            }
+        }
     }
 
     /// The `i`-th peer in address order.
@@ -57,7 +100,7 @@ impl FileRecord {
     }
 
     pub fn peer_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.peers.iter().map(|(a, _)| *a)
+        self.peers.iter().map(|(a, _, _)| *a)
     }
 
     /// The distinct names peers give this file.
@@ -65,29 +108,42 @@ impl FileRecord {
         self.names.iter().map(|(n, _)| &**n)
     }
 
-    /// Registers `peer` with `name`, or renames it.
-    pub fn set(&mut self, peer: SocketAddr, name: &str) -> Change {
-        let added = match self.peers.binary_search_by(|(a, _)| a.cmp(&peer)) {
-            Ok(i) if &*self.peers[i].1 == name => {
-                return Change {
-                    added: false,
-                    old_display: None,
-                }
-            }
+    /// Registers `peer` with `name` and what it has, or updates them.
+    pub fn set(&mut self, peer: SocketAddr, name: &str, have: Have) -> Change {
+        let have = match have {
+            Have::Partial { bytes } => Have::Partial {
+                bytes: bytes.min(self.size),
+            },
+            h => h,
+        };
+        let (added, was_complete) = match self.find(&peer) {
             Ok(i) => {
-                let old = self.peers[i].1.clone();
-                self.release(&old);
-                self.peers[i].1 = self.intern(name);
-                false
+                let was = self.peers[i].2.is_complete();
+                self.peers[i].2 = have;
+                if &*self.peers[i].1 != name {
+                    let old = self.peers[i].1.clone();
+                    self.release(&old);
+                    self.peers[i].1 = self.intern(name);
+                }
+                (false, was)
             }
             Err(i) => {
                 let name = self.intern(name);
-                self.peers.insert(i, (peer, name));
-                true
+                self.peers.insert(i, (peer, name, have));
+                (true, false)
             }
         };
+        let completeness = was_complete != have.is_complete();
+        if completeness {
+            if was_complete {
+                self.complete -= 1;
+            } else {
+                self.complete += 1;
+            }
+        }
         Change {
             added,
+            completeness: completeness && !added,
             old_display: self.redisplay(),
         }
     }
@@ -95,8 +151,11 @@ impl FileRecord {
     /// Unregisters `peer`; returns the old display name if it changed, `None` if it did not (or
     /// the peer was not there).
     pub fn remove(&mut self, peer: &SocketAddr) -> Option<Arc<str>> {
-        let i = self.peers.binary_search_by(|(a, _)| a.cmp(peer)).ok()?;
-        let (_, name) = self.peers.remove(i);
+        let i = self.find(peer).ok()?;
+        let (_, name, have) = self.peers.remove(i);
+        if have.is_complete() {
+            self.complete -= 1;
+        }
         self.release(&name);
         shrink(&mut self.peers);
         self.redisplay()
@@ -144,7 +203,12 @@ impl FileRecord {
         let total: u32 = self.names.iter().map(|(_, c)| c).sum();
         assert_eq!(total as usize, self.peers.len());
         assert!(self.names.iter().all(|(_, c)| *c > 0));
-        for (_, n) in &self.peers {
+        let complete = self.peers.iter().filter(|p| p.2.is_complete()).count();
+        assert_eq!(complete, self.complete as usize);
+        for (_, n, h) in &self.peers {
+            if let Have::Partial { bytes } = h {
+                assert!(*bytes <= self.size);
+            }
             assert!(self.names.iter().any(|(m, _)| Arc::ptr_eq(m, n)));
         }
         if !self.peers.is_empty() {
@@ -166,6 +230,8 @@ pub fn shrink<T>(v: &mut Vec<T>) {
 mod tests {
     use super::*;
 
+    const C: Have = Have::Complete;
+
     fn a(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
@@ -173,21 +239,22 @@ mod tests {
     #[test]
     fn majority_name_wins_and_ties_go_to_the_smallest() {
         let mut r = FileRecord::new(1);
-        assert!(r.set(a(1), "b").added);
+        assert!(r.set(a(1), "b", C).added);
         assert_eq!(&**r.display(), "b");
-        let c = r.set(a(2), "a");
+        let c = r.set(a(2), "a", C);
         assert!(c.added);
         assert_eq!(c.old_display.as_deref(), Some("b"));
         assert_eq!(&**r.display(), "a");
-        r.set(a(3), "b");
+        r.set(a(3), "b", C);
         assert_eq!(&**r.display(), "b");
         // Renaming is not adding.
-        assert!(!r.set(a(3), "a").added);
+        assert!(!r.set(a(3), "a", C).added);
         assert_eq!(&**r.display(), "a");
         assert_eq!(
-            r.set(a(3), "a"),
+            r.set(a(3), "a", C),
             Change {
                 added: false,
+                completeness: false,
                 old_display: None
             }
         );
@@ -206,13 +273,32 @@ mod tests {
     fn lists_shrink_when_they_empty_out() {
         let mut r = FileRecord::new(1);
         for p in 0..1000 {
-            r.set(a(p), &format!("name {p}"));
+            r.set(a(p), &format!("name {p}"), C);
         }
         for p in 1..1000 {
             r.remove(&a(p));
         }
         assert!(r.peers.capacity() <= 3, "{}", r.peers.capacity());
         assert!(r.names.capacity() <= 3, "{}", r.names.capacity());
+        r.check();
+    }
+
+    #[test]
+    fn partial_peers_are_counted_apart_and_progress_stays_within_the_size() {
+        let mut r = FileRecord::new(100);
+        r.set(a(1), "f", Have::Partial { bytes: 10 });
+        r.set(a(2), "f", C);
+        assert_eq!((r.seeders(), r.leechers(), r.peer_count()), (1, 1, 2));
+        r.set_progress(&a(1), 1_000);
+        r.set_progress(&a(2), 5);
+        let have: Vec<Have> = r.peers().map(|(_, h)| h).collect();
+        assert_eq!(have, [Have::Partial { bytes: 100 }, C]);
+        // Finishing is a re-announcement, which counts the peer as a seeder from then on.
+        let c = r.set(a(1), "f", C);
+        assert!(!c.added && c.completeness);
+        assert_eq!((r.seeders(), r.leechers()), (2, 0));
+        r.remove(&a(2));
+        assert_eq!((r.seeders(), r.leechers()), (1, 0));
         r.check();
     }
 }

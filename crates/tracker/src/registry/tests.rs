@@ -2,11 +2,11 @@ use super::*;
 use shoal_proto::tracker::CONNECT_PADDING;
 use shoal_proto::TransactionId;
 
-fn src(port: u16) -> SocketAddr {
+pub(super) fn src(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn send(
+pub(super) fn send(
     reg: &mut Registry,
     now: Instant,
     from: SocketAddr,
@@ -27,7 +27,7 @@ fn send(
         })
 }
 
-fn connect(reg: &mut Registry, now: Instant, from: SocketAddr) -> ConnectionId {
+pub(super) fn connect(reg: &mut Registry, now: Instant, from: SocketAddr) -> ConnectionId {
     match send(
         reg,
         now,
@@ -47,6 +47,7 @@ fn entry(n: u8, name: &str) -> FileEntry {
         id: FileId([n; 32]),
         size: 100 + u64::from(n),
         name: name.into(),
+        have: shoal_proto::tracker::Have::Complete,
     }
 }
 
@@ -119,7 +120,8 @@ fn register_list_heartbeat_and_expire() {
             conn,
             RequestBody::Heartbeat {
                 peer: peer.clone(),
-                files: 2
+                files: 2,
+                progress: Vec::new(),
             }
         ),
         Some(ResponseBody::Ack { .. })
@@ -132,7 +134,8 @@ fn register_list_heartbeat_and_expire() {
             conn,
             RequestBody::Heartbeat {
                 peer: peer.clone(),
-                files: 3
+                files: 3,
+                progress: Vec::new(),
             }
         ),
         Some(ResponseBody::Unknown)
@@ -148,7 +151,11 @@ fn register_list_heartbeat_and_expire() {
             t1 + Duration::from_secs(40),
             a,
             conn,
-            RequestBody::Heartbeat { peer, files: 2 }
+            RequestBody::Heartbeat {
+                peer,
+                files: 2,
+                progress: Vec::new()
+            }
         ),
         Some(ResponseBody::Unknown)
     ));
@@ -211,6 +218,7 @@ fn long_listings_are_paged_and_fit_a_datagram() {
             id: FileId([n; 32]),
             size: 1,
             name: format!("file-{n:03}-{}", "x".repeat(40)),
+            have: shoal_proto::tracker::Have::Complete,
         };
         send(
             &mut reg,
@@ -354,6 +362,7 @@ fn v4_mapped_senders_are_plain_ipv4_and_mapped_loopback_is_loopback() {
             advertise: None,
         },
         files: 1,
+        progress: Vec::new(),
     };
     let plain = SocketAddr::from(([10, 0, 0, 3], 40000));
     assert!(matches!(
@@ -579,6 +588,7 @@ fn caps_are_enforced() {
         id: FileId([9; 32]),
         size: 1,
         name: "n".repeat(MAX_NAME_LEN + 1),
+        have: shoal_proto::tracker::Have::Complete,
     };
     assert_eq!(
         send(
@@ -650,6 +660,7 @@ fn filtered_listings_page_in_name_order() {
             id: FileId([n; 32]),
             size: 1,
             name: format!("{kind}-{:03}-{}", 200 - u32::from(n), "y".repeat(30)),
+            have: shoal_proto::tracker::Have::Complete,
         };
         announce(&mut reg, t0, a, 1, vec![f]);
     }
