@@ -167,6 +167,11 @@ pub enum ErrorCode {
     BadName,
     /// Too many requests from this address.
     RateLimited,
+    /// The peer address named is registered by another source (IP and UDP port), which alone
+    /// may refresh, change or remove it.
+    NotOwner,
+    /// A name contains control characters or bidirectional-text overrides.
+    UnprintableName,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -176,6 +181,12 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Full => "the tracker is full",
             ErrorCode::BadName => "file name rejected by the tracker",
             ErrorCode::RateLimited => "rate limited by the tracker",
+            ErrorCode::NotOwner => {
+                "that peer address is registered by another sender (another process or machine)"
+            }
+            ErrorCode::UnprintableName => {
+                "file name rejected: it contains control characters or bidirectional-text overrides"
+            }
         })
     }
 }

@@ -29,6 +29,16 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         |t| t.bad_connection,
     ),
     (
+        "evictions_total",
+        "Peers or registrations dropped to make room for a less represented source.",
+        |t| t.evictions,
+    ),
+    (
+        "not_owner_total",
+        "Requests refused because another source registered the peer they name.",
+        |t| t.not_owner,
+    ),
+    (
         "other_version_total",
         "Datagrams of another protocol version (answered with this tracker's version).",
         |t| t.other_version,

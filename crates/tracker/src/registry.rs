@@ -6,10 +6,11 @@
 //! source is rate limited, and a source that has not proved it receives at its address never gets
 //! a reply larger than its request.
 
+mod fair;
 pub mod record;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 use crate::activity::{Activity, Tally};
 pub use crate::limits::Limits;
 use crate::ratelimit::{RateLimiter, Verdict};
+pub use fair::{source_of, Load};
 pub use record::FileRecord;
 
 #[derive(Clone, Debug)]
@@ -44,10 +46,13 @@ impl Default for Config {
     }
 }
 
-/// A peer: where it serves, when it was last heard, what it has.
+/// A peer: where it serves, who registered it, when it was last heard, what it has.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The source (IP and UDP port) of the datagrams that registered it: only this source may
+    /// refresh, change or remove it.
+    pub owner: SocketAddr,
     pub last_seen: Instant,
     pub files: HashSet<FileId>,
 }
@@ -87,10 +92,13 @@ const FILES_PER_TOKEN: usize = 5_000;
 
 pub struct Registry {
     config: Config,
-    secret: RandomState,
+    /// The connection-id MAC's key.
+    key: [u8; 16],
     epoch: Instant,
     peers: HashMap<SocketAddr, Peer>,
     files: HashMap<FileId, FileRecord>,
+    /// What each source holds (see [`fair`]); an entry only while it holds something.
+    sources: HashMap<IpAddr, Load>,
     /// Every file as (display name, id): the order of listings, kept so that a page costs a walk
     /// to the cursor rather than a sort of everything.
     by_name: BTreeSet<(Arc<str>, FileId)>,
@@ -109,15 +117,25 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry whose connection ids are keyed with 128 bits from the OS's random source.
     pub fn new(config: Config, now: Instant) -> Registry {
+        let mut key = [0; 16];
+        // Linux's getrandom(2) does not fail once the pool is initialised (it blocks until then).
+        getrandom::fill(&mut key).expect("the OS random number generator failed");
+        Registry::with_key(config, now, key)
+    }
+
+    /// A registry with a given connection-id key (tests, reproducible runs).
+    pub fn with_key(config: Config, now: Instant, key: [u8; 16]) -> Registry {
         let l = &config.limits;
         let limiter = RateLimiter::new(l.rate, l.burst, l.rate_table, now);
         Registry {
             config,
-            secret: RandomState::new(),
+            key,
             epoch: now,
             peers: HashMap::new(),
             files: HashMap::new(),
+            sources: HashMap::new(),
             by_name: BTreeSet::new(),
             registrations: 0,
             generation: 0,
@@ -211,14 +229,13 @@ impl Registry {
         f(self.activity.at(sec));
     }
 
-    fn connection_id(&self, src: SocketAddr, slot: u64) -> ConnectionId {
-        let mut h = self.secret.build_hasher();
-        src.hash(&mut h);
-        slot.hash(&mut h);
-        ConnectionId(h.finish())
+    /// SipHash-2-4 of the source and the time slot under the tracker's key: only the tracker can
+    /// make one, so a sender that shows one received it at that source.
+    pub fn connection_id(&self, src: SocketAddr, slot: u64) -> ConnectionId {
+        ConnectionId(connection_mac(&self.key, src, slot))
     }
 
-    fn slot(&self, now: Instant) -> u64 {
+    pub fn slot(&self, now: Instant) -> u64 {
         (now.saturating_duration_since(self.epoch).as_secs()) / CONNECTION_SLOT.as_secs()
     }
 
@@ -307,7 +324,8 @@ impl Registry {
                 self.count(now, |t| t.heartbeats += 1);
                 let key = peer_addr(src, &peer);
                 match self.peers.get_mut(&key) {
-                    Some(p) if p.files.len() == files as usize => {
+                    // Another source's registration is not this sender's to keep alive.
+                    Some(p) if p.owner == src && p.files.len() == files as usize => {
                         p.last_seen = now;
                         for Progress { id, bytes } in progress {
                             // Only files this peer registered: `p.files` is the peer's own set.
@@ -324,6 +342,16 @@ impl Registry {
             }
             RequestBody::Unregister { peer, files } => {
                 let key = peer_addr(src, &peer);
+                if self.peers.get(&key).is_some_and(|p| p.owner != src) {
+                    self.count(now, |t| t.not_owner += 1);
+                    let reply = Response {
+                        txn: req.txn,
+                        body: ResponseBody::Error {
+                            code: ErrorCode::NotOwner,
+                        },
+                    };
+                    return self.reply(now, datagram.len(), verified, &reply, out);
+                }
                 match files {
                     None => {
                         if self.remove_peer(key, "left") {
@@ -416,11 +444,7 @@ impl Registry {
         info: &PeerInfo,
         files: Vec<FileEntry>,
     ) -> ResponseBody {
-        let limits = &self.config.limits;
-        let max_name = limits.name_len.min(MAX_NAME_LEN);
-        let full = ResponseBody::Error {
-            code: ErrorCode::Full,
-        };
+        let max_name = self.config.limits.name_len.min(MAX_NAME_LEN);
         if files
             .iter()
             .any(|f| f.name.is_empty() || f.name.len() > max_name)
@@ -429,16 +453,41 @@ impl Registry {
                 code: ErrorCode::BadName,
             };
         }
+        if files.iter().any(|f| !printable_name(&f.name)) {
+            return ResponseBody::Error {
+                code: ErrorCode::UnprintableName,
+            };
+        }
         let key = peer_addr(src, info);
+        if let Some(p) = self.peers.get(&key) {
+            if p.owner != src {
+                // Another source registered this address. It keeps it while it heartbeats; once
+                // it has missed one (a seeder restarted on a new socket), the address is free.
+                let grace = self.config.interval + self.config.interval / 2;
+                if now.saturating_duration_since(p.last_seen) <= grace {
+                    self.count(now, |t| t.not_owner += 1);
+                    return ResponseBody::Error {
+                        code: ErrorCode::NotOwner,
+                    };
+                }
+                self.remove_peer(key, "replaced by a new registration");
+            }
+        }
+        let full = ResponseBody::Error {
+            code: ErrorCode::Full,
+        };
+        let source = source_of(src.ip());
         if !self.peers.contains_key(&key) {
-            if self.peers.len() >= limits.total_peers {
+            if !self.room_for_peer(source) {
                 return full;
             }
+            self.adjust(source, |l| l.peers += 1);
             tracing::info!(peer = %key, "peer registered");
             self.peers.insert(
                 key,
                 Peer {
                     addr: key,
+                    owner: src,
                     last_seen: now,
                     files: HashSet::new(),
                 },
@@ -447,31 +496,28 @@ impl Registry {
             let due = now + self.config.peer_timeout;
             self.next_sweep = Some(self.next_sweep.map_or(due, |t| t.min(due)));
         }
-        let (files_per_peer, peers_per_file) = (limits.files_per_peer, limits.peers_per_file);
-        let (total_files, max_registrations) = (limits.total_files, limits.registrations);
+        let (files_per_peer, total_files) = (
+            self.config.limits.files_per_peer,
+            self.config.limits.total_files,
+        );
         let peer = self.peers.get_mut(&key).expect("inserted above");
         peer.last_seen = now;
         let mut added = 0;
         let mut result = self.ack();
         for f in files {
-            let peer = self.peers.get_mut(&key).expect("inserted above");
+            let peer = self.peers.get(&key).expect("inserted above");
             let new_for_peer = !peer.files.contains(&f.id);
             if new_for_peer
-                && (peer.files.len() >= files_per_peer || self.registrations >= max_registrations)
+                && (peer.files.len() >= files_per_peer
+                    || !self.room_for_registration(source)
+                    || !self.room_in_file(f.id, source))
             {
                 result = full;
                 break;
             }
             let known_files = self.files.len();
+            let peer = self.peers.get_mut(&key).expect("inserted above");
             let record = match self.files.get_mut(&f.id) {
-                Some(r) if r.size != f.size => {
-                    // Sizes are part of the manifest, so this peer is confused or lying: skip it.
-                    continue;
-                }
-                Some(r) if !r.has(&key) && r.peer_count() >= peers_per_file => {
-                    result = full;
-                    break;
-                }
                 Some(r) => r,
                 None if known_files >= total_files => {
                     result = full;
@@ -479,7 +525,7 @@ impl Registry {
                 }
                 None => self.files.entry(f.id).or_insert(FileRecord::new(f.size)),
             };
-            let change = record.set(key, &f.name, f.have);
+            let change = record.set(key, &f.name, f.size, f.have);
             if change.added || change.completeness || change.old_display.is_some() {
                 self.generation += 1;
             }
@@ -487,6 +533,7 @@ impl Registry {
                 added += 1;
                 self.registrations += 1;
                 peer.files.insert(f.id);
+                self.adjust(source, |l| l.registrations += 1);
                 // `?`: a name is a peer's string; quoted and escaped, it cannot forge log lines
                 // or send escape sequences to the operator's terminal.
                 tracing::info!(peer = %key, file = %f.id.short(), name = ?f.name, "file registered");
@@ -514,15 +561,17 @@ impl Registry {
     }
 
     fn remove_file_of(&mut self, key: SocketAddr, id: FileId) {
-        if let Some(p) = self.peers.get_mut(&key) {
-            p.files.remove(&id);
-            shrink_set(&mut p.files);
-        }
-        self.unlink(key, id);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.files.remove(&id);
+        shrink_set(&mut p.files);
+        let source = source_of(p.owner.ip());
+        self.unlink(key, id, source);
     }
 
-    /// Removes the registration of `key` from file `id`'s side.
-    fn unlink(&mut self, key: SocketAddr, id: FileId) {
+    /// Removes the registration of `key` (registered by `source`) from file `id`'s side.
+    fn unlink(&mut self, key: SocketAddr, id: FileId, source: IpAddr) {
         let Some(record) = self.files.get_mut(&id) else {
             return;
         };
@@ -531,6 +580,7 @@ impl Registry {
         }
         let old = record.remove(&key);
         self.registrations -= 1;
+        self.adjust(source, |l| l.registrations -= 1);
         self.generation += 1;
         self.reindex(id, old);
     }
@@ -541,9 +591,11 @@ impl Registry {
             return false;
         };
         self.generation += 1;
+        let source = source_of(peer.owner.ip());
         for id in peer.files {
-            self.unlink(key, id);
+            self.unlink(key, id, source);
         }
+        self.adjust(source, |l| l.peers -= 1);
         tracing::info!(peer = %key, "peer {why}");
         true
     }
@@ -748,6 +800,13 @@ impl Registry {
             assert!(p.files.iter().all(|id| self.files[id].has(&p.addr)));
         }
         assert_eq!(pairs, self.registrations);
+        let mut loads: HashMap<IpAddr, Load> = HashMap::new();
+        for p in self.peers.values() {
+            let l = loads.entry(source_of(p.owner.ip())).or_default();
+            l.peers += 1;
+            l.registrations += p.files.len() as u32;
+        }
+        assert_eq!(loads, self.sources);
     }
 }
 
@@ -858,6 +917,33 @@ fn shrink_set<T: Eq + Hash>(set: &mut HashSet<T>) {
     }
 }
 
+/// Whether a name is text a person can read on one line: no control characters (newlines,
+/// escapes) and no bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069), which can
+/// make `exe.txt` show as `txt.exe`.
+pub fn printable_name(name: &str) -> bool {
+    !name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// SipHash-2-4 under `key` of a source address (family, IP, port) and a time slot.
+fn connection_mac(key: &[u8; 16], src: SocketAddr, slot: u64) -> u64 {
+    let mut h = siphasher::sip::SipHasher24::new_with_key(key);
+    match src.ip() {
+        IpAddr::V4(ip) => {
+            h.write_u8(4);
+            h.write(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            h.write_u8(6);
+            h.write(&ip.octets());
+        }
+    }
+    h.write_u16(src.port());
+    h.write_u64(slot);
+    h.finish()
+}
+
 /// The address a peer serves on: the datagram's source IP (canonical, see [`Registry::handle`])
 /// unless it asked to advertise another. An advertised address that cannot be where the peer
 /// serves is ignored: unspecified or multicast, or loopback from a sender that is not on this
@@ -876,5 +962,7 @@ fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 #[cfg(test)]
 mod tests_partial;
