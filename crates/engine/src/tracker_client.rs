@@ -28,6 +28,14 @@ pub enum TrackerError {
     BadAddress(String),
     #[error("the tracker refused: {0}")]
     Refused(ErrorCode),
+    #[error("the tracker at {addr} kept rate limiting this machine for {} s; wait a little, or ask its operator to raise --rate-limit", .waited.as_secs())]
+    RateLimited { addr: SocketAddr, waited: Duration },
+    #[error("the tracker at {addr} kept offering more pages ({pages} pages, {entries} files so far); it is misbehaving")]
+    EndlessListing {
+        addr: SocketAddr,
+        pages: usize,
+        entries: usize,
+    },
     #[error("the tracker sent an unexpected reply")]
     Protocol,
     #[error("the tracker at {addr} speaks protocol {}, this client speaks {PROTOCOL_VERSION}; run the same version of shoal on both", version_text(*.theirs))]
@@ -54,6 +62,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// After a rate-limit answer, wait this long before trying again, doubling each time up to
+/// [`RATE_LIMIT_BACKOFF_MAX`]: the tracker refills a source's allowance every second.
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
+const RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Rate-limit answers are waited out this long in all unless the client is told otherwise; a
+/// caller's own timeout can cut it shorter.
+pub const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A listing stops with an error past this many entries: more than a tracker can hold
+/// (`--max-files` is 100,000 by default), so only a tracker that offers page after page forever
+/// gets there, and memory stays bounded.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+/// A listing stops with an error past this many pages (a tracker that offers empty pages).
+pub const MAX_LIST_PAGES: usize = 100_000;
+
 /// A connection id is good for at least a minute at the tracker; renew it a little before.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(50);
 
@@ -66,6 +89,7 @@ pub struct TrackerClient {
     addr: SocketAddr,
     socket: UdpSocket,
     retry: RetryPolicy,
+    rate_limit_patience: Duration,
     state: Mutex<ClientState>,
 }
 
@@ -88,8 +112,15 @@ impl TrackerClient {
             addr: resolved,
             socket,
             retry,
+            rate_limit_patience: RATE_LIMIT_PATIENCE,
             state: Mutex::new(ClientState { conn: None }),
         })
+    }
+
+    /// How long in all to wait out rate-limit answers before [`TrackerError::RateLimited`].
+    pub fn with_rate_limit_patience(mut self, patience: Duration) -> TrackerClient {
+        self.rate_limit_patience = patience;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -111,8 +142,32 @@ impl TrackerClient {
         }
     }
 
-    /// Sends a request and returns the reply, connecting (or reconnecting) first when needed.
+    /// Sends a request and returns the reply, connecting (or reconnecting) first when needed. A
+    /// rate-limit answer is waited out with backoff, for up to [`RATE_LIMIT_PATIENCE`] (or what
+    /// [`TrackerClient::with_rate_limit_patience`] set).
     pub async fn request(&self, body: RequestBody) -> Result<ResponseBody, TrackerError> {
+        let start = tokio::time::Instant::now();
+        let mut wait = RATE_LIMIT_BACKOFF;
+        loop {
+            match self.request_once(body.clone()).await {
+                Err(TrackerError::Refused(ErrorCode::RateLimited)) => {
+                    let waited = start.elapsed();
+                    if waited + wait > self.rate_limit_patience {
+                        return Err(TrackerError::RateLimited {
+                            addr: self.addr,
+                            waited,
+                        });
+                    }
+                    tracing::debug!("rate limited by the tracker; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RATE_LIMIT_BACKOFF_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn request_once(&self, body: RequestBody) -> Result<ResponseBody, TrackerError> {
         let mut state = self.state.lock().await;
         for _ in 0..2 {
             let conn = match state.conn {
@@ -127,6 +182,7 @@ impl TrackerClient {
                             state.conn = Some((conn, Instant::now()));
                             conn
                         }
+                        ResponseBody::Error { code } => return Err(TrackerError::Refused(code)),
                         _ => return Err(TrackerError::Protocol),
                     }
                 }
@@ -190,11 +246,24 @@ impl TrackerClient {
         })
     }
 
-    /// Every page of a listing.
+    /// Every page of a listing, up to [`MAX_LIST_ENTRIES`] entries and [`MAX_LIST_PAGES`] pages.
+    /// A caller with a deadline wraps it in a timeout (it is cancel-safe).
     pub async fn list(&self, filter: Filter) -> Result<Vec<ListEntry>, TrackerError> {
+        self.list_bounded(filter, MAX_LIST_ENTRIES, MAX_LIST_PAGES)
+            .await
+    }
+
+    async fn list_bounded(
+        &self,
+        filter: Filter,
+        max_entries: usize,
+        max_pages: usize,
+    ) -> Result<Vec<ListEntry>, TrackerError> {
         let mut all = Vec::new();
         let mut cursor = 0;
-        loop {
+        let mut pages = 0;
+        while pages < max_pages {
+            pages += 1;
             match self
                 .request(RequestBody::List {
                     filter: filter.clone(),
@@ -204,6 +273,9 @@ impl TrackerClient {
             {
                 ResponseBody::Files { entries, next } => {
                     all.extend(entries);
+                    if all.len() > max_entries {
+                        break;
+                    }
                     match next {
                         Some(n) if n > cursor => cursor = n,
                         _ => return Ok(all),
@@ -212,6 +284,11 @@ impl TrackerClient {
                 _ => return Err(TrackerError::Protocol),
             }
         }
+        Err(TrackerError::EndlessListing {
+            addr: self.addr,
+            pages,
+            entries: all.len(),
+        })
     }
 
     pub async fn peers(&self, file: FileId) -> Result<Vec<SocketAddr>, TrackerError> {
@@ -592,5 +669,146 @@ mod tests {
             .all(|page| page.iter().sum::<usize>() <= MAX_DATAGRAM - 64));
         assert_eq!(p.iter().map(|page| page.len()).sum::<usize>(), 50);
         assert!(pages(&[] as &[usize], |n| *n).is_empty());
+    }
+}
+
+/// The client against trackers that misbehave: one that offers pages forever, one that rate
+/// limits, one that rate limits forever. Each is a UDP socket on loopback answering as told.
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    /// A tracker that answers each request with `answer(request)`, until the test ends.
+    async fn fake(answer: impl Fn(&Request) -> Option<ResponseBody> + Send + 'static) -> String {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(req) = Request::decode(&buf[..n]) else {
+                    continue;
+                };
+                let body = match req.body {
+                    RequestBody::Connect { .. } => Some(ResponseBody::Connected {
+                        conn: ConnectionId(1),
+                    }),
+                    _ => answer(&req),
+                };
+                if let Some(body) = body {
+                    let reply = Response { txn: req.txn, body }.encode();
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    fn entry(n: u32) -> ListEntry {
+        ListEntry {
+            id: FileId([n as u8; 32]),
+            size: 1,
+            seeders: 1,
+            leechers: 0,
+            name: format!("f{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_never_ends_is_cut_off_with_one_sentence() {
+        let addr = fake(|req| match &req.body {
+            RequestBody::List { cursor, .. } => Some(ResponseBody::Files {
+                entries: vec![entry(*cursor)],
+                next: Some(cursor + 1),
+            }),
+            _ => None,
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let err = client
+            .list_bounded(Filter::All, 50, 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrackerError::EndlessListing {
+                    entries: 51,
+                    pages: 51,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = client
+            .list_bounded(Filter::All, 1000, 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrackerError::EndlessListing {
+                    entries: 20,
+                    pages: 20,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("the tracker at {addr} kept offering more pages (20 pages, 20 files so far); it is misbehaving")
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limit_answers_are_waited_out_then_named() {
+        // Refuses the first three requests for peers, then answers.
+        let refused = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = refused.clone();
+        let addr = fake(move |req| match req.body {
+            RequestBody::GetPeers { .. } => {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(if n < 3 {
+                    ResponseBody::Error {
+                        code: ErrorCode::RateLimited,
+                    }
+                } else {
+                    ResponseBody::Peers {
+                        interval_secs: 1,
+                        peers: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
+                    }
+                })
+            }
+            _ => None,
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let peers = client.peers(FileId([1; 32])).await.unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // One that never stops: its own error, after the patience it was given.
+        let addr = fake(|_| {
+            Some(ResponseBody::Error {
+                code: ErrorCode::RateLimited,
+            })
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap()
+            .with_rate_limit_patience(Duration::from_secs(1));
+        let err = client.peers(FileId([1; 32])).await.unwrap_err();
+        assert!(matches!(err, TrackerError::RateLimited { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the tracker at {addr} kept rate limiting this machine"
+            )),
+            "{err}"
+        );
     }
 }

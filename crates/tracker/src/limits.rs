@@ -80,7 +80,7 @@ impl Default for Limits {
             name_len: MAX_NAME_LEN,
             peers_per_reply: 50,
             rate: 200,
-            burst: 400,
+            burst: 2_000,
             rate_table: 16_384,
         }
     }
