@@ -114,7 +114,10 @@ fn connect_request(txn: u32) -> Vec<u8> {
 fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
     let peer = PeerInfo {
         port: rng.u16(..),
-        advertise: rng.bool().then(|| Ipv4Addr::from(rng.u32(..)).into()),
+        advertise: rng.bool().then(|| shoal_proto::tracker::Advertise {
+            ip: Ipv4Addr::from(rng.u32(..)).into(),
+            proof: None,
+        }),
     };
     let name = |rng: &mut fastrand::Rng| {
         let n = rng.usize(0..300);

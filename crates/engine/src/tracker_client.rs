@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, version_text, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry,
-    PeerInfo, Progress, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING,
-    MAX_DATAGRAM, PROTOCOL_VERSION,
+    encoded_len, version_text, AddressProof, Advertise, DecodeError, ErrorCode, FileEntry, Filter,
+    Have, ListEntry, PeerInfo, Progress, Request, RequestBody, Response, ResponseBody,
+    CONNECT_PADDING, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 use tokio::net::UdpSocket;
@@ -204,6 +204,32 @@ impl TrackerClient {
         conn: ConnectionId,
         body: RequestBody,
     ) -> Result<ResponseBody, TrackerError> {
+        self.round_trip_on(&self.socket, conn, body).await
+    }
+
+    /// Proof that this machine receives at `ip`, for advertising it: a connection id the tracker
+    /// gives a socket bound there. `None` when `ip` is not this machine's (a NAT's public
+    /// address, say), or the tracker does not answer that socket.
+    pub async fn prove(&self, ip: IpAddr) -> Option<AddressProof> {
+        let socket = UdpSocket::bind((ip, 0)).await.ok()?;
+        socket.connect(self.addr).await.ok()?;
+        let port = socket.local_addr().ok()?.port();
+        let padding = [0; CONNECT_PADDING];
+        match self
+            .round_trip_on(&socket, ConnectionId(0), RequestBody::Connect { padding })
+            .await
+        {
+            Ok(ResponseBody::Connected { conn }) => Some(AddressProof { port, conn }),
+            _ => None,
+        }
+    }
+
+    async fn round_trip_on(
+        &self,
+        socket: &UdpSocket,
+        conn: ConnectionId,
+        body: RequestBody,
+    ) -> Result<ResponseBody, TrackerError> {
         let txn = TransactionId(fastrand::u32(..));
         let connect = matches!(body, RequestBody::Connect { .. });
         let bytes = Request { txn, conn, body }.encode();
@@ -211,15 +237,15 @@ impl TrackerClient {
         for (attempt, wait) in self.retry.waits.iter().enumerate() {
             let deadline = tokio::time::Instant::now() + *wait;
             // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
-            let _ = self.socket.send(&bytes).await;
+            let _ = socket.send(&bytes).await;
             if connect && attempt > 0 {
                 // A version 1 tracker drops our datagrams unanswered. Its connect request was
                 // the same bytes under its own magic, so ask that way too: its answer lets us
                 // say why nothing works, instead of "did not answer".
-                let _ = self.socket.send(&v1_probe(&bytes)).await;
+                let _ = socket.send(&v1_probe(&bytes)).await;
             }
             loop {
-                match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
+                match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
                     Err(_) => break,
                     Ok(Err(_)) => {
                         // ICMP "port unreachable" surfaces here at once; keep the backoff anyway.
@@ -498,11 +524,16 @@ impl Announcer {
             }
         }
         let new = to_announce(live, registered);
+        let mut peer = self.peer.clone();
+        if let (Some(adv), false) = (&mut peer.advertise, new.is_empty()) {
+            // Proved afresh for each round of announcements: a proof is good for a minute or two.
+            adv.proof = self.client.prove(adv.ip).await;
+        }
         for page in pages(&new, encoded_len) {
             match self
                 .client
                 .request(RequestBody::Announce {
-                    peer: self.peer.clone(),
+                    peer: peer.clone(),
                     files: page.to_vec(),
                 })
                 .await?
@@ -581,7 +612,10 @@ fn pages<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
 
 /// The peer info to register: our serving port, and an address override if one was given.
 pub fn peer_info(port: u16, advertise: Option<IpAddr>) -> PeerInfo {
-    PeerInfo { port, advertise }
+    PeerInfo {
+        port,
+        advertise: advertise.map(|ip| Advertise { ip, proof: None }),
+    }
 }
 
 #[cfg(test)]

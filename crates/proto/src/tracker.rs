@@ -38,7 +38,23 @@ pub struct Request {
 pub struct PeerInfo {
     pub port: u16,
     /// An explicit address override (`--advertise`) for NAT and multi-homed hosts.
-    pub advertise: Option<IpAddr>,
+    pub advertise: Option<Advertise>,
+}
+
+/// An address a peer asks to be handed out at instead of its datagrams' source IP. The tracker
+/// takes it only if it is that source IP, or if `proof` shows the peer receives there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advertise {
+    pub ip: IpAddr,
+    pub proof: Option<AddressProof>,
+}
+
+/// A connection id the tracker gave to a socket on the advertised IP, and that socket's UDP port:
+/// only a host that receives at the IP can have one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressProof {
+    pub port: u16,
+    pub conn: ConnectionId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +188,8 @@ pub enum ErrorCode {
     NotOwner,
     /// A name contains control characters or bidirectional-text overrides.
     UnprintableName,
+    /// The advertised address is neither the sender's nor proved to receive.
+    BadAdvertise,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -183,6 +201,9 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::RateLimited => "rate limited by the tracker",
             ErrorCode::NotOwner => {
                 "that peer address is registered by another sender (another process or machine)"
+            }
+            ErrorCode::BadAdvertise => {
+                "the advertised address is not this machine's as the tracker sees it, and could not be proved (give an address of this machine, or the one the tracker sees)"
             }
             ErrorCode::UnprintableName => {
                 "file name rejected: it contains control characters or bidirectional-text overrides"

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo, Progress,
-    Request, RequestBody, Response, ResponseBody, MAGIC, MAX_DATAGRAM, MAX_NAME_LEN,
+    encoded_len, Advertise, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo,
+    Progress, Request, RequestBody, Response, ResponseBody, MAGIC, MAX_DATAGRAM, MAX_NAME_LEN,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 
@@ -245,6 +245,24 @@ impl Registry {
             || (slot > 0 && conn == self.connection_id(src, slot - 1))
     }
 
+    /// Whether a peer may be handed out at the address it advertises (not its source IP): it
+    /// proved it receives there, with a connection id this tracker gave a socket at that address.
+    /// So a sender cannot point leechers at a host it does not run on.
+    fn advertise_ok(&self, now: Instant, info: &PeerInfo) -> bool {
+        let Some(Advertise {
+            ip,
+            proof: Some(proof),
+        }) = info.advertise
+        else {
+            return false;
+        };
+        self.connection_ok(
+            SocketAddr::new(ip.to_canonical(), proof.port),
+            proof.conn,
+            now,
+        )
+    }
+
     /// Answers one datagram. `None` means send nothing: malformed, rate limited, or a reply
     /// would be larger than the request from an address that has not proved it can receive.
     pub fn handle(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
@@ -459,6 +477,11 @@ impl Registry {
             };
         }
         let key = peer_addr(src, info);
+        if key.ip() != src.ip() && !self.advertise_ok(now, info) {
+            return ResponseBody::Error {
+                code: ErrorCode::BadAdvertise,
+            };
+        }
         if let Some(p) = self.peers.get(&key) {
             if p.owner != src {
                 // Another source registered this address. It keeps it while it heartbeats; once
@@ -948,8 +971,10 @@ fn connection_mac(key: &[u8; 16], src: SocketAddr, slot: u64) -> u64 {
 /// unless it asked to advertise another. An advertised address that cannot be where the peer
 /// serves is ignored: unspecified or multicast, or loopback from a sender that is not on this
 /// host (a loopback peer is taken to run on the tracker's host, and is handed out as such).
+/// Whether any other advertised address is one the peer may use is [`Registry::advertise_ok`]'s
+/// question, asked at announce: later requests only name the registration.
 fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
-    let ip = match info.advertise.map(|a| a.to_canonical()) {
+    let ip = match info.advertise.map(|a| a.ip.to_canonical()) {
         Some(a) if a.is_unspecified() || a.is_multicast() => src.ip(),
         Some(a) if a.is_loopback() && !src.ip().is_loopback() => src.ip(),
         Some(a) => a,

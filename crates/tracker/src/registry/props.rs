@@ -42,7 +42,10 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
         0u16..4,
         option::weighted(0.2, any::<[u8; 4]>().prop_map(IpAddr::from)),
     )
-        .prop_map(|(port, advertise)| PeerInfo { port, advertise })
+        .prop_map(|(port, ip)| PeerInfo {
+            port,
+            advertise: ip.map(|ip| Advertise { ip, proof: None }),
+        })
 }
 
 fn have() -> impl Strategy<Value = Have> {

@@ -431,6 +431,22 @@ fn loopback_peers_go_by_the_address_the_requester_sees() {
     );
 }
 
+/// An advertised address with its proof: a connection id the registry gave a socket there (as
+/// an IPv4-mapped IPv6 address if `mapped`).
+pub(super) fn proved(reg: &mut Registry, now: Instant, ip: [u8; 4], mapped: bool) -> Advertise {
+    let at = SocketAddr::from((ip, 5555));
+    let conn = connect(reg, now, at);
+    let v4 = std::net::Ipv4Addr::from(ip);
+    Advertise {
+        ip: if mapped {
+            v4.to_ipv6_mapped().into()
+        } else {
+            v4.into()
+        },
+        proof: Some(shoal_proto::tracker::AddressProof { port: 5555, conn }),
+    }
+}
+
 #[test]
 fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
     let t0 = Instant::now();
@@ -448,7 +464,10 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
         let conn = connect(&mut reg, t0, remote);
         let peer = PeerInfo {
             port: 7000 + i as u16,
-            advertise: Some(ad),
+            advertise: Some(Advertise {
+                ip: ad,
+                proof: None,
+            }),
         };
         let files = vec![entry(1, "f")];
         let reply = send(
@@ -460,15 +479,11 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
         );
         assert!(matches!(reply, Some(ResponseBody::Ack { .. })), "{reply:?}");
     }
-    // A real one is taken as given, mapped or not.
+    // A real one is taken once proved, mapped or not.
     let conn = connect(&mut reg, t0, remote);
     let peer = PeerInfo {
         port: 7066,
-        advertise: Some(
-            std::net::Ipv4Addr::new(10, 0, 0, 66)
-                .to_ipv6_mapped()
-                .into(),
-        ),
+        advertise: Some(proved(&mut reg, t0, [10, 0, 0, 66], true)),
     };
     let files = vec![entry(1, "f")];
     send(
@@ -490,7 +505,7 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
     let conn = connect(&mut reg, t0, src(2));
     let peer = PeerInfo {
         port: 7100,
-        advertise: Some(IpAddr::from([127, 0, 0, 2])),
+        advertise: Some(proved(&mut reg, t0, [127, 0, 0, 2], false)),
     };
     let files = vec![entry(2, "g")];
     send(

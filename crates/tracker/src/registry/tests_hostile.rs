@@ -290,31 +290,46 @@ fn a_few_sources_cannot_fill_a_file_and_keep_an_honest_seeder_off_it() {
 #[test]
 fn one_source_cannot_fill_the_peer_or_registration_tables() {
     let t0 = Instant::now();
-    let mut reg = Registry::new(small(1000, 20, 30), t0);
-    // One host: twenty peers (every place) and thirty registrations (every place).
+    let honest = |reg: &mut Registry| {
+        acked(announce_from(
+            reg,
+            t0,
+            [10, 0, 0, 9],
+            7000,
+            vec![entry(1, "honest")],
+        ));
+        assert_eq!(reg.matching(&Filter::NameIs("honest".into())).len(), 1);
+        assert_eq!(reg.load(source_of([10, 0, 0, 9].into())).registrations, 1);
+        reg.check_invariants();
+    };
+    // One host takes every place in the peer table. Today: Full. Now the honest seeder takes
+    // the place of the host's least recently heard peer.
+    let mut reg = Registry::new(small(1000, 20, 1000), t0);
     for port in 1..=20u16 {
-        let n = port as u8;
-        let files = if port <= 10 {
-            vec![entry(100 + n, "junk a"), entry(200 + n, "junk b")]
-        } else {
-            vec![entry(100 + n, "junk")]
-        };
+        acked(announce_from(
+            &mut reg,
+            t0,
+            [10, 6, 6, 6],
+            port,
+            vec![entry(100 + port as u8, "junk")],
+        ));
+    }
+    assert_eq!(reg.gauges().peers, 20);
+    honest(&mut reg);
+    assert_eq!(reg.gauges().peers, 20);
+
+    // One host takes every registration: the honest seeder takes the place of one of them.
+    let mut reg = Registry::new(small(1000, 1000, 30), t0);
+    for port in 1..=3u16 {
+        let files = (0..10)
+            .map(|n| entry(port as u8 * 10 + n, "junk"))
+            .collect();
         acked(announce_from(&mut reg, t0, [10, 6, 6, 6], port, files));
     }
-    assert_eq!((reg.gauges().peers, reg.gauges().registrations), (20, 30));
-    // Today: Full. Now the honest seeder takes the place of the host's least recently heard
-    // peer, and of one of its registrations.
-    acked(announce_from(
-        &mut reg,
-        t0,
-        [10, 0, 0, 9],
-        7000,
-        vec![entry(1, "honest")],
-    ));
-    assert_eq!(reg.matching(&Filter::NameIs("honest".into())).len(), 1);
-    assert_eq!((reg.gauges().peers, reg.gauges().registrations), (20, 30));
-    assert_eq!(reg.load(source_of([10, 0, 0, 9].into())).registrations, 1);
-    reg.check_invariants();
+    assert_eq!(reg.gauges().registrations, 30);
+    honest(&mut reg);
+    assert_eq!(reg.gauges().registrations, 30);
+    assert_eq!(reg.totals().evictions, 1);
 }
 
 #[test]
@@ -359,4 +374,71 @@ fn an_honest_seeder_with_another_size_is_registered_not_skipped() {
     ));
     assert_eq!(reg.file(&FileId([1; 32])).unwrap().size, 1000);
     reg.check_invariants();
+}
+
+#[test]
+fn nobody_plants_an_address_it_does_not_receive_at() {
+    let t0 = Instant::now();
+    let mut reg = Registry::new(Config::default(), t0);
+    let attacker = from(40000);
+    let conn = connect(&mut reg, t0, attacker);
+    let victim = IpAddr::from([10, 0, 0, 77]);
+    let announce = |advertise| RequestBody::Announce {
+        peer: PeerInfo {
+            port: 22,
+            advertise: Some(advertise),
+        },
+        files: vec![entry(1, "popular")],
+    };
+    // Today any address is taken as given.
+    let bare = Advertise {
+        ip: victim,
+        proof: None,
+    };
+    refused(
+        send(&mut reg, t0, attacker, conn, announce(bare)),
+        ErrorCode::BadAdvertise,
+    );
+    // A proof made for another address, or a forged one, proves nothing.
+    let elsewhere = super::tests::proved(&mut reg, t0, [10, 0, 0, 1], false);
+    let stolen = Advertise {
+        ip: victim,
+        proof: elsewhere.proof,
+    };
+    refused(
+        send(&mut reg, t0, attacker, conn, announce(stolen)),
+        ErrorCode::BadAdvertise,
+    );
+    let forged = Advertise {
+        ip: victim,
+        proof: Some(shoal_proto::tracker::AddressProof {
+            port: 5555,
+            conn: ConnectionId(0x1234_5678),
+        }),
+    };
+    refused(
+        send(&mut reg, t0, attacker, conn, announce(forged)),
+        ErrorCode::BadAdvertise,
+    );
+    assert_eq!(reg.peers().count(), 0);
+    // Its own address needs no proof (a NAT's public address, as the tracker sees it), and a
+    // proved one is taken.
+    let own = Advertise {
+        ip: attacker.ip(),
+        proof: None,
+    };
+    acked(send(&mut reg, t0, attacker, conn, announce(own)));
+    let other = from(40001);
+    let c2 = connect(&mut reg, t0, other);
+    let proved = super::tests::proved(&mut reg, t0, [10, 0, 0, 78], false);
+    acked(send(&mut reg, t0, other, c2, announce(proved)));
+    let mut peers: Vec<SocketAddr> = reg.peers().map(|p| p.addr).collect();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            SocketAddr::from(([10, 0, 0, 1], 22)),
+            SocketAddr::from(([10, 0, 0, 78], 22))
+        ]
+    );
 }
