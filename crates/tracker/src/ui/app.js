@@ -123,7 +123,8 @@ function buildFile(f) {
 function updateFile(tr, f) {
   const [name, size, seeders, id] = tr.children;
   setText(name.firstChild, f.name);
-  setText(name.lastChild, f.aliases.length ? `also ${f.aliases.join(', ')}` : '');
+  const otherNames = f.alias_count > f.aliases.length ? ` +${num(f.alias_count - f.aliases.length)} more` : '';
+  setText(name.lastChild, f.aliases.length ? `also ${f.aliases.join(', ')}${otherNames}` : '');
   setAttr(name, 'title', [f.name, ...f.aliases].join('\n'));
   setText(size, bytes(f.size));
   setAttr(size, 'title', `${num(f.size)} bytes`);
