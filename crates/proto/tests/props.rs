@@ -15,8 +15,8 @@ use shoal_proto::manifest::{id_of_encoding, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use shoal_proto::names::{safe_file_name, MAX_LOCAL_NAME};
 use shoal_proto::peer::{self, Frame, Header, RejectReason, MAX_FRAME_LEN};
 use shoal_proto::tracker::{
-    DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo, Progress, Request,
-    RequestBody, Response, ResponseBody, CONNECT_PADDING, MAGIC, MAX_DATAGRAM,
+    AddressProof, Advertise, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo,
+    Progress, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAGIC, MAX_DATAGRAM,
 };
 use shoal_proto::{
     ChunkIndex, ConnectionId, FileId, IdPrefix, Manifest, ManifestError, TransactionId,
@@ -74,7 +74,12 @@ fn chunk_index() -> impl Strategy<Value = ChunkIndex> {
 }
 
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (any::<u16>(), option::of(ip())).prop_map(|(port, advertise)| PeerInfo { port, advertise })
+    let proof = (any::<u16>(), any::<u64>()).prop_map(|(port, conn)| AddressProof {
+        port,
+        conn: ConnectionId(conn),
+    });
+    let advertise = (ip(), option::of(proof)).prop_map(|(ip, proof)| Advertise { ip, proof });
+    (any::<u16>(), option::of(advertise)).prop_map(|(port, advertise)| PeerInfo { port, advertise })
 }
 
 fn have() -> impl Strategy<Value = Have> {
