@@ -114,7 +114,10 @@ fn connect_request(txn: u32) -> Vec<u8> {
 fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
     let peer = PeerInfo {
         port: rng.u16(..),
-        advertise: rng.bool().then(|| Ipv4Addr::from(rng.u32(..)).into()),
+        advertise: rng.bool().then(|| shoal_proto::tracker::Advertise {
+            ip: Ipv4Addr::from(rng.u32(..)).into(),
+            proof: None,
+        }),
     };
     let name = |rng: &mut fastrand::Rng| {
         let n = rng.usize(0..300);
@@ -129,6 +132,7 @@ fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
                     id: FileId(id),
                     size: rng.u64(..),
                     name: name(rng),
+                    have: shoal_proto::tracker::Have::Complete,
                 })
                 .collect(),
             peer,
@@ -136,6 +140,7 @@ fn random_body(rng: &mut fastrand::Rng, real: FileId) -> RequestBody {
         1 => RequestBody::Heartbeat {
             peer,
             files: rng.u32(..),
+            progress: Vec::new(),
         },
         2 => RequestBody::Unregister {
             peer,
@@ -294,10 +299,15 @@ fn tracker_survives_a_flood() {
                     id: FileId([n; 32]),
                     size: 1000,
                     name: format!("honest-{n}"),
+                    have: shoal_proto::tracker::Have::Complete,
                 })
                 .collect(),
         },
-        RequestBody::Heartbeat { peer, files: 3 },
+        RequestBody::Heartbeat {
+            peer,
+            files: 3,
+            progress: Vec::new(),
+        },
         RequestBody::List {
             filter: Filter::All,
             cursor: 0,

@@ -140,8 +140,88 @@ fn the_page_follows_the_swarm_live() {
     assert_eq!(seeders_shown(&mut browser, &a_ids[0]), json!("1"));
     assert_eq!(strings(&browser.eval(FILE_ROWS)).len(), 2);
 
+    // A downloader of the video, 40% of the way: shown beside the file and in its peer row.
+    let downloader = Downloader::start(&swarm.tracker_addr, &a_ids[0], 1_500_000, 600_000);
+    browser.wait_for(
+        "a downloader beside the video",
+        &format!(
+            "(document.querySelector('#files tr[data-file-id=\"{}\"] .leechers') || {{}}).textContent",
+            a_ids[0]
+        ),
+        |v| v == &json!("+1 downloading"),
+    );
+    assert_eq!(seeders_shown(&mut browser, &a_ids[0]), json!("1"));
+    browser.wait_for(
+        "its progress in its peer row",
+        "(document.querySelector('#peers tr[data-peer=\"127.0.0.1:7999\"] small') || {}).textContent",
+        |v| v == &json!("holiday.mp4 · downloading holiday.mp4 40%"),
+    );
+    drop(downloader);
+
     // All of it in the document loaded at the start.
     assert_eq!(browser.eval("window.sameDocument"), json!("yes"));
     let updates = browser.eval("window.shoal.updates").as_u64().unwrap();
     assert!(updates >= 3, "{updates} updates");
+}
+
+/// A peer downloading one file, registered as partial with a given progress and kept alive by
+/// heartbeats until dropped.
+struct Downloader {
+    /// Runs the heartbeats; dropped (and so stopped) with the downloader.
+    _rt: tokio::runtime::Runtime,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Downloader {
+    fn start(tracker: &str, id: &str, size: u64, bytes: u64) -> Downloader {
+        use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
+        use shoal_proto::tracker::{FileEntry, Have, PeerInfo, RequestBody};
+        // A worker thread of its own, so the heartbeats go out while the test waits on the page.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let peer = PeerInfo {
+            port: 7999,
+            advertise: None,
+        };
+        let client = rt
+            .block_on(TrackerClient::connect(tracker, RetryPolicy::default()))
+            .unwrap();
+        let entry = FileEntry {
+            id: shoal_proto::FileId::from_hex(id).unwrap(),
+            size,
+            name: "holiday.mp4".into(),
+            have: Have::Partial { bytes },
+        };
+        rt.block_on(client.request(RequestBody::Announce {
+            peer: peer.clone(),
+            files: vec![entry],
+        }))
+        .unwrap();
+        let stop = cancel.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+                let beat = RequestBody::Heartbeat {
+                    peer: peer.clone(),
+                    files: 1,
+                    progress: Vec::new(),
+                };
+                let _ = client.request(beat).await;
+            }
+        });
+        Downloader { _rt: rt, cancel }
+    }
+}
+
+impl Drop for Downloader {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }

@@ -119,6 +119,7 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
                 id: file,
                 size: 1 << 30,
                 name: "tracker-load.bin".to_string(),
+                have: shoal_proto::tracker::Have::Complete,
             }],
         };
         match call(&reg, &mut txn, conn, body)? {

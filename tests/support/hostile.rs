@@ -165,6 +165,7 @@ impl Served {
             id: self.id,
             size: self.data.len() as u64,
             name: self.name.clone(),
+            have: shoal_proto::tracker::Have::Complete,
         }
     }
 
@@ -381,6 +382,7 @@ async fn keep_registered(
         let beat = client.request(RequestBody::Heartbeat {
             peer: peer.clone(),
             files: files.len() as u32,
+            progress: Vec::new(),
         });
         match beat.await {
             Ok(ResponseBody::Ack { interval_secs }) => {

@@ -1,14 +1,15 @@
 //! Talking to the tracker over UDP: requests with retries and backoff, connection ids, paged
 //! listings, name resolution, and the [`Announcer`] that keeps a peer registered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
-    ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
+    encoded_len, version_text, AddressProof, Advertise, DecodeError, ErrorCode, FileEntry, Filter,
+    Have, ListEntry, PeerInfo, Progress, Request, RequestBody, Response, ResponseBody,
+    CONNECT_PADDING, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 use tokio::net::UdpSocket;
@@ -27,8 +28,21 @@ pub enum TrackerError {
     BadAddress(String),
     #[error("the tracker refused: {0}")]
     Refused(ErrorCode),
+    #[error("the tracker at {addr} kept rate limiting this machine for {} s; wait a little, or ask its operator to raise --rate-limit", .waited.as_secs())]
+    RateLimited { addr: SocketAddr, waited: Duration },
+    #[error("the tracker at {addr} kept offering more pages ({pages} pages, {entries} files so far); it is misbehaving")]
+    EndlessListing {
+        addr: SocketAddr,
+        pages: usize,
+        entries: usize,
+    },
     #[error("the tracker sent an unexpected reply")]
     Protocol,
+    #[error("the tracker at {addr} speaks protocol {}, this client speaks {PROTOCOL_VERSION}; run the same version of shoal on both", version_text(*.theirs))]
+    OtherVersion {
+        addr: SocketAddr,
+        theirs: Option<u8>,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -48,6 +62,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// After a rate-limit answer, wait this long before trying again, doubling each time up to
+/// [`RATE_LIMIT_BACKOFF_MAX`]: the tracker refills a source's allowance every second.
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(250);
+const RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Rate-limit answers are waited out this long in all unless the client is told otherwise; a
+/// caller's own timeout can cut it shorter.
+pub const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A listing stops with an error past this many entries: more than a tracker can hold
+/// (`--max-files` is 100,000 by default), so only a tracker that offers page after page forever
+/// gets there, and memory stays bounded.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+/// A listing stops with an error past this many pages (a tracker that offers empty pages).
+pub const MAX_LIST_PAGES: usize = 100_000;
+
 /// A connection id is good for at least a minute at the tracker; renew it a little before.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(50);
 
@@ -60,6 +89,7 @@ pub struct TrackerClient {
     addr: SocketAddr,
     socket: UdpSocket,
     retry: RetryPolicy,
+    rate_limit_patience: Duration,
     state: Mutex<ClientState>,
 }
 
@@ -82,8 +112,15 @@ impl TrackerClient {
             addr: resolved,
             socket,
             retry,
+            rate_limit_patience: RATE_LIMIT_PATIENCE,
             state: Mutex::new(ClientState { conn: None }),
         })
+    }
+
+    /// How long in all to wait out rate-limit answers before [`TrackerError::RateLimited`].
+    pub fn with_rate_limit_patience(mut self, patience: Duration) -> TrackerClient {
+        self.rate_limit_patience = patience;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -105,8 +142,32 @@ impl TrackerClient {
         }
     }
 
-    /// Sends a request and returns the reply, connecting (or reconnecting) first when needed.
+    /// Sends a request and returns the reply, connecting (or reconnecting) first when needed. A
+    /// rate-limit answer is waited out with backoff, for up to [`RATE_LIMIT_PATIENCE`] (or what
+    /// [`TrackerClient::with_rate_limit_patience`] set).
     pub async fn request(&self, body: RequestBody) -> Result<ResponseBody, TrackerError> {
+        let start = tokio::time::Instant::now();
+        let mut wait = RATE_LIMIT_BACKOFF;
+        loop {
+            match self.request_once(body.clone()).await {
+                Err(TrackerError::Refused(ErrorCode::RateLimited)) => {
+                    let waited = start.elapsed();
+                    if waited + wait > self.rate_limit_patience {
+                        return Err(TrackerError::RateLimited {
+                            addr: self.addr,
+                            waited,
+                        });
+                    }
+                    tracing::debug!("rate limited by the tracker; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RATE_LIMIT_BACKOFF_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn request_once(&self, body: RequestBody) -> Result<ResponseBody, TrackerError> {
         let mut state = self.state.lock().await;
         for _ in 0..2 {
             let conn = match state.conn {
@@ -121,6 +182,7 @@ impl TrackerClient {
                             state.conn = Some((conn, Instant::now()));
                             conn
                         }
+                        ResponseBody::Error { code } => return Err(TrackerError::Refused(code)),
                         _ => return Err(TrackerError::Protocol),
                     }
                 }
@@ -142,15 +204,48 @@ impl TrackerClient {
         conn: ConnectionId,
         body: RequestBody,
     ) -> Result<ResponseBody, TrackerError> {
+        self.round_trip_on(&self.socket, conn, body).await
+    }
+
+    /// Proof that this machine receives at `ip`, for advertising it: a connection id the tracker
+    /// gives a socket bound there. `None` when `ip` is not this machine's (a NAT's public
+    /// address, say), or the tracker does not answer that socket.
+    pub async fn prove(&self, ip: IpAddr) -> Option<AddressProof> {
+        let socket = UdpSocket::bind((ip, 0)).await.ok()?;
+        socket.connect(self.addr).await.ok()?;
+        let port = socket.local_addr().ok()?.port();
+        let padding = [0; CONNECT_PADDING];
+        match self
+            .round_trip_on(&socket, ConnectionId(0), RequestBody::Connect { padding })
+            .await
+        {
+            Ok(ResponseBody::Connected { conn }) => Some(AddressProof { port, conn }),
+            _ => None,
+        }
+    }
+
+    async fn round_trip_on(
+        &self,
+        socket: &UdpSocket,
+        conn: ConnectionId,
+        body: RequestBody,
+    ) -> Result<ResponseBody, TrackerError> {
         let txn = TransactionId(fastrand::u32(..));
+        let connect = matches!(body, RequestBody::Connect { .. });
         let bytes = Request { txn, conn, body }.encode();
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        for wait in &self.retry.waits {
+        for (attempt, wait) in self.retry.waits.iter().enumerate() {
             let deadline = tokio::time::Instant::now() + *wait;
             // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
-            let _ = self.socket.send(&bytes).await;
+            let _ = socket.send(&bytes).await;
+            if connect && attempt > 0 {
+                // A version 1 tracker drops our datagrams unanswered. Its connect request was
+                // the same bytes under its own magic, so ask that way too: its answer lets us
+                // say why nothing works, instead of "did not answer".
+                let _ = socket.send(&v1_probe(&bytes)).await;
+            }
             loop {
-                match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
+                match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
                     Err(_) => break,
                     Ok(Err(_)) => {
                         // ICMP "port unreachable" surfaces here at once; keep the backoff anyway.
@@ -159,6 +254,12 @@ impl TrackerClient {
                     }
                     Ok(Ok(n)) => match Response::decode(&buf[..n]) {
                         Ok(resp) if resp.txn == txn => return Ok(resp.body),
+                        Err(DecodeError::OtherVersion(theirs)) => {
+                            return Err(TrackerError::OtherVersion {
+                                addr: self.addr,
+                                theirs,
+                            })
+                        }
                         // A late reply to an earlier try, or noise: keep waiting.
                         _ => continue,
                     },
@@ -171,11 +272,24 @@ impl TrackerClient {
         })
     }
 
-    /// Every page of a listing.
+    /// Every page of a listing, up to [`MAX_LIST_ENTRIES`] entries and [`MAX_LIST_PAGES`] pages.
+    /// A caller with a deadline wraps it in a timeout (it is cancel-safe).
     pub async fn list(&self, filter: Filter) -> Result<Vec<ListEntry>, TrackerError> {
+        self.list_bounded(filter, MAX_LIST_ENTRIES, MAX_LIST_PAGES)
+            .await
+    }
+
+    async fn list_bounded(
+        &self,
+        filter: Filter,
+        max_entries: usize,
+        max_pages: usize,
+    ) -> Result<Vec<ListEntry>, TrackerError> {
         let mut all = Vec::new();
         let mut cursor = 0;
-        loop {
+        let mut pages = 0;
+        while pages < max_pages {
+            pages += 1;
             match self
                 .request(RequestBody::List {
                     filter: filter.clone(),
@@ -185,6 +299,9 @@ impl TrackerClient {
             {
                 ResponseBody::Files { entries, next } => {
                     all.extend(entries);
+                    if all.len() > max_entries {
+                        break;
+                    }
                     match next {
                         Some(n) if n > cursor => cursor = n,
                         _ => return Ok(all),
@@ -193,6 +310,11 @@ impl TrackerClient {
                 _ => return Err(TrackerError::Protocol),
             }
         }
+        Err(TrackerError::EndlessListing {
+            addr: self.addr,
+            pages,
+            entries: all.len(),
+        })
     }
 
     pub async fn peers(&self, file: FileId) -> Result<Vec<SocketAddr>, TrackerError> {
@@ -201,6 +323,13 @@ impl TrackerClient {
             _ => Err(TrackerError::Protocol),
         }
     }
+}
+
+/// A connect request under version 1's magic (its body encodes the same in both versions).
+fn v1_probe(connect: &[u8]) -> Vec<u8> {
+    let mut probe = connect.to_vec();
+    probe[3] = b'1';
+    probe
 }
 
 /// Of the addresses a name resolves to, the first IPv4 one if there is one. A tracker listens on
@@ -279,9 +408,11 @@ fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError
     }
 }
 
-/// Keeps a peer's files registered: announces what the [`Library`] holds, heartbeats at the
-/// interval the tracker asks for, announces again at once when the tracker has forgotten us (it
-/// restarted), follows additions and withdrawals, and unregisters on cancellation.
+/// Keeps a peer's files registered: announces what the [`Library`] holds (complete files and
+/// downloads in progress), heartbeats at the interval the tracker asks for with the progress of
+/// downloads, announces a download again when it completes, announces again at once when the
+/// tracker has forgotten us (it restarted), follows additions and withdrawals, and unregisters on
+/// cancellation.
 pub struct Announcer {
     pub client: Arc<TrackerClient>,
     pub library: Arc<Library>,
@@ -293,9 +424,12 @@ const FIRST_INTERVAL: Duration = Duration::from_secs(10);
 /// After a failed exchange, try again this soon (the tracker may be restarting).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// What the tracker has been told about each registered file: complete, or how many bytes.
+type Registered = BTreeMap<FileId, Have>;
+
 impl Announcer {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut registered: BTreeSet<FileId> = BTreeSet::new();
+        let mut registered = Registered::new();
         let mut interval = FIRST_INTERVAL;
         let mut next_heartbeat = tokio::time::Instant::now() + interval;
         loop {
@@ -322,17 +456,22 @@ impl Announcer {
                 _ = changed => continue,
                 _ = tokio::time::sleep_until(next_heartbeat) => {}
             }
+            let progress = progress_report(&self.library.entries(), &registered);
             let peer = self.peer.clone();
             match self
                 .client
                 .request(RequestBody::Heartbeat {
                     peer,
                     files: registered.len() as u32,
+                    progress: progress.clone(),
                 })
                 .await
             {
                 Ok(ResponseBody::Ack { interval_secs }) => {
-                    interval = Duration::from_secs(interval_secs.max(1).into())
+                    interval = Duration::from_secs(interval_secs.max(1).into());
+                    for p in progress {
+                        registered.insert(p.id, Have::Partial { bytes: p.bytes });
+                    }
                 }
                 Ok(ResponseBody::Unknown) => {
                     tracing::info!("the tracker forgot us (it restarted?); registering again");
@@ -363,13 +502,14 @@ impl Announcer {
     }
 
     /// Brings the tracker in line with the library; returns the tracker's interval if it said one.
-    async fn sync(
-        &self,
-        registered: &mut BTreeSet<FileId>,
-    ) -> Result<Option<Duration>, TrackerError> {
+    async fn sync(&self, registered: &mut Registered) -> Result<Option<Duration>, TrackerError> {
         let live = self.library.entries();
         let live_ids: BTreeSet<FileId> = live.iter().map(|e| e.id).collect();
-        let gone: Vec<FileId> = registered.difference(&live_ids).copied().collect();
+        let gone: Vec<FileId> = registered
+            .keys()
+            .filter(|id| !live_ids.contains(id))
+            .copied()
+            .collect();
         let mut interval = None;
         for page in pages(&gone, encoded_len) {
             self.client
@@ -383,15 +523,17 @@ impl Announcer {
                 tracing::info!(file = %id.short(), "withdrawn from the tracker");
             }
         }
-        let new: Vec<FileEntry> = live
-            .into_iter()
-            .filter(|e| !registered.contains(&e.id))
-            .collect();
+        let new = to_announce(live, registered);
+        let mut peer = self.peer.clone();
+        if let (Some(adv), false) = (&mut peer.advertise, new.is_empty()) {
+            // Proved afresh for each round of announcements: a proof is good for a minute or two.
+            adv.proof = self.client.prove(adv.ip).await;
+        }
         for page in pages(&new, encoded_len) {
             match self
                 .client
                 .request(RequestBody::Announce {
-                    peer: self.peer.clone(),
+                    peer: peer.clone(),
                     files: page.to_vec(),
                 })
                 .await?
@@ -401,13 +543,51 @@ impl Announcer {
                 }
                 _ => return Err(TrackerError::Protocol),
             }
-            registered.extend(page.iter().map(|e| e.id));
+            registered.extend(page.iter().map(|e| (e.id, e.have)));
         }
         if !new.is_empty() {
-            tracing::info!(files = new.len(), tracker = %self.client.addr(), "registered with the tracker");
+            let complete = new.iter().filter(|e| e.have.is_complete()).count();
+            tracing::info!(
+                complete,
+                partial = new.len() - complete,
+                tracker = %self.client.addr(),
+                "registered with the tracker"
+            );
         }
         Ok(interval)
     }
+}
+
+/// The entries the tracker must be told about: those it does not know, and those whose
+/// completeness changed (a download that finished registers again, as complete). Progress alone
+/// goes in heartbeats.
+fn to_announce(live: Vec<FileEntry>, registered: &Registered) -> Vec<FileEntry> {
+    live.into_iter()
+        .filter(|e| {
+            registered
+                .get(&e.id)
+                .is_none_or(|h| h.is_complete() != e.have.is_complete())
+        })
+        .collect()
+}
+
+/// The progress of registered downloads that moved since the tracker last heard it, as much as
+/// fits in a heartbeat (about 26 downloads): those the tracker believes furthest behind first.
+fn progress_report(live: &[FileEntry], registered: &Registered) -> Vec<Progress> {
+    // Room for the magic, ids, peer info and the list's length; each entry is at most 32 + 10.
+    const ROOM: usize = (MAX_DATAGRAM - 64) / (32 + 10);
+    let mut moved: Vec<(u64, Progress)> = live
+        .iter()
+        .filter_map(|e| match (e.have, registered.get(&e.id)?) {
+            (Have::Partial { bytes }, Have::Partial { bytes: told }) if bytes != *told => {
+                Some((*told, Progress { id: e.id, bytes }))
+            }
+            _ => None,
+        })
+        .collect();
+    moved.sort_by_key(|(told, p)| (*told, p.id));
+    moved.truncate(ROOM);
+    moved.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Splits items into runs whose encodings fit in one request datagram.
@@ -432,7 +612,10 @@ fn pages<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
 
 /// The peer info to register: our serving port, and an address override if one was given.
 pub fn peer_info(port: u16, advertise: Option<IpAddr>) -> PeerInfo {
-    PeerInfo { port, advertise }
+    PeerInfo {
+        port,
+        advertise: advertise.map(|ip| Advertise { ip, proof: None }),
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +633,66 @@ mod tests {
         assert_eq!(prefer_ipv4([]), None);
     }
 
+    fn entry(n: u8, have: Have) -> FileEntry {
+        FileEntry {
+            id: FileId([n; 32]),
+            size: 1000,
+            name: format!("f{n}"),
+            have,
+        }
+    }
+
+    #[test]
+    fn downloads_register_and_register_again_when_complete() {
+        let p = |bytes| Have::Partial { bytes };
+        let live = vec![
+            entry(1, p(10)),
+            entry(2, Have::Complete),
+            entry(3, p(20)),
+            entry(4, Have::Complete),
+        ];
+        let registered: Registered = [(FileId([2; 32]), Have::Complete), (FileId([3; 32]), p(5))]
+            .into_iter()
+            .chain([(FileId([4; 32]), p(900))])
+            .collect();
+        let ids: Vec<u8> = to_announce(live.clone(), &registered)
+            .iter()
+            .map(|e| e.id.0[0])
+            .collect();
+        // 1 is new, 4 finished; 3's progress goes in a heartbeat, not an announcement.
+        assert_eq!(ids, [1, 4]);
+        assert_eq!(
+            progress_report(&live, &registered),
+            [Progress {
+                id: FileId([3; 32]),
+                bytes: 20
+            }]
+        );
+    }
+
+    #[test]
+    fn progress_reports_fit_a_heartbeat() {
+        let live: Vec<FileEntry> = (0..=255)
+            .map(|n| entry(n, Have::Partial { bytes: u64::MAX }))
+            .collect();
+        let registered: Registered = live
+            .iter()
+            .map(|e| (e.id, Have::Partial { bytes: 0 }))
+            .collect();
+        let progress = progress_report(&live, &registered);
+        assert!(progress.len() > 10);
+        let beat = Request {
+            txn: TransactionId(u32::MAX),
+            conn: ConnectionId(u64::MAX),
+            body: RequestBody::Heartbeat {
+                peer: peer_info(u16::MAX, Some("ffff::1".parse().unwrap())),
+                files: u32::MAX,
+                progress,
+            },
+        };
+        assert!(beat.encode().len() <= MAX_DATAGRAM);
+    }
+
     #[test]
     fn pages_fit_a_datagram() {
         let items: Vec<usize> = vec![100; 50];
@@ -460,5 +703,146 @@ mod tests {
             .all(|page| page.iter().sum::<usize>() <= MAX_DATAGRAM - 64));
         assert_eq!(p.iter().map(|page| page.len()).sum::<usize>(), 50);
         assert!(pages(&[] as &[usize], |n| *n).is_empty());
+    }
+}
+
+/// The client against trackers that misbehave: one that offers pages forever, one that rate
+/// limits, one that rate limits forever. Each is a UDP socket on loopback answering as told.
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    /// A tracker that answers each request with `answer(request)`, until the test ends.
+    async fn fake(answer: impl Fn(&Request) -> Option<ResponseBody> + Send + 'static) -> String {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(req) = Request::decode(&buf[..n]) else {
+                    continue;
+                };
+                let body = match req.body {
+                    RequestBody::Connect { .. } => Some(ResponseBody::Connected {
+                        conn: ConnectionId(1),
+                    }),
+                    _ => answer(&req),
+                };
+                if let Some(body) = body {
+                    let reply = Response { txn: req.txn, body }.encode();
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    fn entry(n: u32) -> ListEntry {
+        ListEntry {
+            id: FileId([n as u8; 32]),
+            size: 1,
+            seeders: 1,
+            leechers: 0,
+            name: format!("f{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_never_ends_is_cut_off_with_one_sentence() {
+        let addr = fake(|req| match &req.body {
+            RequestBody::List { cursor, .. } => Some(ResponseBody::Files {
+                entries: vec![entry(*cursor)],
+                next: Some(cursor + 1),
+            }),
+            _ => None,
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let err = client
+            .list_bounded(Filter::All, 50, 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrackerError::EndlessListing {
+                    entries: 51,
+                    pages: 51,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = client
+            .list_bounded(Filter::All, 1000, 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrackerError::EndlessListing {
+                    entries: 20,
+                    pages: 20,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("the tracker at {addr} kept offering more pages (20 pages, 20 files so far); it is misbehaving")
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limit_answers_are_waited_out_then_named() {
+        // Refuses the first three requests for peers, then answers.
+        let refused = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = refused.clone();
+        let addr = fake(move |req| match req.body {
+            RequestBody::GetPeers { .. } => {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(if n < 3 {
+                    ResponseBody::Error {
+                        code: ErrorCode::RateLimited,
+                    }
+                } else {
+                    ResponseBody::Peers {
+                        interval_secs: 1,
+                        peers: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
+                    }
+                })
+            }
+            _ => None,
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let peers = client.peers(FileId([1; 32])).await.unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // One that never stops: its own error, after the patience it was given.
+        let addr = fake(|_| {
+            Some(ResponseBody::Error {
+                code: ErrorCode::RateLimited,
+            })
+        })
+        .await;
+        let client = TrackerClient::connect(&addr, RetryPolicy::default())
+            .await
+            .unwrap()
+            .with_rate_limit_patience(Duration::from_secs(1));
+        let err = client.peers(FileId([1; 32])).await.unwrap_err();
+        assert!(matches!(err, TrackerError::RateLimited { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the tracker at {addr} kept rate limiting this machine"
+            )),
+            "{err}"
+        );
     }
 }

@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ConnectionId, FileId, IdPrefix, TransactionId};
 
-/// Prefix of every tracker datagram: protocol name and version.
-pub const MAGIC: [u8; 4] = *b"SHT1";
+/// This protocol's version, the last byte of [`MAGIC`] as an ASCII digit.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// Prefix of every tracker datagram: the protocol's name (`SHT`), then its version as one ASCII
+/// digit. The name stays; a datagram with another version byte is answered with the bare magic
+/// (4 bytes, never more than the request), from which its sender can tell which version we speak.
+pub const MAGIC: [u8; 4] = [b'S', b'H', b'T', b'0' + PROTOCOL_VERSION];
 /// No datagram in either direction is larger, so nothing fragments on a LAN.
 pub const MAX_DATAGRAM: usize = 1200;
 /// Longest file name the tracker stores, in bytes.
@@ -34,7 +38,23 @@ pub struct Request {
 pub struct PeerInfo {
     pub port: u16,
     /// An explicit address override (`--advertise`) for NAT and multi-homed hosts.
-    pub advertise: Option<IpAddr>,
+    pub advertise: Option<Advertise>,
+}
+
+/// An address a peer asks to be handed out at instead of its datagrams' source IP. The tracker
+/// takes it only if it is that source IP, or if `proof` shows the peer receives there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advertise {
+    pub ip: IpAddr,
+    pub proof: Option<AddressProof>,
+}
+
+/// A connection id the tracker gave to a socket on the advertised IP, and that socket's UDP port:
+/// only a host that receives at the IP can have one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressProof {
+    pub port: u16,
+    pub conn: ConnectionId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +62,30 @@ pub struct FileEntry {
     pub id: FileId,
     pub size: u64,
     pub name: String,
+    pub have: Have,
+}
+
+/// How much of a file a peer can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Have {
+    /// Every chunk, verified.
+    Complete,
+    /// A download in progress: `bytes` verified so far.
+    Partial { bytes: u64 },
+}
+
+impl Have {
+    pub fn is_complete(self) -> bool {
+        self == Have::Complete
+    }
+}
+
+/// A partial file's progress, reported in heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub id: FileId,
+    /// Bytes verified so far.
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,10 +110,12 @@ pub enum RequestBody {
         files: Vec<FileEntry>,
     },
     /// Refreshes all of this peer's files at once. `files` is how many the peer believes it has
-    /// registered; a tracker that knows a different number answers `Unknown`.
+    /// registered; a tracker that knows a different number answers `Unknown`. `progress` updates
+    /// some of its partial files (as many as fit; a peer with more takes turns across heartbeats).
     Heartbeat {
         peer: PeerInfo,
         files: u32,
+        progress: Vec<Progress>,
     },
     /// Removes this peer, or only the listed files of it.
     Unregister {
@@ -96,7 +142,10 @@ pub struct Response {
 pub struct ListEntry {
     pub id: FileId,
     pub size: u64,
+    /// Peers that have the whole file.
     pub seeders: u32,
+    /// Peers that are downloading it (and serve what they have verified).
+    pub leechers: u32,
     pub name: String,
 }
 
@@ -134,6 +183,13 @@ pub enum ErrorCode {
     BadName,
     /// Too many requests from this address.
     RateLimited,
+    /// The peer address named is registered by another source (IP and UDP port), which alone
+    /// may refresh, change or remove it.
+    NotOwner,
+    /// A name contains control characters or bidirectional-text overrides.
+    UnprintableName,
+    /// The advertised address is neither the sender's nor proved to receive.
+    BadAdvertise,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -143,6 +199,15 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Full => "the tracker is full",
             ErrorCode::BadName => "file name rejected by the tracker",
             ErrorCode::RateLimited => "rate limited by the tracker",
+            ErrorCode::NotOwner => {
+                "that peer address is registered by another sender (another process or machine)"
+            }
+            ErrorCode::BadAdvertise => {
+                "the advertised address is not this machine's as the tracker sees it, and could not be proved (give an address of this machine, or the one the tracker sees)"
+            }
+            ErrorCode::UnprintableName => {
+                "file name rejected: it contains control characters or bidirectional-text overrides"
+            }
         })
     }
 }
@@ -153,8 +218,17 @@ pub enum DecodeError {
     TooLong(usize),
     #[error("datagram does not start with the shoal tracker magic")]
     BadMagic,
+    /// A shoal tracker datagram of another protocol version (the version, or `None` if its
+    /// version byte is not a digit).
+    #[error("datagram of shoal tracker protocol {}, this one speaks {PROTOCOL_VERSION}", version_text(*.0))]
+    OtherVersion(Option<u8>),
     #[error("malformed datagram")]
     Malformed,
+}
+
+/// A version for a sentence: its number, or "another version".
+pub fn version_text(v: Option<u8>) -> String {
+    v.map_or_else(|| "of another version".to_string(), |v| v.to_string())
 }
 
 fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
@@ -165,9 +239,14 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(DecodeError::TooLong(bytes.len()));
     }
-    let rest = bytes
-        .strip_prefix(&MAGIC[..])
-        .ok_or(DecodeError::BadMagic)?;
+    let Some(rest) = bytes.strip_prefix(&MAGIC[..]) else {
+        return Err(match bytes {
+            [b'S', b'H', b'T', v, ..] => {
+                DecodeError::OtherVersion(v.is_ascii_digit().then(|| v - b'0'))
+            }
+            _ => DecodeError::BadMagic,
+        });
+    };
     match postcard::take_from_bytes(rest) {
         Ok((msg, [])) => Ok(msg),
         _ => Err(DecodeError::Malformed),
@@ -393,5 +472,25 @@ mod tests {
         bytes.push(0);
         assert_eq!(Response::decode(&bytes), Err(DecodeError::Malformed));
         assert_eq!(Response::decode(b"nope"), Err(DecodeError::BadMagic));
+    }
+
+    #[test]
+    fn another_version_is_named_not_malformed() {
+        assert_eq!(&MAGIC, b"SHT2");
+        assert_eq!(
+            Response::decode(b"SHT1\x05\x00"),
+            Err(DecodeError::OtherVersion(Some(1)))
+        );
+        assert_eq!(
+            Request::decode(b"SHT9"),
+            Err(DecodeError::OtherVersion(Some(9)))
+        );
+        assert_eq!(
+            Request::decode(b"SHTx"),
+            Err(DecodeError::OtherVersion(None))
+        );
+        assert_eq!(Request::decode(b"SHT"), Err(DecodeError::BadMagic));
+        // The tracker's answer to another version, the bare magic, is no message of ours.
+        assert_eq!(Response::decode(&MAGIC), Err(DecodeError::Malformed));
     }
 }

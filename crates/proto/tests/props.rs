@@ -15,8 +15,8 @@ use shoal_proto::manifest::{id_of_encoding, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use shoal_proto::names::{safe_file_name, MAX_LOCAL_NAME};
 use shoal_proto::peer::{self, Frame, Header, RejectReason, MAX_FRAME_LEN};
 use shoal_proto::tracker::{
-    DecodeError, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
-    ResponseBody, CONNECT_PADDING, MAGIC, MAX_DATAGRAM,
+    AddressProof, Advertise, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo,
+    Progress, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAGIC, MAX_DATAGRAM,
 };
 use shoal_proto::{
     ChunkIndex, ConnectionId, FileId, IdPrefix, Manifest, ManifestError, TransactionId,
@@ -74,22 +74,44 @@ fn chunk_index() -> impl Strategy<Value = ChunkIndex> {
 }
 
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (any::<u16>(), option::of(ip())).prop_map(|(port, advertise)| PeerInfo { port, advertise })
+    let proof = (any::<u16>(), any::<u64>()).prop_map(|(port, conn)| AddressProof {
+        port,
+        conn: ConnectionId(conn),
+    });
+    let advertise = (ip(), option::of(proof)).prop_map(|(ip, proof)| Advertise { ip, proof });
+    (any::<u16>(), option::of(advertise)).prop_map(|(port, advertise)| PeerInfo { port, advertise })
+}
+
+fn have() -> impl Strategy<Value = Have> {
+    prop_oneof![
+        Just(Have::Complete),
+        any::<u64>().prop_map(|bytes| Have::Partial { bytes })
+    ]
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry> {
-    (file_id(), any::<u64>(), name()).prop_map(|(id, size, name)| FileEntry { id, size, name })
+    (file_id(), any::<u64>(), name(), have()).prop_map(|(id, size, name, have)| FileEntry {
+        id,
+        size,
+        name,
+        have,
+    })
+}
+
+fn progress() -> impl Strategy<Value = Progress> {
+    (file_id(), any::<u64>()).prop_map(|(id, bytes)| Progress { id, bytes })
 }
 
 fn list_entry() -> impl Strategy<Value = ListEntry> {
-    (file_id(), any::<u64>(), any::<u32>(), name()).prop_map(|(id, size, seeders, name)| {
-        ListEntry {
+    (file_id(), any::<u64>(), any::<u32>(), any::<u32>(), name()).prop_map(
+        |(id, size, seeders, leechers, name)| ListEntry {
             id,
             size,
             seeders,
+            leechers,
             name,
-        }
-    })
+        },
+    )
 }
 
 fn filter() -> impl Strategy<Value = Filter> {
@@ -106,8 +128,13 @@ fn request_body() -> impl Strategy<Value = RequestBody> {
         any::<[u8; CONNECT_PADDING]>().prop_map(|padding| RequestBody::Connect { padding }),
         (peer_info(), vec(file_entry(), 0..6))
             .prop_map(|(peer, files)| RequestBody::Announce { peer, files }),
-        (peer_info(), any::<u32>())
-            .prop_map(|(peer, files)| RequestBody::Heartbeat { peer, files }),
+        (peer_info(), any::<u32>(), vec(progress(), 0..8)).prop_map(|(peer, files, progress)| {
+            RequestBody::Heartbeat {
+                peer,
+                files,
+                progress,
+            }
+        }),
         (peer_info(), option::of(vec(file_id(), 0..16)))
             .prop_map(|(peer, files)| RequestBody::Unregister { peer, files }),
         file_id().prop_map(|file| RequestBody::GetPeers { file }),

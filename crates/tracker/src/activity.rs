@@ -31,6 +31,12 @@ pub struct Tally {
     pub rate_limited: u64,
     /// Requests refused because their connection id was missing, forged or expired.
     pub bad_connection: u64,
+    /// Registrations or peers dropped to make room for a less represented source.
+    pub evictions: u64,
+    /// Requests refused because another source registered the peer they name.
+    pub not_owner: u64,
+    /// Datagrams of another protocol version (answered with our magic, so the sender can say so).
+    pub other_version: u64,
     /// Replies not sent because they would have been larger than the request of an unverified
     /// source (amplification) or than a datagram.
     pub suppressed: u64,

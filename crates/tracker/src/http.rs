@@ -3,13 +3,13 @@
 //!
 //! It runs on the tracker's runtime and only reads the registry, taking its lock for as long as
 //! a snapshot takes. The UDP tracker never waits on it: it is off by default, and when it is on,
-//! at most [`MAX_CONNECTIONS`] browsers are served at once and snapshots are capped at
-//! [`MAX_ROWS`] rows per table.
+//! at most [`MAX_CONNECTIONS`] connections are served at once ([`MAX_PER_SOURCE`] from one
+//! source), idle or old ones are closed (see [`crate::http_conn`]), snapshots are capped at
+//! [`MAX_ROWS`] rows per table (`offset` pages through the rest) and a row at
+//! [`NAMES_PER_ROW`] other names.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{Query, State};
@@ -18,22 +18,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use shoal_proto::tracker::Have;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Tally, HISTORY};
 use crate::registry::{Gauges, Registry};
 
-/// Browsers (HTTP connections) served at once; more wait their turn.
-pub const MAX_CONNECTIONS: usize = 64;
+use crate::http_conn::Limited;
+pub use crate::http_conn::{MAX_CONNECTIONS, MAX_PER_SOURCE};
+
 /// Most files or peers in one snapshot; the totals are always given.
 pub const MAX_ROWS: usize = 2_000;
 /// Rows in a snapshot unless `?limit=` asks for another number.
 const DEFAULT_ROWS: usize = 500;
-/// Names of a peer's files shown beside it.
+/// Names of a peer's files shown beside it, and of the files it is downloading.
 const NAMES_PER_PEER: usize = 3;
+/// Other names shown beside a file (peers may give it up to `--max-peers-per-file` of them).
+pub const NAMES_PER_ROW: usize = 8;
+/// Downloaders shown beside a file (with their progress); the count is always given.
+const DOWNLOADERS_PER_FILE: usize = 8;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_CSS: &str = include_str!("ui/app.css");
@@ -77,11 +81,7 @@ pub async fn serve(
     status: Arc<Status>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = Limited {
-        inner: listener,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
-    axum::serve(listener, router(status))
+    axum::serve(Limited::new(listener), router(status))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
 }
@@ -139,11 +139,17 @@ struct Params {
     /// Only files whose name contains this (case-insensitive) or whose id starts with it.
     q: Option<String>,
     limit: Option<usize>,
+    /// Rows to skip: the next page starts at the previous one's offset plus its rows.
+    offset: Option<usize>,
 }
 
 impl Params {
     fn limit(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_ROWS).min(MAX_ROWS)
+    }
+
+    fn offset(&self) -> usize {
+        self.offset.unwrap_or(0)
     }
 }
 
@@ -216,9 +222,31 @@ pub struct FileView {
     pub id: String,
     pub name: String,
     pub size: u64,
+    /// Peers with the whole file.
     pub seeders: usize,
-    /// Other names peers give the same file.
+    /// Peers downloading it.
+    pub leechers: usize,
+    /// Some of them (the first few by address), with how much each has.
+    pub downloaders: Vec<DownloaderView>,
+    /// Other names peers give the same file (at most [`NAMES_PER_ROW`]), and how many there are.
     pub aliases: Vec<String>,
+    pub alias_count: usize,
+}
+
+#[derive(Serialize)]
+pub struct DownloaderView {
+    pub addr: String,
+    /// Bytes verified so far.
+    pub bytes: u64,
+}
+
+/// A file a peer is downloading, and how far it got.
+#[derive(Serialize)]
+pub struct DownloadView {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -227,6 +255,9 @@ pub struct PeerView {
     pub files: usize,
     /// A few of its files' names.
     pub names: Vec<String>,
+    /// How many of its files it is still downloading, and a few of them.
+    pub partial: usize,
+    pub downloading: Vec<DownloadView>,
     /// Seconds since its last announce or heartbeat.
     pub idle_secs: f64,
 }
@@ -263,7 +294,7 @@ fn activity(reg: &Registry, now: Instant) -> ActivityView {
     }
 }
 
-fn file_rows(reg: &Registry, q: Option<&str>, limit: usize) -> Rows<FileView> {
+fn file_rows(reg: &Registry, q: Option<&str>, offset: usize, limit: usize) -> Rows<FileView> {
     let q = q
         .map(str::trim)
         .filter(|q| !q.is_empty())
@@ -286,29 +317,44 @@ fn file_rows(reg: &Registry, q: Option<&str>, limit: usize) -> Rows<FileView> {
             continue;
         }
         total += 1;
-        if rows.len() < limit {
+        if total > offset && rows.len() < limit {
             let display = r.display();
             rows.push(FileView {
                 id: id.to_hex(),
                 name: display.to_string(),
                 size: r.size,
                 seeders: r.seeders(),
+                leechers: r.leechers(),
+                downloaders: r
+                    .peers()
+                    .filter_map(|(a, have)| match have {
+                        Have::Partial { bytes } => Some(DownloaderView {
+                            addr: a.to_string(),
+                            bytes,
+                        }),
+                        Have::Complete => None,
+                    })
+                    .take(DOWNLOADERS_PER_FILE)
+                    .collect(),
                 aliases: r
                     .names()
                     .filter(|n| *n != &**display)
+                    .take(NAMES_PER_ROW)
                     .map(String::from)
                     .collect(),
+                alias_count: r.names().count().saturating_sub(1),
             });
         }
     }
     Rows { total, rows }
 }
 
-fn peer_rows(reg: &Registry, now: Instant, limit: usize) -> Rows<PeerView> {
+fn peer_rows(reg: &Registry, now: Instant, offset: usize, limit: usize) -> Rows<PeerView> {
     let mut all: Vec<_> = reg.peers().collect();
     let total = all.len();
     all.sort_unstable_by_key(|p| p.addr);
-    all.truncate(limit);
+    all.truncate(offset.saturating_add(limit));
+    all.drain(..offset.min(all.len()));
     let rows = all
         .into_iter()
         .map(|p| {
@@ -319,10 +365,28 @@ fn peer_rows(reg: &Registry, now: Instant, limit: usize) -> Rows<PeerView> {
                 .collect();
             names.sort_unstable();
             names.truncate(NAMES_PER_PEER);
+            let mut partial = 0;
+            let mut downloading = Vec::new();
+            for id in &p.files {
+                let Some(r) = reg.file(id) else { continue };
+                if let Some(Have::Partial { bytes }) = r.have_of(&p.addr) {
+                    partial += 1;
+                    downloading.push(DownloadView {
+                        id: id.to_hex(),
+                        name: r.display().to_string(),
+                        size: r.size,
+                        bytes,
+                    });
+                }
+            }
+            downloading.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            downloading.truncate(NAMES_PER_PEER);
             PeerView {
                 addr: p.addr.to_string(),
                 files: p.files.len(),
                 names: names.into_iter().map(String::from).collect(),
+                partial,
+                downloading,
                 idle_secs: (now.saturating_duration_since(p.last_seen).as_secs_f64() * 10.0)
                     .round()
                     / 10.0,
@@ -343,7 +407,7 @@ fn with_registry<T>(status: &Status, f: impl FnOnce(&Registry, Instant) -> T) ->
 
 async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Response {
     let limit = p.limit();
-    let cacheable = p.q.as_deref().is_none_or(|q| q.trim().is_empty());
+    let cacheable = p.q.as_deref().is_none_or(|q| q.trim().is_empty()) && p.offset() == 0;
     let generation = with_registry(&s, |reg, _| reg.generation());
     let mut cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
     let fresh = cache.as_ref().filter(|c| {
@@ -357,8 +421,8 @@ async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Respons
                 gauges: reg.gauges().into(),
                 totals: *reg.totals(),
                 activity: activity(reg, now),
-                files: file_rows(reg, p.q.as_deref(), limit),
-                peers: peer_rows(reg, now, limit),
+                files: file_rows(reg, p.q.as_deref(), p.offset(), limit),
+                peers: peer_rows(reg, now, p.offset(), limit),
             });
             let json = axum::body::Bytes::from(
                 serde_json::to_vec(&snapshot).expect("a snapshot always serialises"),
@@ -386,12 +450,14 @@ async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Respons
 
 async fn files(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<FileView>> {
     Json(with_registry(&s, |reg, _| {
-        file_rows(reg, p.q.as_deref(), p.limit())
+        file_rows(reg, p.q.as_deref(), p.offset(), p.limit())
     }))
 }
 
 async fn peers(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<PeerView>> {
-    Json(with_registry(&s, |reg, now| peer_rows(reg, now, p.limit())))
+    Json(with_registry(&s, |reg, now| {
+        peer_rows(reg, now, p.offset(), p.limit())
+    }))
 }
 
 #[derive(Serialize)]
@@ -420,92 +486,4 @@ async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
         )],
         text,
     )
-}
-
-/// A TCP listener that serves at most [`MAX_CONNECTIONS`] connections at once.
-struct Limited {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for Limited {
-    type Io = Permitted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Permitted, SocketAddr) {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    return (
-                        Permitted {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    )
-                }
-                // Out of file descriptors and the like: wait a little rather than spin.
-                Err(e) => {
-                    tracing::warn!("http accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection holding one of the listener's slots until it closes.
-struct Permitted {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Permitted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Permitted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
 }

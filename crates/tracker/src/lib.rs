@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod http;
+pub mod http_conn;
 pub mod limits;
 pub mod metrics;
 pub mod ratelimit;

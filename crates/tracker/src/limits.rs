@@ -1,14 +1,14 @@
 //! Caps on everything a sender can make the tracker hold, and what they add up to in bytes.
 
 use std::mem::size_of;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use shoal_proto::tracker::MAX_NAME_LEN;
+use shoal_proto::tracker::{Have, MAX_NAME_LEN};
 use shoal_proto::FileId;
 
 use crate::ratelimit;
-use crate::registry::{FileRecord, Peer};
+use crate::registry::{FileRecord, Load, Peer};
 
 /// Caps on what senders can make the tracker hold. Each is a command-line option.
 ///
@@ -20,13 +20,15 @@ use crate::registry::{FileRecord, Peer};
 /// [`name_len`](Self::name_len) and `T` = [`rate_table`](Self::rate_table), on a 64-bit machine:
 ///
 /// ```text
-/// bytes <= P * 459                    per peer: its slot in the peer table, its empty file set
-///        + min(F, R) * 521            per file: its slot in the file table and the name index,
-///                                     its peer and name lists
-///        + R * (252 + N rounded up to 8)
+/// bytes <= P * 600                    per peer: its slot in the peer table, its empty file set,
+///                                     its source's slot in the table of what each source holds
+///        + min(F, R) * 650            per file: its slot in the file table and the name index,
+///                                     its peer, name and size lists
+///        + R * (332 + N rounded up to 8)
 ///                                     per registration: a slot in the peer's file set, an entry in
-///                                     the file's peer list and, if every peer names every file
-///                                     differently, the name itself
+///                                     the file's peer list (with the size the peer gives and how
+///                                     much of the file it has) and size list and, if every peer
+///                                     names every file differently, the name itself
 ///        + T * 32 + 8 KiB             the rate-limit table and the activity ring
 /// ```
 ///
@@ -35,8 +37,8 @@ use crate::registry::{FileRecord, Peer};
 /// allocation; sets and lists shrink when they empty out, so a peer that registers and withdraws
 /// ten thousand files keeps nothing of them. [`Limits::worst_case_bytes`] computes the sum, and
 /// `crates/tracker/tests/memory.rs` fills a registry to its caps under a counting allocator and
-/// checks the sum holds (it measures about 80% of it). With the defaults (P = 10,000,
-/// F = R = 100,000, N = 255, T = 16,384) it is **108,022,480 bytes, about 103 MiB**, reached
+/// checks the sum holds (it measures about 77% of it). With the defaults (P = 10,000,
+/// F = R = 100,000, N = 255, T = 16,384) it is **130,332,480 bytes, about 124 MiB**, reached
 /// only if a hundred thousand distinct files are registered with 255-byte names; a tracker for a
 /// few machines sharing a few thousand files holds a few MiB.
 /// While the largest table grows, its old copy lives on for a moment: add up to half of it
@@ -78,7 +80,7 @@ impl Default for Limits {
             name_len: MAX_NAME_LEN,
             peers_per_reply: 50,
             rate: 200,
-            burst: 400,
+            burst: 2_000,
             rate_table: 16_384,
         }
     }
@@ -106,18 +108,23 @@ const fn smallest_set<T>() -> usize {
 
 impl Limits {
     /// Bytes per peer, whatever it shares.
-    pub const PER_PEER: usize = hash_slot::<(SocketAddr, Peer)>() + smallest_set::<FileId>();
+    pub const PER_PEER: usize = hash_slot::<(SocketAddr, Peer)>()
+        + smallest_set::<FileId>()
+        // At most one source per peer in the fairness table.
+        + hash_slot::<(IpAddr, Load)>();
     /// Bytes per distinct file.
     pub const PER_FILE: usize = hash_slot::<(FileId, FileRecord)>()
         + btree_entry(size_of::<(Arc<str>, FileId)>())
-        // The peer and name lists start with room for one each.
-        + size_of::<(SocketAddr, Arc<str>)>()
+        // The peer, name and size lists start with room for one each.
+        + size_of::<(SocketAddr, Arc<str>, Have, u64)>()
         + size_of::<(Arc<str>, u32)>()
-        + 2 * MALLOC;
+        + size_of::<(u64, u32)>()
+        + 3 * MALLOC;
     /// Bytes per registration, besides the name.
     pub const PER_REGISTRATION: usize = hash_slot::<FileId>()
-        + 2 * size_of::<(SocketAddr, Arc<str>)>()
+        + 2 * size_of::<(SocketAddr, Arc<str>, Have, u64)>()
         + 2 * size_of::<(Arc<str>, u32)>()
+        + 2 * size_of::<(u64, u32)>()
         // The name's own allocation: the reference counts, then the bytes.
         + 2 * size_of::<usize>()
         + MALLOC;
@@ -151,10 +158,10 @@ mod tests {
     /// The figures in the documentation above are the ones the code computes.
     #[test]
     fn documented_figures() {
-        assert_eq!(Limits::PER_PEER, 459);
-        assert_eq!(Limits::PER_FILE, 521);
-        assert_eq!(Limits::PER_REGISTRATION, 252);
+        assert_eq!(Limits::PER_PEER, 600);
+        assert_eq!(Limits::PER_FILE, 650);
+        assert_eq!(Limits::PER_REGISTRATION, 332);
         assert_eq!(ratelimit::SLOT_BYTES, 32);
-        assert_eq!(Limits::default().worst_case_bytes(), 108_022_480);
+        assert_eq!(Limits::default().worst_case_bytes(), 130_332_480);
     }
 }

@@ -29,6 +29,21 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         |t| t.bad_connection,
     ),
     (
+        "evictions_total",
+        "Peers or registrations dropped to make room for a less represented source.",
+        |t| t.evictions,
+    ),
+    (
+        "not_owner_total",
+        "Requests refused because another source registered the peer they name.",
+        |t| t.not_owner,
+    ),
+    (
+        "other_version_total",
+        "Datagrams of another protocol version (answered with this tracker's version).",
+        |t| t.other_version,
+    ),
+    (
         "registrations_total",
         "New (peer, file) registrations.",
         |t| t.registrations,
@@ -65,6 +80,21 @@ const GAUGES: &[(&str, &str, Gauge)] = &[
         "registrations",
         "(peer, file) registrations now.",
         |_, g, _| g.registrations as u64,
+    ),
+    (
+        "downloads",
+        "(peer, file) registrations of peers still downloading the file.",
+        |r, _, _| r.downloads().count,
+    ),
+    (
+        "download_verified_bytes",
+        "Bytes the downloading peers have verified, summed over their downloads.",
+        |r, _, _| r.downloads().bytes,
+    ),
+    (
+        "download_size_bytes",
+        "Sizes of the files being downloaded, summed over the downloads.",
+        |r, _, _| r.downloads().size,
     ),
     (
         "rate_limit_sources",

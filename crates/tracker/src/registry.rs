@@ -6,23 +6,25 @@
 //! source is rate limited, and a source that has not proved it receives at its address never gets
 //! a reply larger than its request.
 
+mod fair;
 pub mod record;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
-    encoded_len, ErrorCode, FileEntry, Filter, ListEntry, PeerInfo, Request, RequestBody, Response,
-    ResponseBody, MAX_DATAGRAM, MAX_NAME_LEN,
+    encoded_len, Advertise, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo,
+    Progress, Request, RequestBody, Response, ResponseBody, MAGIC, MAX_DATAGRAM, MAX_NAME_LEN,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
 
 use crate::activity::{Activity, Tally};
 pub use crate::limits::Limits;
 use crate::ratelimit::{RateLimiter, Verdict};
+pub use fair::{source_of, Load};
 pub use record::FileRecord;
 
 #[derive(Clone, Debug)]
@@ -44,12 +46,25 @@ impl Default for Config {
     }
 }
 
-/// A peer: where it serves, when it was last heard, what it has.
+/// A peer: where it serves, who registered it, when it was last heard, what it has.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The source (IP and UDP port) of the datagrams that registered it: only this source may
+    /// refresh, change or remove it.
+    pub owner: SocketAddr,
     pub last_seen: Instant,
     pub files: HashSet<FileId>,
+}
+
+/// Downloads in progress right now, over all files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downloads {
+    /// (peer, file) registrations of peers that have part of the file.
+    pub count: u64,
+    /// Bytes they have verified, and the sizes of their files, summed.
+    pub bytes: u64,
+    pub size: u64,
 }
 
 /// Sizes of the state right now.
@@ -77,10 +92,13 @@ const FILES_PER_TOKEN: usize = 5_000;
 
 pub struct Registry {
     config: Config,
-    secret: RandomState,
+    /// The connection-id MAC's key.
+    key: [u8; 16],
     epoch: Instant,
     peers: HashMap<SocketAddr, Peer>,
     files: HashMap<FileId, FileRecord>,
+    /// What each source holds (see [`fair`]); an entry only while it holds something.
+    sources: HashMap<IpAddr, Load>,
     /// Every file as (display name, id): the order of listings, kept so that a page costs a walk
     /// to the cursor rather than a sort of everything.
     by_name: BTreeSet<(Arc<str>, FileId)>,
@@ -99,15 +117,25 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry whose connection ids are keyed with 128 bits from the OS's random source.
     pub fn new(config: Config, now: Instant) -> Registry {
+        let mut key = [0; 16];
+        // Linux's getrandom(2) does not fail once the pool is initialised (it blocks until then).
+        getrandom::fill(&mut key).expect("the OS random number generator failed");
+        Registry::with_key(config, now, key)
+    }
+
+    /// A registry with a given connection-id key (tests, reproducible runs).
+    pub fn with_key(config: Config, now: Instant, key: [u8; 16]) -> Registry {
         let l = &config.limits;
         let limiter = RateLimiter::new(l.rate, l.burst, l.rate_table, now);
         Registry {
             config,
-            secret: RandomState::new(),
+            key,
             epoch: now,
             peers: HashMap::new(),
             files: HashMap::new(),
+            sources: HashMap::new(),
             by_name: BTreeSet::new(),
             registrations: 0,
             generation: 0,
@@ -175,6 +203,21 @@ impl Registry {
         }
     }
 
+    /// Sums over every partial registration (a walk of every registration).
+    pub fn downloads(&self) -> Downloads {
+        let mut d = Downloads::default();
+        for r in self.files.values().filter(|r| r.leechers() > 0) {
+            for (_, have) in r.peers() {
+                if let Have::Partial { bytes } = have {
+                    d.count += 1;
+                    d.bytes += bytes;
+                    d.size += r.size;
+                }
+            }
+        }
+        d
+    }
+
     fn second(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_secs()
     }
@@ -186,14 +229,13 @@ impl Registry {
         f(self.activity.at(sec));
     }
 
-    fn connection_id(&self, src: SocketAddr, slot: u64) -> ConnectionId {
-        let mut h = self.secret.build_hasher();
-        src.hash(&mut h);
-        slot.hash(&mut h);
-        ConnectionId(h.finish())
+    /// SipHash-2-4 of the source and the time slot under the tracker's key: only the tracker can
+    /// make one, so a sender that shows one received it at that source.
+    pub fn connection_id(&self, src: SocketAddr, slot: u64) -> ConnectionId {
+        ConnectionId(connection_mac(&self.key, src, slot))
     }
 
-    fn slot(&self, now: Instant) -> u64 {
+    pub fn slot(&self, now: Instant) -> u64 {
         (now.saturating_duration_since(self.epoch).as_secs()) / CONNECTION_SLOT.as_secs()
     }
 
@@ -201,6 +243,24 @@ impl Registry {
         let slot = self.slot(now);
         conn == self.connection_id(src, slot)
             || (slot > 0 && conn == self.connection_id(src, slot - 1))
+    }
+
+    /// Whether a peer may be handed out at the address it advertises (not its source IP): it
+    /// proved it receives there, with a connection id this tracker gave a socket at that address.
+    /// So a sender cannot point leechers at a host it does not run on.
+    fn advertise_ok(&self, now: Instant, info: &PeerInfo) -> bool {
+        let Some(Advertise {
+            ip,
+            proof: Some(proof),
+        }) = info.advertise
+        else {
+            return false;
+        };
+        self.connection_ok(
+            SocketAddr::new(ip.to_canonical(), proof.port),
+            proof.conn,
+            now,
+        )
     }
 
     /// Answers one datagram. `None` means send nothing: malformed, rate limited, or a reply
@@ -247,9 +307,19 @@ impl Registry {
             };
             return self.reply(now, datagram.len(), false, &reply, out);
         }
-        let Ok(req) = Request::decode(datagram) else {
-            self.count(now, |t| t.malformed += 1);
-            return false;
+        let req = match Request::decode(datagram) {
+            Ok(req) => req,
+            Err(DecodeError::OtherVersion(_)) => {
+                // A peer of another version: the bare magic tells it which one we speak, and is
+                // never larger than its request (which starts with a magic of its own).
+                self.count(now, |t| t.other_version += 1);
+                out.extend_from_slice(&MAGIC);
+                return self.checked(now, datagram.len(), false, out);
+            }
+            Err(_) => {
+                self.count(now, |t| t.malformed += 1);
+                return false;
+            }
         };
         let verified = !matches!(req.body, RequestBody::Connect { .. })
             && self.connection_ok(src, req.conn, now);
@@ -264,12 +334,25 @@ impl Registry {
                 }
             }
             RequestBody::Announce { peer, files } => self.announce(now, src, &peer, files),
-            RequestBody::Heartbeat { peer, files } => {
+            RequestBody::Heartbeat {
+                peer,
+                files,
+                progress,
+            } => {
                 self.count(now, |t| t.heartbeats += 1);
                 let key = peer_addr(src, &peer);
                 match self.peers.get_mut(&key) {
-                    Some(p) if p.files.len() == files as usize => {
+                    // Another source's registration is not this sender's to keep alive.
+                    Some(p) if p.owner == src && p.files.len() == files as usize => {
                         p.last_seen = now;
+                        for Progress { id, bytes } in progress {
+                            // Only files this peer registered: `p.files` is the peer's own set.
+                            if p.files.contains(&id) {
+                                if let Some(r) = self.files.get_mut(&id) {
+                                    r.set_progress(&key, bytes);
+                                }
+                            }
+                        }
                         self.ack()
                     }
                     _ => ResponseBody::Unknown,
@@ -277,6 +360,16 @@ impl Registry {
             }
             RequestBody::Unregister { peer, files } => {
                 let key = peer_addr(src, &peer);
+                if self.peers.get(&key).is_some_and(|p| p.owner != src) {
+                    self.count(now, |t| t.not_owner += 1);
+                    let reply = Response {
+                        txn: req.txn,
+                        body: ResponseBody::Error {
+                            code: ErrorCode::NotOwner,
+                        },
+                    };
+                    return self.reply(now, datagram.len(), verified, &reply, out);
+                }
                 match files {
                     None => {
                         if self.remove_peer(key, "left") {
@@ -369,11 +462,7 @@ impl Registry {
         info: &PeerInfo,
         files: Vec<FileEntry>,
     ) -> ResponseBody {
-        let limits = &self.config.limits;
-        let max_name = limits.name_len.min(MAX_NAME_LEN);
-        let full = ResponseBody::Error {
-            code: ErrorCode::Full,
-        };
+        let max_name = self.config.limits.name_len.min(MAX_NAME_LEN);
         if files
             .iter()
             .any(|f| f.name.is_empty() || f.name.len() > max_name)
@@ -382,16 +471,46 @@ impl Registry {
                 code: ErrorCode::BadName,
             };
         }
+        if files.iter().any(|f| !printable_name(&f.name)) {
+            return ResponseBody::Error {
+                code: ErrorCode::UnprintableName,
+            };
+        }
         let key = peer_addr(src, info);
+        if key.ip() != src.ip() && !self.advertise_ok(now, info) {
+            return ResponseBody::Error {
+                code: ErrorCode::BadAdvertise,
+            };
+        }
+        if let Some(p) = self.peers.get(&key) {
+            if p.owner != src {
+                // Another source registered this address. It keeps it while it heartbeats; once
+                // it has missed one (a seeder restarted on a new socket), the address is free.
+                let grace = self.config.interval + self.config.interval / 2;
+                if now.saturating_duration_since(p.last_seen) <= grace {
+                    self.count(now, |t| t.not_owner += 1);
+                    return ResponseBody::Error {
+                        code: ErrorCode::NotOwner,
+                    };
+                }
+                self.remove_peer(key, "replaced by a new registration");
+            }
+        }
+        let full = ResponseBody::Error {
+            code: ErrorCode::Full,
+        };
+        let source = source_of(src.ip());
         if !self.peers.contains_key(&key) {
-            if self.peers.len() >= limits.total_peers {
+            if !self.room_for_peer(source) {
                 return full;
             }
+            self.adjust(source, |l| l.peers += 1);
             tracing::info!(peer = %key, "peer registered");
             self.peers.insert(
                 key,
                 Peer {
                     addr: key,
+                    owner: src,
                     last_seen: now,
                     files: HashSet::new(),
                 },
@@ -400,31 +519,28 @@ impl Registry {
             let due = now + self.config.peer_timeout;
             self.next_sweep = Some(self.next_sweep.map_or(due, |t| t.min(due)));
         }
-        let (files_per_peer, peers_per_file) = (limits.files_per_peer, limits.peers_per_file);
-        let (total_files, max_registrations) = (limits.total_files, limits.registrations);
+        let (files_per_peer, total_files) = (
+            self.config.limits.files_per_peer,
+            self.config.limits.total_files,
+        );
         let peer = self.peers.get_mut(&key).expect("inserted above");
         peer.last_seen = now;
         let mut added = 0;
         let mut result = self.ack();
         for f in files {
-            let peer = self.peers.get_mut(&key).expect("inserted above");
+            let peer = self.peers.get(&key).expect("inserted above");
             let new_for_peer = !peer.files.contains(&f.id);
             if new_for_peer
-                && (peer.files.len() >= files_per_peer || self.registrations >= max_registrations)
+                && (peer.files.len() >= files_per_peer
+                    || !self.room_for_registration(source)
+                    || !self.room_in_file(f.id, source))
             {
                 result = full;
                 break;
             }
             let known_files = self.files.len();
+            let peer = self.peers.get_mut(&key).expect("inserted above");
             let record = match self.files.get_mut(&f.id) {
-                Some(r) if r.size != f.size => {
-                    // Sizes are part of the manifest, so this peer is confused or lying: skip it.
-                    continue;
-                }
-                Some(r) if !r.has(&key) && r.seeders() >= peers_per_file => {
-                    result = full;
-                    break;
-                }
                 Some(r) => r,
                 None if known_files >= total_files => {
                     result = full;
@@ -432,14 +548,15 @@ impl Registry {
                 }
                 None => self.files.entry(f.id).or_insert(FileRecord::new(f.size)),
             };
-            let change = record.set(key, &f.name);
-            if change.added || change.old_display.is_some() {
+            let change = record.set(key, &f.name, f.size, f.have);
+            if change.added || change.completeness || change.old_display.is_some() {
                 self.generation += 1;
             }
             if change.added {
                 added += 1;
                 self.registrations += 1;
                 peer.files.insert(f.id);
+                self.adjust(source, |l| l.registrations += 1);
                 // `?`: a name is a peer's string; quoted and escaped, it cannot forge log lines
                 // or send escape sequences to the operator's terminal.
                 tracing::info!(peer = %key, file = %f.id.short(), name = ?f.name, "file registered");
@@ -467,15 +584,17 @@ impl Registry {
     }
 
     fn remove_file_of(&mut self, key: SocketAddr, id: FileId) {
-        if let Some(p) = self.peers.get_mut(&key) {
-            p.files.remove(&id);
-            shrink_set(&mut p.files);
-        }
-        self.unlink(key, id);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        p.files.remove(&id);
+        shrink_set(&mut p.files);
+        let source = source_of(p.owner.ip());
+        self.unlink(key, id, source);
     }
 
-    /// Removes the registration of `key` from file `id`'s side.
-    fn unlink(&mut self, key: SocketAddr, id: FileId) {
+    /// Removes the registration of `key` (registered by `source`) from file `id`'s side.
+    fn unlink(&mut self, key: SocketAddr, id: FileId, source: IpAddr) {
         let Some(record) = self.files.get_mut(&id) else {
             return;
         };
@@ -484,6 +603,7 @@ impl Registry {
         }
         let old = record.remove(&key);
         self.registrations -= 1;
+        self.adjust(source, |l| l.registrations -= 1);
         self.generation += 1;
         self.reindex(id, old);
     }
@@ -494,9 +614,11 @@ impl Registry {
             return false;
         };
         self.generation += 1;
+        let source = source_of(peer.owner.ip());
         for id in peer.files {
-            self.unlink(key, id);
+            self.unlink(key, id, source);
         }
+        self.adjust(source, |l| l.peers -= 1);
         tracing::info!(peer = %key, "peer {why}");
         true
     }
@@ -541,7 +663,7 @@ impl Registry {
         let Some(record) = self.files.get(file) else {
             return false;
         };
-        let n = record.seeders();
+        let n = record.peer_count();
         if n <= wanted || wanted > MOST || wanted * self.max_addr_len > MAX_DATAGRAM - 32 {
             return false;
         }
@@ -581,7 +703,7 @@ impl Registry {
             });
             ip.map(|ip| SocketAddr::new(ip, a.port()))
         };
-        let n = record.seeders();
+        let n = record.peer_count();
         // The hot path: pick `wanted` distinct random peers in O(wanted) (Floyd's algorithm)
         // rather than shuffling every peer of a popular file on every request.
         let mut peers = Vec::with_capacity(wanted.min(n));
@@ -648,6 +770,7 @@ impl Registry {
                 id: *id,
                 size: record.size,
                 seeders: record.seeders() as u32,
+                leechers: record.leechers() as u32,
                 name: name.to_string(),
             };
             let n = encoded_len(&e);
@@ -670,6 +793,7 @@ impl Registry {
                 id: *id,
                 size: r.size,
                 seeders: r.seeders() as u32,
+                leechers: r.leechers() as u32,
                 name: r.display().to_string(),
             })
             .collect()
@@ -687,18 +811,25 @@ impl Registry {
         for (id, r) in &self.files {
             r.check();
             assert!(!r.is_empty());
-            assert!(r.seeders() <= l.peers_per_file);
+            assert!(r.peer_count() <= l.peers_per_file);
             assert!(self.by_name.contains(&(r.display().clone(), *id)));
             for a in r.peer_addrs() {
                 assert!(self.peers[&a].files.contains(id));
             }
-            pairs += r.seeders();
+            pairs += r.peer_count();
         }
         for p in self.peers.values() {
             assert!(p.files.len() <= l.files_per_peer);
             assert!(p.files.iter().all(|id| self.files[id].has(&p.addr)));
         }
         assert_eq!(pairs, self.registrations);
+        let mut loads: HashMap<IpAddr, Load> = HashMap::new();
+        for p in self.peers.values() {
+            let l = loads.entry(source_of(p.owner.ip())).or_default();
+            l.peers += 1;
+            l.registrations += p.files.len() as u32;
+        }
+        assert_eq!(loads, self.sources);
     }
 }
 
@@ -809,12 +940,41 @@ fn shrink_set<T: Eq + Hash>(set: &mut HashSet<T>) {
     }
 }
 
+/// Whether a name is text a person can read on one line: no control characters (newlines,
+/// escapes) and no bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069), which can
+/// make `exe.txt` show as `txt.exe`.
+pub fn printable_name(name: &str) -> bool {
+    !name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// SipHash-2-4 under `key` of a source address (family, IP, port) and a time slot.
+fn connection_mac(key: &[u8; 16], src: SocketAddr, slot: u64) -> u64 {
+    let mut h = siphasher::sip::SipHasher24::new_with_key(key);
+    match src.ip() {
+        IpAddr::V4(ip) => {
+            h.write_u8(4);
+            h.write(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            h.write_u8(6);
+            h.write(&ip.octets());
+        }
+    }
+    h.write_u16(src.port());
+    h.write_u64(slot);
+    h.finish()
+}
+
 /// The address a peer serves on: the datagram's source IP (canonical, see [`Registry::handle`])
 /// unless it asked to advertise another. An advertised address that cannot be where the peer
 /// serves is ignored: unspecified or multicast, or loopback from a sender that is not on this
 /// host (a loopback peer is taken to run on the tracker's host, and is handed out as such).
+/// Whether any other advertised address is one the peer may use is [`Registry::advertise_ok`]'s
+/// question, asked at announce: later requests only name the registration.
 fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
-    let ip = match info.advertise.map(|a| a.to_canonical()) {
+    let ip = match info.advertise.map(|a| a.ip.to_canonical()) {
         Some(a) if a.is_unspecified() || a.is_multicast() => src.ip(),
         Some(a) if a.is_loopback() && !src.ip().is_loopback() => src.ip(),
         Some(a) => a,
@@ -827,3 +987,7 @@ fn peer_addr(src: SocketAddr, info: &PeerInfo) -> SocketAddr {
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
+#[cfg(test)]
+mod tests_partial;

@@ -128,6 +128,7 @@ fn registry_at_its_caps_stays_within_the_stated_bound() {
                 id: id(f),
                 size: 1,
                 name: name(port, f),
+                have: shoal_proto::tracker::Have::Complete,
             })
             .collect();
         client.send(

@@ -139,6 +139,7 @@ impl SharedFile {
             id: self.id,
             size: self.manifest.size(),
             name: self.name.clone(),
+            have: shoal_proto::tracker::Have::Complete,
         }
     }
 

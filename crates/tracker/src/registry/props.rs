@@ -42,11 +42,30 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
         0u16..4,
         option::weighted(0.2, any::<[u8; 4]>().prop_map(IpAddr::from)),
     )
-        .prop_map(|(port, advertise)| PeerInfo { port, advertise })
+        .prop_map(|(port, ip)| PeerInfo {
+            port,
+            advertise: ip.map(|ip| Advertise { ip, proof: None }),
+        })
+}
+
+fn have() -> impl Strategy<Value = Have> {
+    prop_oneof![
+        Just(Have::Complete),
+        (0u64..4).prop_map(|bytes| Have::Partial { bytes })
+    ]
+}
+
+fn progress() -> impl Strategy<Value = Progress> {
+    (file_id(), 0u64..4).prop_map(|(id, bytes)| Progress { id, bytes })
 }
 
 fn entry() -> impl Strategy<Value = FileEntry> {
-    (file_id(), 0u64..3, name()).prop_map(|(id, size, name)| FileEntry { id, size, name })
+    (file_id(), 0u64..3, name(), have()).prop_map(|(id, size, name, have)| FileEntry {
+        id,
+        size,
+        name,
+        have,
+    })
 }
 
 fn body() -> impl Strategy<Value = RequestBody> {
@@ -54,7 +73,13 @@ fn body() -> impl Strategy<Value = RequestBody> {
         any::<[u8; CONNECT_PADDING]>().prop_map(|padding| RequestBody::Connect { padding }),
         (peer_info(), vec(entry(), 0..5))
             .prop_map(|(peer, files)| RequestBody::Announce { peer, files }),
-        (peer_info(), 0u32..6).prop_map(|(peer, files)| RequestBody::Heartbeat { peer, files }),
+        (peer_info(), 0u32..6, vec(progress(), 0..3)).prop_map(|(peer, files, progress)| {
+            RequestBody::Heartbeat {
+                peer,
+                files,
+                progress,
+            }
+        }),
         (peer_info(), option::of(vec(file_id(), 0..4)))
             .prop_map(|(peer, files)| RequestBody::Unregister { peer, files }),
         file_id().prop_map(|file| RequestBody::GetPeers { file }),
@@ -203,6 +228,14 @@ fn exchange(
             reply.len()
         );
     }
+    if reply == MAGIC {
+        // The answer to another version: only ever to a datagram under another version's magic.
+        assert!(matches!(
+            Request::decode(datagram),
+            Err(DecodeError::OtherVersion(_))
+        ));
+        return None;
+    }
     let resp = Response::decode(&reply).expect("replies decode");
     let req = request.expect("only decodable requests are answered");
     assert_eq!(resp.txn, req.txn);
@@ -309,7 +342,7 @@ proptest! {
         let honest = SocketAddr::from(([10, 0, 0, 1], 1));
         let conn = reg.connection_id(honest, 0);
         for n in 0..40u8 {
-            let files = vec![FileEntry { id: FileId([n; 32]), size: 1, name: format!("{n:0>40}") }];
+            let files = vec![FileEntry { id: FileId([n; 32]), size: 1, name: format!("{n:0>40}"), have: Have::Complete }];
             let peer = PeerInfo { port: 7, advertise: None };
             let req = Request { txn: TransactionId(1), conn, body: RequestBody::Announce { peer, files } };
             reg.handle(t0, honest, &req.encode()).unwrap();

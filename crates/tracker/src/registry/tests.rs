@@ -2,11 +2,11 @@ use super::*;
 use shoal_proto::tracker::CONNECT_PADDING;
 use shoal_proto::TransactionId;
 
-fn src(port: u16) -> SocketAddr {
+pub(super) fn src(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn send(
+pub(super) fn send(
     reg: &mut Registry,
     now: Instant,
     from: SocketAddr,
@@ -27,7 +27,7 @@ fn send(
         })
 }
 
-fn connect(reg: &mut Registry, now: Instant, from: SocketAddr) -> ConnectionId {
+pub(super) fn connect(reg: &mut Registry, now: Instant, from: SocketAddr) -> ConnectionId {
     match send(
         reg,
         now,
@@ -47,6 +47,7 @@ fn entry(n: u8, name: &str) -> FileEntry {
         id: FileId([n; 32]),
         size: 100 + u64::from(n),
         name: name.into(),
+        have: shoal_proto::tracker::Have::Complete,
     }
 }
 
@@ -119,7 +120,8 @@ fn register_list_heartbeat_and_expire() {
             conn,
             RequestBody::Heartbeat {
                 peer: peer.clone(),
-                files: 2
+                files: 2,
+                progress: Vec::new(),
             }
         ),
         Some(ResponseBody::Ack { .. })
@@ -132,7 +134,8 @@ fn register_list_heartbeat_and_expire() {
             conn,
             RequestBody::Heartbeat {
                 peer: peer.clone(),
-                files: 3
+                files: 3,
+                progress: Vec::new(),
             }
         ),
         Some(ResponseBody::Unknown)
@@ -148,7 +151,11 @@ fn register_list_heartbeat_and_expire() {
             t1 + Duration::from_secs(40),
             a,
             conn,
-            RequestBody::Heartbeat { peer, files: 2 }
+            RequestBody::Heartbeat {
+                peer,
+                files: 2,
+                progress: Vec::new()
+            }
         ),
         Some(ResponseBody::Unknown)
     ));
@@ -211,6 +218,7 @@ fn long_listings_are_paged_and_fit_a_datagram() {
             id: FileId([n; 32]),
             size: 1,
             name: format!("file-{n:03}-{}", "x".repeat(40)),
+            have: shoal_proto::tracker::Have::Complete,
         };
         send(
             &mut reg,
@@ -354,6 +362,7 @@ fn v4_mapped_senders_are_plain_ipv4_and_mapped_loopback_is_loopback() {
             advertise: None,
         },
         files: 1,
+        progress: Vec::new(),
     };
     let plain = SocketAddr::from(([10, 0, 0, 3], 40000));
     assert!(matches!(
@@ -422,6 +431,22 @@ fn loopback_peers_go_by_the_address_the_requester_sees() {
     );
 }
 
+/// An advertised address with its proof: a connection id the registry gave a socket there (as
+/// an IPv4-mapped IPv6 address if `mapped`).
+pub(super) fn proved(reg: &mut Registry, now: Instant, ip: [u8; 4], mapped: bool) -> Advertise {
+    let at = SocketAddr::from((ip, 5555));
+    let conn = connect(reg, now, at);
+    let v4 = std::net::Ipv4Addr::from(ip);
+    Advertise {
+        ip: if mapped {
+            v4.to_ipv6_mapped().into()
+        } else {
+            v4.into()
+        },
+        proof: Some(shoal_proto::tracker::AddressProof { port: 5555, conn }),
+    }
+}
+
 #[test]
 fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
     let t0 = Instant::now();
@@ -439,7 +464,10 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
         let conn = connect(&mut reg, t0, remote);
         let peer = PeerInfo {
             port: 7000 + i as u16,
-            advertise: Some(ad),
+            advertise: Some(Advertise {
+                ip: ad,
+                proof: None,
+            }),
         };
         let files = vec![entry(1, "f")];
         let reply = send(
@@ -451,15 +479,11 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
         );
         assert!(matches!(reply, Some(ResponseBody::Ack { .. })), "{reply:?}");
     }
-    // A real one is taken as given, mapped or not.
+    // A real one is taken once proved, mapped or not.
     let conn = connect(&mut reg, t0, remote);
     let peer = PeerInfo {
         port: 7066,
-        advertise: Some(
-            std::net::Ipv4Addr::new(10, 0, 0, 66)
-                .to_ipv6_mapped()
-                .into(),
-        ),
+        advertise: Some(proved(&mut reg, t0, [10, 0, 0, 66], true)),
     };
     let files = vec![entry(1, "f")];
     send(
@@ -481,7 +505,7 @@ fn advertised_addresses_that_cannot_be_served_on_are_ignored() {
     let conn = connect(&mut reg, t0, src(2));
     let peer = PeerInfo {
         port: 7100,
-        advertise: Some(IpAddr::from([127, 0, 0, 2])),
+        advertise: Some(proved(&mut reg, t0, [127, 0, 0, 2], false)),
     };
     let files = vec![entry(2, "g")];
     send(
@@ -579,6 +603,7 @@ fn caps_are_enforced() {
         id: FileId([9; 32]),
         size: 1,
         name: "n".repeat(MAX_NAME_LEN + 1),
+        have: shoal_proto::tracker::Have::Complete,
     };
     assert_eq!(
         send(
@@ -650,6 +675,7 @@ fn filtered_listings_page_in_name_order() {
             id: FileId([n; 32]),
             size: 1,
             name: format!("{kind}-{:03}-{}", 200 - u32::from(n), "y".repeat(30)),
+            have: shoal_proto::tracker::Have::Complete,
         };
         announce(&mut reg, t0, a, 1, vec![f]);
     }

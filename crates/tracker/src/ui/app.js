@@ -38,6 +38,12 @@ function bytes(n) {
   return u === 0 ? `${n} B` : `${n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0)} ${units[u]}`;
 }
 
+// How much of a file a downloader has, as a whole percentage (never 100 % before it is done).
+function percent(have, size) {
+  if (!size) return '0%';
+  return `${Math.min(99, Math.floor((have / size) * 100))}%`;
+}
+
 function duration(s) {
   const d = Math.floor(s / 86400);
   const h = Math.floor((s % 86400) / 3600);
@@ -109,7 +115,7 @@ function buildFile(f) {
   const idCell = el('td');
   idCell.append(id);
   const seeders = el('td', 'num');
-  seeders.append(el('span', 'seeders'));
+  seeders.append(el('span', 'seeders'), el('small', 'leechers'));
   tr.append(name, el('td', 'num'), seeders, idCell);
   return tr;
 }
@@ -117,11 +123,16 @@ function buildFile(f) {
 function updateFile(tr, f) {
   const [name, size, seeders, id] = tr.children;
   setText(name.firstChild, f.name);
-  setText(name.lastChild, f.aliases.length ? `also ${f.aliases.join(', ')}` : '');
+  const otherNames = f.alias_count > f.aliases.length ? ` +${num(f.alias_count - f.aliases.length)} more` : '';
+  setText(name.lastChild, f.aliases.length ? `also ${f.aliases.join(', ')}${otherNames}` : '');
   setAttr(name, 'title', [f.name, ...f.aliases].join('\n'));
   setText(size, bytes(f.size));
   setAttr(size, 'title', `${num(f.size)} bytes`);
   setText(seeders.firstChild, num(f.seeders));
+  setText(seeders.lastChild, f.leechers ? `+${num(f.leechers)} downloading` : '');
+  const more = f.leechers > f.downloaders.length ? `\n+${num(f.leechers - f.downloaders.length)} more` : '';
+  setAttr(seeders, 'title', `${num(f.seeders)} with the whole file` +
+    f.downloaders.map((d) => `\n${d.addr}: ${percent(d.bytes, f.size)}`).join('') + more);
   const button = id.firstChild;
   if (!button.classList.contains('copied')) setText(button, `${f.id.slice(0, 12)}…`);
   setAttr(button, 'title', `${f.id}\nclick to copy`);
@@ -167,8 +178,11 @@ function buildPeer(p) {
 function updatePeer(tr, p, interval, timeout) {
   const [addr, files, beatCell] = tr.children;
   const more = p.files > p.names.length ? ` +${num(p.files - p.names.length)} more` : '';
-  setText(addr.lastChild, p.names.join(', ') + more);
-  setAttr(addr, 'title', `${p.addr}\n${p.names.join('\n')}${more}`);
+  const getting = p.downloading.map((d) => `${d.name} ${percent(d.bytes, d.size)}`);
+  const moreGetting = p.partial > getting.length ? ` +${num(p.partial - getting.length)} more` : '';
+  const down = p.partial ? ` · downloading ${getting.join(', ')}${moreGetting}` : '';
+  setText(addr.lastChild, p.names.join(', ') + more + down);
+  setAttr(addr, 'title', `${p.addr}\n${p.names.join('\n')}${more}${down ? `\n${down.slice(3)}` : ''}`);
   setText(files, num(p.files));
   const beat = beatCell.firstChild;
   const health = p.idle_secs <= interval * 1.5 ? 'ok' : p.idle_secs <= timeout * 0.75 ? 'late' : 'dying';
