@@ -1,28 +1,32 @@
 //! Serves chunks of the files in a [`Library`] to other peers over TCP.
 //!
-//! Every connection is bounded: a cap on connections (a semaphore), a small maximum frame size for
-//! what clients send (they only ever send control frames), a cap on requests waiting to be served,
-//! and a deadline for the hello.
+//! Every connection is bounded: admission (a cap in total and per source address, see
+//! [`crate::admission`]), a small maximum frame size for what clients send (they only ever send
+//! control frames), a cap on requests waiting to be served, a short deadline for the hello and
+//! another for idleness that only work resets.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use shoal_proto::peer::{Header, RejectReason, PROTOCOL_VERSION};
+use shoal_proto::peer::{self, Header, RejectReason, PROTOCOL_VERSION};
 use shoal_proto::ChunkIndex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Slot};
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::store::{Library, ServeError, SharedFile};
 
-/// Most connections served at once; more wait in the kernel's backlog.
+/// Most connections served at once; more are accepted and closed at once (or evict one, see
+/// [`crate::admission`]), never left waiting in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections from one source address: a few addresses cannot fill the table.
+pub const MAX_PER_SOURCE: usize = 8;
 /// Largest frame a client may send us: control frames only.
 const MAX_CLIENT_FRAME: usize = 256;
 /// Requests taken off a connection's socket at most, the one being answered included; the chunks
@@ -31,21 +35,23 @@ const MAX_QUEUED: usize = 8;
 /// ... and at most this many bytes of chunks queued, so that large chunks are not read so far
 /// ahead (over up to [`MAX_CONNECTIONS`] connections) that the cache drops them before they go.
 const QUEUED_BYTES: usize = 4 << 20;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first frame must come this soon after the connection is accepted: an honest client sends
+/// it at once, and a silent connection holds a slot no longer than this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// A client must take each answer (a chunk, the manifest) off our hands within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A client that asks for nothing for this long is disconnected.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A client that asks for nothing (no request, no manifest) for this long is disconnected; frames
+/// that carry no work (Have, Bitfield, Cancel) do not count. Reconnecting is cheap for a client
+/// that wants something again.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Accepts connections on `listener` until `cancel` fires, then waits for open ones to end.
 pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
     let tasks = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
+        // Accept eagerly, whatever the table holds: the excess is closed here at once instead of
+        // waiting in the backlog in front of honest peers.
         let (stream, addr) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -58,20 +64,28 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
                 }
             },
         };
+        let slot = match admission.admit(addr.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(peer = %addr, "connection refused: {why}");
+                refuse(&stream);
+                continue;
+            }
+        };
         let library = library.clone();
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
-                // Every await of a connection gives way to shutdown.
+                // Every await of a connection gives way to shutdown and to eviction.
                 let served = tokio::select! {
                     _ = cancel.cancelled() => Ok(()),
-                    r = serve_conn(stream, &library) => r,
+                    _ = slot.evicted().cancelled() => Err(ConnError::Rejected(RejectReason::Busy)),
+                    r = serve_conn(stream, &library, &slot) => r,
                 };
                 match served {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::debug!("connection ended: {e}"),
                 }
-                drop(permit);
             }
             .instrument(tracing::debug_span!("serve", peer = %addr)),
         );
@@ -80,7 +94,23 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
     tasks.wait().await;
 }
 
-async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), ConnError> {
+/// Tells a connection we will not serve that we are busy, if its socket takes the frame at once
+/// (never waits: the accept loop must not stall on a hostile peer), and closes it.
+fn refuse(stream: &TcpStream) {
+    let mut frame = bytes::BytesMut::new();
+    let busy = Header::Reject {
+        index: None,
+        reason: RejectReason::Busy,
+    };
+    peer::encode_head(&busy, 0, &mut frame);
+    let _ = stream.try_write(&frame);
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    library: &Arc<Library>,
+    slot: &Slot,
+) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
     let Some(file) = hello
@@ -104,7 +134,11 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
             if let Some(why) = ended {
                 return Err(why);
             }
-            queue.push_back(next_frame(&mut reader, IDLE_TIMEOUT).await?);
+            // Only work moves the deadline: a client sending nothing but Have stays idle.
+            let frame = tokio::time::timeout_at(slot.idle_deadline(), reader.next())
+                .await
+                .map_err(|_| ConnError::Timeout(IDLE_TIMEOUT))?;
+            queue.push_back(frame.ok_or(ConnError::Closed)??);
         }
         while ended.is_none() && queue.len() < most {
             match reader.next().now_or_never() {
@@ -120,6 +154,10 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
             }
         }
         let frame = queue.pop_front().expect("the queue was filled above");
+        let work = matches!(frame.header, Header::Request { .. } | Header::GetManifest);
+        if work {
+            slot.worked();
+        }
         let answer = async {
             match frame.header {
                 Header::Request { index } => send_chunk(&file, library, index, &mut writer).await,
@@ -134,6 +172,10 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
         tokio::time::timeout(WRITE_TIMEOUT, answer)
             .await
             .map_err(|_| ConnError::Timeout(WRITE_TIMEOUT))??;
+        if work {
+            // An answer that took long to send is not idleness either.
+            slot.worked();
+        }
     }
 }
 
