@@ -465,7 +465,13 @@ impl Swarm {
 /// How many files a seeder command line names (its positional arguments). Keep `WITH_VALUE` in
 /// step with the seeder's options that take a value, or `seeder_in` waits for a line too many.
 fn seeder_files(args: &[&str]) -> usize {
-    const WITH_VALUE: [&str; 4] = ["--tracker", "--port", "--chunk-size", "--advertise"];
+    const WITH_VALUE: [&str; 5] = [
+        "--tracker",
+        "--port",
+        "--chunk-size",
+        "--advertise",
+        "--max-upload-rate",
+    ];
     let mut n = 0;
     let mut it = args.iter();
     while let Some(a) = it.next() {

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 use crate::pool::{BufferPool, PooledBuf};
+use crate::rate::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -89,6 +90,8 @@ pub async fn next_frame(reader: &mut FrameReader, limit: Duration) -> Result<Fra
 pub struct FrameWriter {
     inner: OwnedWriteHalf,
     queued: BytesMut,
+    /// `--max-upload-rate`: payloads (chunks, manifests) are charged here before they go.
+    limit: Option<Arc<RateLimit>>,
 }
 
 impl FrameWriter {
@@ -96,7 +99,12 @@ impl FrameWriter {
         FrameWriter {
             inner,
             queued: BytesMut::with_capacity(256),
+            limit: None,
         }
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Arc<RateLimit>>) {
+        self.limit = limit;
     }
 
     /// Queues a frame without payload; [`FrameWriter::flush`] sends it.
@@ -119,6 +127,10 @@ impl FrameWriter {
 
     /// Sends queued frames, then `header` and `payload`, in as few writes as the kernel allows.
     pub async fn send_payload(&mut self, header: &Header, payload: &[u8]) -> io::Result<()> {
+        if let Some(limit) = &self.limit {
+            // Paid before it goes, all at once: the bucket's debt keeps the average.
+            limit.take(payload.len()).await;
+        }
         peer::encode_head(header, payload.len(), &mut self.queued);
         let (mut head, mut body) = (&self.queued[..], payload);
         while !head.is_empty() || !body.is_empty() {
@@ -139,7 +151,8 @@ impl FrameWriter {
 
     /// Sends queued frames, then `header` and `len` bytes of `file` from `offset`, straight from
     /// the page cache to the socket (`sendfile`): no copy through user space, no buffer. The head
-    /// goes with `MSG_MORE` so the kernel packs it with the data.
+    /// goes with `MSG_MORE` so the kernel packs it with the data. Under an upload limit the data
+    /// still goes by `sendfile`, in slices the bucket allows.
     pub async fn send_file(
         &mut self,
         header: &Header,
@@ -179,12 +192,23 @@ impl FrameWriter {
         self.queued.clear();
         let mut off = offset as libc::off_t;
         let end = (offset + len as u64) as libc::off_t;
+        // How far this slice may go: all of it without a limit.
+        let mut allowed = if self.limit.is_some() { off } else { end };
         while off < end {
+            if off == allowed {
+                let limit = self
+                    .limit
+                    .as_ref()
+                    .expect("only a limit stops short of the end");
+                let step = (limit.slice() as libc::off_t).min(end - off);
+                limit.take(step as usize).await;
+                allowed += step;
+            }
             stream.writable().await?;
             // SAFETY: sendfile(2) between two descriptors we hold; `off` is a live off_t.
             let sent = stream.try_io(Interest::WRITABLE, || {
                 let n = unsafe {
-                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (end - off) as usize)
+                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (allowed - off) as usize)
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())
@@ -250,6 +274,8 @@ pub struct FrameSource {
     inner: OwnedReadHalf,
     staged: BytesMut,
     max_frame: usize,
+    /// `--max-download-rate`: every byte read is charged here, in reads no larger than a slice.
+    limit: Option<Arc<RateLimit>>,
 }
 
 /// Staging buffer for heads and small frames; payloads larger than what is staged bypass it.
@@ -261,11 +287,30 @@ impl FrameSource {
             inner,
             staged: BytesMut::with_capacity(STAGING),
             max_frame,
+            limit: None,
         }
     }
 
     pub fn set_max_frame(&mut self, max: usize) {
         self.max_frame = max;
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Arc<RateLimit>>) {
+        self.limit = limit;
+    }
+
+    /// The most one read may take: a slice of the bucket, or `want`.
+    fn read_size(&self, want: usize) -> usize {
+        self.limit.as_ref().map_or(want, |l| want.min(l.slice()))
+    }
+
+    /// Pays for `n` bytes just read; the wait is ours, not the peer's, so the watchdog skips it.
+    async fn pay(&self, n: usize, dog: &mut Watchdog) {
+        if let Some(limit) = &self.limit {
+            let start = tokio::time::Instant::now();
+            limit.take(n).await;
+            dog.exclude(start.elapsed());
+        }
     }
 
     /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one
@@ -285,13 +330,22 @@ impl FrameSource {
             }
             self.staged
                 .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
-            if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+            let room = self.read_size(self.staged.capacity() - self.staged.len());
+            let n = dog
+                .read(
+                    (&mut self.inner)
+                        .take(room as u64)
+                        .read_buf(&mut self.staged),
+                )
+                .await?;
+            if n == 0 {
                 return Err(if self.staged.is_empty() {
                     ConnError::Closed
                 } else {
                     ConnError::Truncated
                 });
             }
+            self.pay(n, &mut dog).await;
         };
         let _ = self.staged.split_to(head.head_len);
         let len = head.payload_len;
@@ -303,19 +357,31 @@ impl FrameSource {
                 let mut filled = len.min(self.staged.len());
                 buf[..filled].copy_from_slice(&self.staged.split_to(filled));
                 while filled < len {
-                    match dog.read(self.inner.read(&mut buf[filled..])).await? {
-                        0 => return Err(ConnError::Truncated),
-                        n => filled += n,
+                    let to = filled + self.read_size(len - filled);
+                    let n = dog.read(self.inner.read(&mut buf[filled..to])).await?;
+                    if n == 0 {
+                        return Err(ConnError::Truncated);
                     }
+                    filled += n;
+                    self.pay(n, &mut dog).await;
                 }
                 Payload::Chunk(buf)
             }
             _ => {
                 while self.staged.len() < len {
                     self.staged.reserve(len - self.staged.len());
-                    if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+                    let room = self.read_size(len - self.staged.len());
+                    let n = dog
+                        .read(
+                            (&mut self.inner)
+                                .take(room as u64)
+                                .read_buf(&mut self.staged),
+                        )
+                        .await?;
+                    if n == 0 {
                         return Err(ConnError::Truncated);
                     }
+                    self.pay(n, &mut dog).await;
                 }
                 Payload::Bytes(self.staged.split_to(len).freeze())
             }
@@ -346,6 +412,11 @@ impl Watchdog {
     fn restart(&mut self) {
         self.start = tokio::time::Instant::now();
         self.bytes = 0;
+    }
+
+    /// Time spent waiting on our own rate limit is not the peer's: the window moves on by it.
+    fn exclude(&mut self, waited: std::time::Duration) {
+        self.start += waited;
     }
 
     /// Awaits one read, failing if a window ends with too little progress.

@@ -6,6 +6,7 @@
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`admission`]: which connections a server takes: caps in total and per source, idleness.
+//! - [`rate`]: the token bucket behind `--max-upload-rate` and `--max-download-rate`.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod discovery;
 pub mod download;
 pub mod pool;
+pub mod rate;
 pub mod reveal;
 pub mod scheduler;
 pub mod seeding;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::rate::RateLimit;
 use crate::store::Library;
 use crate::tracker_client::{peer_info, Announcer, TrackerClient};
 
@@ -21,18 +22,21 @@ pub struct Seeding {
 impl Seeding {
     /// Starts serving on `listener` (from [`crate::server::bind`], bound early so a busy port is
     /// reported before any long work) and registering with the tracker, as the tracker sees us
-    /// or as `advertise` (an address, and optionally a port, for NAT and multi-homed hosts) says.
+    /// or as `advertise` (an address, and optionally a port, for NAT and multi-homed hosts) says;
+    /// `upload` is the process's `--max-upload-rate`.
     pub fn start(
         library: Arc<Library>,
         client: Arc<TrackerClient>,
         listener: tokio::net::TcpListener,
         advertise: Option<(IpAddr, Option<u16>)>,
+        upload: Option<Arc<RateLimit>>,
     ) -> std::io::Result<Seeding> {
         let port = listener.local_addr()?.port();
         let cancel = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
             listener,
             library.clone(),
+            upload,
             cancel.child_token(),
         ));
         let (ip, advertised_port) = advertise.map_or((None, None), |(ip, p)| (Some(ip), p));

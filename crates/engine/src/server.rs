@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::admission::{Admission, Slot};
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
+use crate::rate::RateLimit;
 use crate::store::{Library, ServeError, SharedFile};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
@@ -46,7 +47,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Accepts connections on `listener` until `cancel` fires, then waits for open ones to end.
-pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: CancellationToken) {
+/// `upload`: the process's `--max-upload-rate`, shared by every connection.
+pub async fn serve(
+    listener: TcpListener,
+    library: Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
+    cancel: CancellationToken,
+) {
     let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
     let tasks = TaskTracker::new();
     loop {
@@ -72,7 +79,7 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
                 continue;
             }
         };
-        let library = library.clone();
+        let (library, upload) = (library.clone(), upload.clone());
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
@@ -80,7 +87,7 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
                 let served = tokio::select! {
                     _ = cancel.cancelled() => Ok(()),
                     _ = slot.evicted().cancelled() => Err(ConnError::Rejected(RejectReason::Busy)),
-                    r = serve_conn(stream, &library, &slot) => r,
+                    r = serve_conn(stream, &library, upload, &slot) => r,
                 };
                 match served {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
@@ -109,9 +116,11 @@ fn refuse(stream: &TcpStream) {
 async fn serve_conn(
     stream: TcpStream,
     library: &Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
     slot: &Slot,
 ) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
+    writer.set_limit(upload);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
     let Some(file) = hello
         .await
@@ -301,7 +310,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, library.clone(), cancel.clone()));
+        let server = tokio::spawn(serve(listener, library.clone(), None, cancel.clone()));
         let pool = BufferPool::new(2);
 
         for malformed in [false, true] {

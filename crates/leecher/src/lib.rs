@@ -12,6 +12,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
 use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
+use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
@@ -66,6 +67,12 @@ struct Args {
     /// Chunk requests in flight per peer.
     #[arg(long, default_value_t = DownloadOptions::default().window)]
     window: usize,
+    /// Download at most this many bytes per second over all peers (suffixes K, M, G).
+    #[arg(long, value_name = "RATE")]
+    max_download_rate: Option<Rate>,
+    /// Upload (seed) at most this many bytes per second over all peers (suffixes K, M, G).
+    #[arg(long, value_name = "RATE")]
+    max_upload_rate: Option<Rate>,
 }
 
 pub fn main() -> ExitCode {
@@ -115,6 +122,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_peers: args.max_peers,
         stall_timeout: Duration::from_secs(args.stall_timeout),
         timeout: Duration::from_secs(args.timeout),
+        download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
     };
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
@@ -165,7 +173,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     library.add(
         tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??,
     );
-    let seeding = Seeding::start(library, client, listener, advertise)?;
+    let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
+    let seeding = Seeding::start(library, client, listener, advertise, upload)?;
     tracing::info!(
         port = seeding.port,
         "seeding {}; Ctrl-C to stop",

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::pool::BufferPool;
+use crate::rate::RateLimit;
 use crate::scheduler::{PeerStats, Scheduler};
 use crate::store::{PartFile, StoreError};
 use crate::tracker_client::{TrackerClient, TrackerError};
@@ -52,6 +53,8 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Give up when no chunk has arrived from anyone for this long.
     pub timeout: Duration,
+    /// `--max-download-rate`: one bucket for every peer connection of the download.
+    pub download_rate: Option<Arc<RateLimit>>,
 }
 
 impl Default for DownloadOptions {
@@ -63,6 +66,7 @@ impl Default for DownloadOptions {
             max_peers: 32,
             stall_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(60),
+            download_rate: None,
         }
     }
 }

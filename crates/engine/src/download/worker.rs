@@ -63,6 +63,7 @@ async fn pull(
     };
     conn.reader
         .set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
+    conn.reader.set_limit(shared.opts.download_rate.clone());
     // Protocol 1 peers are all complete seeders: tell the scheduler so.
     let everything = vec![true; shared.manifest.num_chunks() as usize];
     shared
