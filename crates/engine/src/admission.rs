@@ -167,6 +167,11 @@ impl Slot {
         tokio::time::Instant::from_std(at)
     }
 
+    /// How long the connection may go without work.
+    pub fn idle(&self) -> Duration {
+        self.admission.idle
+    }
+
     /// Fires when a newcomer evicted this connection.
     pub fn evicted(&self) -> &CancellationToken {
         &self.evict

@@ -55,6 +55,17 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
+    serve_admitting(listener, library, upload, cancel, admission).await;
+}
+
+/// [`serve`] with its admission table given: tests use smaller caps and deadlines.
+async fn serve_admitting(
+    listener: TcpListener,
+    library: Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
+    cancel: CancellationToken,
+    admission: Arc<Admission>,
+) {
     let tasks = TaskTracker::new();
     loop {
         // Accept eagerly, whatever the table holds: the excess is closed here at once instead of
@@ -146,7 +157,7 @@ async fn serve_conn(
             // Only work moves the deadline: a client sending nothing but Have stays idle.
             let frame = tokio::time::timeout_at(slot.idle_deadline(), reader.next())
                 .await
-                .map_err(|_| ConnError::Timeout(IDLE_TIMEOUT))?;
+                .map_err(|_| ConnError::Timeout(slot.idle()))?;
             queue.push_back(frame.ok_or(ConnError::Closed)??);
         }
         while ended.is_none() && queue.len() < most {
@@ -357,5 +368,133 @@ mod tests {
         }
         cancel.cancel();
         server.await.unwrap();
+    }
+
+    /// A server on 127.0.0.1 with `admission`, sharing a file of ten 16 KiB chunks.
+    async fn admitting_server(
+        admission: Arc<Admission>,
+    ) -> (
+        SocketAddr,
+        Arc<SharedFile>,
+        CancellationToken,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![7u8; 10 * 16 * 1024]).unwrap();
+        let library = Library::new();
+        let file = library.add(SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve_admitting(
+            listener,
+            library,
+            None,
+            cancel.clone(),
+            admission,
+        ));
+        (addr, file, cancel, dir)
+    }
+
+    /// Frames that carry no work (Have) do not keep a connection open, however often they come;
+    /// requests do, well past the idle deadline.
+    #[tokio::test]
+    async fn only_work_keeps_a_connection_open() {
+        let idle_limit = Duration::from_millis(500);
+        let (addr, file, cancel, _dir) = admitting_server(Admission::new(16, 8, idle_limit)).await;
+        let patience = Duration::from_secs(10);
+        let mut idle = PeerConn::connect(addr, file.id, patience).await.unwrap();
+        let mut busy = PeerConn::connect(addr, file.id, patience).await.unwrap();
+        let pool = BufferPool::new(2);
+        let have_only = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let _ = idle.writer.send(&Header::Have { index: ChunkIndex(0) }).await;
+                    }
+                    r = idle.reader.next(patience, None) => return r.map(|(h, _)| h),
+                }
+            }
+        };
+        let mut served = 0;
+        let asking = async {
+            loop {
+                let index = ChunkIndex(served % 10);
+                busy.writer.send(&Header::Request { index }).await.unwrap();
+                match busy.reader.next(patience, Some(&pool)).await {
+                    Ok((Header::Chunk { .. }, _)) => served += 1,
+                    other => panic!("chunk {index}: {:?}", other.map(|(h, _)| h)),
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let ended = tokio::time::timeout(patience, async {
+            tokio::select! {
+                r = have_only => r,
+                _ = asking => unreachable!("asks forever"),
+            }
+        })
+        .await
+        .expect("a connection that sent only Have was never closed");
+        assert!(matches!(ended, Err(ConnError::Closed)), "{ended:?}");
+        // The connection that kept asking outlived the idle one, and is still served.
+        busy.writer
+            .send(&Header::Request {
+                index: ChunkIndex(0),
+            })
+            .await
+            .unwrap();
+        let next = busy.reader.next(patience, Some(&pool)).await;
+        assert!(matches!(next, Ok((Header::Chunk { .. }, _))));
+        assert!(served > 0);
+        cancel.cancel();
+    }
+
+    /// The connection over a source's cap is told "busy" and closed at once; another source is
+    /// served meanwhile.
+    #[tokio::test]
+    async fn a_source_over_its_cap_is_refused_and_others_are_not() {
+        let (addr, file, cancel, _dir) =
+            admitting_server(Admission::new(16, 2, Duration::from_secs(60))).await;
+        let patience = Duration::from_secs(10);
+        let from = |last: u8| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from(([127, 0, 0, last], 0)))
+                .unwrap();
+            conn::split(socket.connect(addr).await.unwrap(), 1 << 16)
+        };
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let (mut r, mut w) = from(2).await;
+            w.send(&Header::Hello {
+                version: PROTOCOL_VERSION,
+                file: file.id,
+            })
+            .await
+            .unwrap();
+            let welcome = next_frame(&mut r, patience).await.unwrap().header;
+            assert!(matches!(welcome, Header::Welcome { .. }), "{welcome:?}");
+            kept.push((r, w));
+        }
+        let (mut r, _w) = from(2).await;
+        let refused = next_frame(&mut r, patience).await.unwrap().header;
+        assert_eq!(
+            refused,
+            Header::Reject {
+                index: None,
+                reason: RejectReason::Busy
+            }
+        );
+        assert!(matches!(
+            next_frame(&mut r, patience).await,
+            Err(ConnError::Closed)
+        ));
+        PeerConn::connect(addr, file.id, patience)
+            .await
+            .expect("another source is served");
+        cancel.cancel();
     }
 }
