@@ -462,8 +462,16 @@ async fn answer(
     };
     let welcome = Header::Welcome {
         version: PROTOCOL_VERSION,
+        complete: true,
     };
     send(wr, &welcome, &[]).await?;
+    // Protocol 2: the client's Bitfield, then ours (every chunk: these peers play seeders).
+    match rx.recv().await {
+        Some(Header::Bitfield) => {}
+        _ => return Ok(()),
+    }
+    let all = vec![true; file.manifest.num_chunks() as usize];
+    send(wr, &Header::Bitfield, &peer::encode_bitfield(&all)).await?;
     while let Some(header) = rx.recv().await {
         let index = match header {
             Header::GetManifest if !matches!(st.mode, Mode::Silent) => {
