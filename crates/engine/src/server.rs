@@ -1,4 +1,6 @@
-//! Serves chunks of the files in a [`Library`] to other peers over TCP.
+//! Serves chunks of the files in a [`Library`] to other peers over TCP: complete files, and
+//! downloads in progress (only their verified chunks, announced with `Have` as they come). A
+//! complete file advertises what its reveal policy ([`crate::reveal`]) says.
 //!
 //! Every connection is bounded: a cap on connections (a semaphore), a small maximum frame size for
 //! what clients send (they only ever send control frames), a cap on requests waiting to be served,

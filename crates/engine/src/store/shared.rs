@@ -371,6 +371,54 @@ mod tests {
         ));
     }
 
+    /// A download in progress serves only the chunks it verified, is not withdrawn while its
+    /// `.part` changes under the writes, and is checked like any complete file once finished.
+    #[test]
+    fn a_download_in_progress_serves_only_verified_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 239) as u8).collect();
+        std::fs::write(&path, vec![0u8; data.len()]).unwrap();
+        let manifest = Manifest::of_bytes(&data, 16 * 1024).unwrap();
+        let file = SharedFile::in_progress(
+            &dir.path().join("f"),
+            "f".into(),
+            manifest,
+            File::open(&path).unwrap(),
+            &[false, false, false],
+        );
+        let mut news = file.news();
+        assert!(matches!(
+            file.read_chunk(ChunkIndex(1)),
+            Err(ServeError::NotHave(ChunkIndex(1)))
+        ));
+        assert_eq!(file.partial_bytes(), Some(0));
+        // The download writes chunk 1, then records it: the write changed size and time.
+        std::fs::write(&path, &data).unwrap();
+        file.add_verified(ChunkIndex(1));
+        assert!(news.has_changed().unwrap());
+        assert_eq!(
+            &file.read_chunk(ChunkIndex(1)).unwrap()[..],
+            &data[16384..32768]
+        );
+        assert!(matches!(
+            file.read_chunk(ChunkIndex(0)),
+            Err(ServeError::NotHave(_))
+        ));
+        assert_eq!(file.partial_bytes(), Some(16384));
+        assert!(file.reveal().is_none(), "no reveal policy while incomplete");
+        file.add_verified(ChunkIndex(0));
+        file.add_verified(ChunkIndex(2));
+        assert!(file.is_full() && file.reveal().is_some());
+        file.now_complete().unwrap();
+        assert_eq!(file.partial_bytes(), None);
+        std::fs::write(&path, vec![1u8; 50_000]).unwrap();
+        assert!(matches!(
+            file.read_chunk(ChunkIndex(0)),
+            Err(ServeError::Changed)
+        ));
+    }
+
     #[test]
     fn a_changed_file_is_withdrawn() {
         let dir = tempfile::tempdir().unwrap();
