@@ -123,3 +123,34 @@ fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
     assert_eq!((seeders, leechers, uploaded), (8, 0, 0), "{}", run.dump());
     assert_eq!(swarm.seeders_of(&id), 1);
 }
+
+/// A protocol 1 peer in the swarm is named in one sentence, and the download goes on without it.
+#[test]
+fn a_protocol_1_peer_is_named_and_skipped() {
+    use support::hostile::{HostilePeer, Mode};
+    let swarm = Swarm::new();
+    let data = pattern(CHUNK * 8, 12);
+    swarm.write("seed/f.bin", &data);
+    let (_seeder, lines) =
+        swarm.seeder_in(&swarm.folder("seed"), &["--chunk-size", "16K", "f.bin"]);
+    let id = id_of(&lines[0]);
+    let old = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::ProtocolV1);
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+    let sentence = format!("peer {} speaks protocol 1, this leecher speaks 2", old.addr);
+    leecher.wait_stderr(&sentence);
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert!(
+        std::fs::read(out.join("f.bin")).unwrap() == data,
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.chunks_per_peer()
+            .iter()
+            .all(|(a, _)| *a != old.addr.to_string()),
+        "{}",
+        run.dump()
+    );
+}
