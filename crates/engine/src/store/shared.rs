@@ -387,7 +387,7 @@ mod tests {
             File::open(&path).unwrap(),
             &[false, false, false],
         );
-        let mut news = file.news();
+        let news = file.news();
         assert!(matches!(
             file.read_chunk(ChunkIndex(1)),
             Err(ServeError::NotHave(ChunkIndex(1)))
