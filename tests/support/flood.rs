@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Kind {
     /// Connects and sends nothing.
     Silent,
-    /// Says `Hello` for this file, then only a `Have` every second.
+    /// Says `Hello` for this file and sends an empty `Bitfield` (a client with nothing yet, as
+    /// protocol 2 wants), then only a `Have` every second.
     HelloThenIdle(FileId),
 }
 
@@ -144,6 +145,7 @@ async fn hold(mut stream: TcpStream, kind: Kind, counts: &Counts) {
         0,
         &mut out,
     );
+    peer::encode_head(&Header::Bitfield, 0, &mut out);
     if stream.write_all(&out).await.is_err() {
         return;
     }

@@ -390,7 +390,7 @@ impl Swarm {
         p
     }
 
-    fn env(&self) -> [(&str, &str); 1] {
+    pub fn env(&self) -> [(&str, &str); 1] {
         [("P2P_TRACKER", self.tracker_addr.as_str())]
     }
 
@@ -427,10 +427,13 @@ impl Swarm {
     }
 
     /// Starts a leecher that downloads and then keeps seeding, and waits until it has registered
-    /// its file with the tracker.
+    /// with the tracker (it does so while downloading) and finished its download.
     pub fn seeding_leecher_in(&self, cwd: &Path, args: &[&str]) -> Proc {
         let p = self.leecher_in(cwd, args);
         p.wait_stderr("registered with the tracker");
+        p.wait_line(false, "the line saying it seeds", |l| {
+            l.contains(" seeding ") && l.contains("Ctrl-C to stop")
+        });
         p
     }
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use shoal_proto::peer::{self, Frame, FrameError, Header, RejectReason, PROTOCOL_VERSION};
-use shoal_proto::{FileId, Manifest};
+use shoal_proto::peer::{
+    self, Frame, FrameError, Header, RejectReason, HEADER_ROOM, PROTOCOL_V1, PROTOCOL_VERSION,
+};
+use shoal_proto::{ChunkIndex, FileId, Manifest};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -34,6 +36,10 @@ pub enum ConnError {
     TooSlow { bytes: usize, window: Duration },
     #[error("the peer refused: {0}")]
     Rejected(RejectReason),
+    #[error("peer {addr} speaks protocol {theirs}, this leecher speaks {PROTOCOL_VERSION}")]
+    Version { addr: SocketAddr, theirs: u16 },
+    #[error("the peer sent a bitfield that does not fit the file")]
+    BadBitfield,
     #[error("unexpected {0:?} frame")]
     Unexpected(Header),
     #[error("the peer's manifest does not match the file id")]
@@ -445,19 +451,33 @@ impl Watchdog {
     }
 }
 
-/// The client side of a peer connection, after a successful hello.
+/// Largest frame a peer may send once the manifest is known: a chunk, or a Bitfield.
+pub fn max_frame_for(manifest: &Manifest) -> usize {
+    peer::max_frame_for_chunk_size(manifest.chunk_size())
+        .max(HEADER_ROOM + manifest.num_chunks().div_ceil(8) as usize)
+}
+
+/// The client side of a peer connection, after a successful hello and exchange of Bitfields.
 pub struct PeerConn {
     pub addr: SocketAddr,
     pub reader: FrameSource,
     pub writer: FrameWriter,
+    /// The peer had every chunk when it welcomed us.
+    pub complete: bool,
+    /// The peer's Bitfield payload (decoded once the manifest is known).
+    pub bitfield: Bytes,
+    /// Chunks the peer announced while we waited for the manifest.
+    pub early_haves: Vec<ChunkIndex>,
 }
 
 impl PeerConn {
-    /// Connects, says hello for `file` and waits for the welcome, all within `limit`.
+    /// Connects, says hello for `file`, waits for the welcome and trades Bitfields (`ours`: the
+    /// payload of ours), all within `limit`.
     pub async fn connect(
         addr: SocketAddr,
         file: FileId,
         limit: Duration,
+        ours: &[u8],
     ) -> Result<PeerConn, ConnError> {
         let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
@@ -469,6 +489,9 @@ impl PeerConn {
             addr,
             reader: FrameSource::new(r, peer::MAX_FRAME_LEN),
             writer: FrameWriter::new(w),
+            complete: false,
+            bitfield: Bytes::new(),
+            early_haves: Vec::new(),
         };
         conn.writer
             .send(&Header::Hello {
@@ -477,10 +500,35 @@ impl PeerConn {
             })
             .await?;
         match conn.reader.next(limit, None).await?.0 {
-            Header::Welcome { .. } => Ok(conn),
-            Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
-            other => Err(ConnError::Unexpected(other)),
+            Header::Welcome { complete, .. } => conn.complete = complete,
+            Header::Reject {
+                index: None,
+                reason: RejectReason::VersionMismatch,
+            } => {
+                // Only protocol 1 answers with the bare mismatch.
+                return Err(ConnError::Version {
+                    addr,
+                    theirs: PROTOCOL_V1,
+                });
+            }
+            Header::Reject {
+                index: None,
+                reason: RejectReason::WrongVersion { ours },
+            } => return Err(ConnError::Version { addr, theirs: ours }),
+            Header::Reject { reason, .. } => return Err(ConnError::Rejected(reason)),
+            other => return Err(ConnError::Unexpected(other)),
         }
+        conn.writer.send_payload(&Header::Bitfield, ours).await?;
+        match conn.reader.next(limit, None).await? {
+            (Header::Bitfield, Payload::Bytes(bits)) => conn.bitfield = bits,
+            (other, _) => return Err(ConnError::Unexpected(other)),
+        }
+        Ok(conn)
+    }
+
+    /// The peer's Bitfield as a have-set of the file `manifest` describes.
+    pub fn peer_has(&self, manifest: &Manifest) -> Result<Vec<bool>, ConnError> {
+        peer::decode_bitfield(&self.bitfield, manifest.num_chunks()).ok_or(ConnError::BadBitfield)
     }
 
     /// Fetches the manifest and checks it against `file`: a peer cannot make us trust anything else.
@@ -490,17 +538,25 @@ impl PeerConn {
         limit: Duration,
     ) -> Result<Manifest, ConnError> {
         self.writer.send(&Header::GetManifest).await?;
-        match self.reader.next(limit, None).await? {
-            (Header::Manifest, Payload::Bytes(bytes)) => {
-                let manifest =
-                    Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
-                // From now on no honest frame is larger than one chunk and its header.
-                self.reader
-                    .set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
-                Ok(manifest)
+        loop {
+            match self.reader.next(limit, None).await? {
+                (Header::Manifest, Payload::Bytes(bytes)) => {
+                    let manifest =
+                        Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
+                    // From now on no honest frame is larger than one chunk (or a Bitfield).
+                    self.reader.set_max_frame(max_frame_for(&manifest));
+                    return Ok(manifest);
+                }
+                // A peer that is downloading too gains chunks meanwhile.
+                (Header::Have { index }, _) => self.early_haves.push(index),
+                (Header::Bitfield, Payload::Bytes(bits)) => {
+                    self.bitfield = bits;
+                    self.early_haves.clear();
+                }
+                (Header::Cancel { .. }, _) => {}
+                (Header::Reject { reason, .. }, _) => return Err(ConnError::Rejected(reason)),
+                (other, _) => return Err(ConnError::Unexpected(other)),
             }
-            (Header::Reject { reason, .. }, _) => Err(ConnError::Rejected(reason)),
-            (other, _) => Err(ConnError::Unexpected(other)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The shoal peer engine on tokio: everything that does I/O.
 //!
-//! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
-//!   download writes into.
+//! - [`store`]: hashing files into manifests, the chunks a peer can vouch for, the files a peer
+//!   shares (complete or being downloaded), the `.part` file a download writes into.
 //! - [`conn`]: framed peer connections over TCP.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.

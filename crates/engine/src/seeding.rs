@@ -1,5 +1,6 @@
 //! Sharing a [`Library`]: a chunk server on a TCP port plus an [`Announcer`] that keeps the files
-//! registered with the tracker. Used by the seeder, and by the leecher once its file is complete.
+//! registered with the tracker. Used by the seeder, and by the leecher from the moment its
+//! download's manifest is verified (partial seeding).
 
 use std::net::IpAddr;
 use std::sync::Arc;

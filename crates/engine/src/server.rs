@@ -1,4 +1,6 @@
-//! Serves chunks of the files in a [`Library`] to other peers over TCP.
+//! Serves chunks of the files in a [`Library`] to other peers over TCP: complete files, and
+//! downloads in progress (only their verified chunks, announced with `Have` as they come). A
+//! complete file advertises what its reveal policy ([`crate::reveal`]) says.
 //!
 //! Every connection is bounded: admission (a cap in total and per source address, see
 //! [`crate::admission`]), a small maximum frame size for what clients send (they only ever send
@@ -7,11 +9,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use shoal_proto::peer::{self, Header, RejectReason, PROTOCOL_VERSION};
+use shoal_proto::peer::{self, Header, RejectReason, PROTOCOL_V1, PROTOCOL_VERSION};
 use shoal_proto::ChunkIndex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -21,14 +24,16 @@ use tracing::Instrument;
 use crate::admission::{Admission, Slot};
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::rate::RateLimit;
-use crate::store::{Library, ServeError, SharedFile};
+use crate::reveal::{ConnId, Reveal};
+use crate::store::{Announced, Library, ServeError, SharedFile};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
 /// [`crate::admission`]), never left waiting in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Most connections from one source address: a few addresses cannot fill the table.
 pub const MAX_PER_SOURCE: usize = 8;
-/// Largest frame a client may send us: control frames only.
+/// Largest frame a client may send us before the hello: control frames only (after it, a
+/// Bitfield of the file's chunks too).
 const MAX_CLIENT_FRAME: usize = 256;
 /// Requests taken off a connection's socket at most, the one being answered included; the chunks
 /// of the others are read ahead from the disk meanwhile.
@@ -133,32 +138,44 @@ async fn serve_conn(
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
     writer.set_limit(upload);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
-    let Some(file) = hello
+    let Some(mut peer) = hello
         .await
         .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??
     else {
         return Ok(());
     };
+    let file = peer.file.clone();
     // Requests are answered one at a time, in order. Requests the client has already pipelined
     // are taken off the socket as soon as they are there (a few, see MAX_QUEUED and
     // QUEUED_BYTES), so that their chunks can be read from the disk (prefetched) while earlier
     // ones are sent; the rest wait in the socket, so a client can never make us hold more than
     // that. A connection that ends, or sends something malformed, still has what it asked for
     // before answered. Each answer must be taken off our hands within WRITE_TIMEOUT: a client
-    // that stops reading gives its connection slot back.
+    // that stops reading gives its connection slot back. Chunks the file gains meanwhile (a
+    // download in progress) are announced with `Have` between answers, or at once when idle.
     let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
     let mut queue = VecDeque::with_capacity(most);
     let mut ended = None;
+    let mut news = file.news();
     loop {
-        if queue.is_empty() {
+        while queue.is_empty() {
             if let Some(why) = ended {
                 return Err(why);
             }
-            // Only work moves the deadline: a client sending nothing but Have stays idle.
-            let frame = tokio::time::timeout_at(slot.idle_deadline(), reader.next())
-                .await
-                .map_err(|_| ConnError::Timeout(slot.idle()))?;
-            queue.push_back(frame.ok_or(ConnError::Closed)??);
+            // Only work moves the idle deadline: neither the client's Have nor our news does.
+            tokio::select! {
+                _ = tokio::time::sleep_until(slot.idle_deadline()) => {
+                    return Err(ConnError::Timeout(slot.idle()));
+                }
+                frame = reader.next() => queue.push_back(frame.ok_or(ConnError::Closed)??),
+                Ok(()) = news.changed(), if peer.follows_news() => {
+                    news.borrow_and_update();
+                    peer.announce_news(&mut writer);
+                    tokio::time::timeout(WRITE_TIMEOUT, writer.flush())
+                        .await
+                        .map_err(|_| ConnError::Timeout(WRITE_TIMEOUT))??;
+                }
+            }
         }
         while ended.is_none() && queue.len() < most {
             match reader.next().now_or_never() {
@@ -167,11 +184,17 @@ async fn serve_conn(
                 Some(Some(Err(e))) => ended = Some(e),
                 Some(Some(Ok(frame))) => {
                     if let Header::Request { index } = frame.header {
-                        file.prefetch(index);
+                        if file.has(index) {
+                            file.prefetch(index);
+                        }
                     }
                     queue.push_back(frame);
                 }
             }
+        }
+        if news.has_changed().unwrap_or(false) && peer.follows_news() {
+            news.borrow_and_update();
+            peer.announce_news(&mut writer);
         }
         let frame = queue.pop_front().expect("the queue was filled above");
         let work = matches!(frame.header, Header::Request { .. } | Header::GetManifest);
@@ -180,14 +203,25 @@ async fn serve_conn(
         }
         let answer = async {
             match frame.header {
-                Header::Request { index } => send_chunk(&file, library, index, &mut writer).await,
-                Header::GetManifest => Ok(writer
-                    .send_payload(&Header::Manifest, &file.manifest_bytes)
-                    .await?),
-                // Reserved for partial seeding: nothing to do yet.
-                Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => Ok(()),
-                other => Err(ConnError::Unexpected(other)),
+                Header::Request { index } => {
+                    if send_chunk(&file, library, index, &mut writer).await? {
+                        peer.served(index, &mut writer);
+                    }
+                }
+                Header::GetManifest => {
+                    writer
+                        .send_payload(&Header::Manifest, &file.manifest_bytes)
+                        .await?
+                }
+                Header::Have { index } => peer.client_have(index, &mut writer),
+                // The client's have-set is only advice for the reveal policy: a second Bitfield
+                // and a Cancel (we answer in order, so it comes too late anyway) change nothing.
+                Header::Cancel { .. } | Header::Bitfield => {}
+                other => return Err(ConnError::Unexpected(other)),
             }
+            // Haves a reveal queued go out now, not with the next answer.
+            writer.flush().await?;
+            Ok::<(), ConnError>(())
         };
         tokio::time::timeout(WRITE_TIMEOUT, answer)
             .await
@@ -199,15 +233,105 @@ async fn serve_conn(
     }
 }
 
-/// Reads the hello and answers it: the file asked for, or `None` after a reject.
+/// Numbers server connections for the reveal policy.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
+
+/// One client of one file, and what we tell it about the chunks we have: everything we have
+/// (a download in progress), or what the file's reveal policy says (a complete file).
+struct Client {
+    file: Arc<SharedFile>,
+    advert: Advert,
+}
+
+enum Advert {
+    /// Every chunk we have; the ones already told.
+    Everything(Announced),
+    /// What the reveal policy says, for this connection.
+    Reveal(ConnId),
+}
+
+impl Client {
+    /// Starts advertising to a client that has `client_has`: our Bitfield for it.
+    fn join(file: Arc<SharedFile>, client_has: &[bool]) -> (Client, Vec<u8>) {
+        let n = file.manifest.num_chunks() as usize;
+        let mut bits = vec![false; n];
+        let advert = match file.reveal() {
+            Some(reveal) => {
+                let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                for i in reveal.lock().unwrap().join(conn, client_has) {
+                    bits[i.0 as usize] = true;
+                }
+                Advert::Reveal(conn)
+            }
+            None => {
+                let mut told = Announced::new(file.have());
+                for i in told.catch_up(file.have()) {
+                    bits[i.0 as usize] = true;
+                }
+                Advert::Everything(told)
+            }
+        };
+        (Client { file, advert }, peer::encode_bitfield(&bits))
+    }
+
+    fn follows_news(&self) -> bool {
+        matches!(self.advert, Advert::Everything(_))
+    }
+
+    /// Queues a Have for every chunk the file gained since we last told the client.
+    fn announce_news(&mut self, writer: &mut FrameWriter) {
+        if let Advert::Everything(told) = &mut self.advert {
+            for index in told.catch_up(self.file.have()) {
+                writer.queue(&Header::Have { index });
+            }
+        }
+    }
+
+    fn client_have(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
+        self.reveal_more(writer, |r, conn| r.client_have(conn, index));
+    }
+
+    fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
+        self.reveal_more(writer, |r, conn| r.served(conn, index));
+    }
+
+    fn reveal_more(
+        &mut self,
+        writer: &mut FrameWriter,
+        step: impl FnOnce(&mut Reveal, ConnId) -> Vec<ChunkIndex>,
+    ) {
+        let Advert::Reveal(conn) = self.advert else {
+            return;
+        };
+        let reveal = self.file.reveal().expect("a revealing file stays complete");
+        for index in step(&mut reveal.lock().unwrap(), conn) {
+            writer.queue(&Header::Have { index });
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
+            reveal.lock().unwrap().leave(*conn);
+        }
+    }
+}
+
+/// Reads the hello and answers it, then trades Bitfields: the client of the file asked for, or
+/// `None` after a reject.
 async fn handshake(
     reader: &mut conn::FrameReader,
     writer: &mut FrameWriter,
     library: &Library,
-) -> Result<Option<Arc<SharedFile>>, ConnError> {
+) -> Result<Option<Client>, ConnError> {
     let reason = match next_frame(reader, HELLO_TIMEOUT).await?.header {
+        // The only refusal a protocol 1 peer can read.
+        Header::Hello { version, .. } if version == PROTOCOL_V1 => RejectReason::VersionMismatch,
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            RejectReason::VersionMismatch
+            RejectReason::WrongVersion {
+                ours: PROTOCOL_VERSION,
+            }
         }
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => {
@@ -215,9 +339,22 @@ async fn handshake(
                 writer
                     .send(&Header::Welcome {
                         version: PROTOCOL_VERSION,
+                        complete: f.is_full(),
                     })
                     .await?;
-                return Ok(Some(f));
+                let n = f.manifest.num_chunks();
+                reader
+                    .decoder_mut()
+                    .set_max_frame(MAX_CLIENT_FRAME + n.div_ceil(8) as usize);
+                let frame = next_frame(reader, HELLO_TIMEOUT).await?;
+                let Header::Bitfield = frame.header else {
+                    return Err(ConnError::Unexpected(frame.header));
+                };
+                let client_has = peer::decode_bitfield(&frame.payload, n)
+                    .ok_or(ConnError::Rejected(RejectReason::Protocol))?;
+                let (client, ours) = Client::join(f, &client_has);
+                writer.send_payload(&Header::Bitfield, &ours).await?;
+                return Ok(Some(client));
             }
             None => RejectReason::UnknownFile,
         },
@@ -232,18 +369,21 @@ async fn handshake(
     Ok(None)
 }
 
-/// Sends one chunk from the page cache, or a reject. The file's size and modification time are
-/// checked before (reject) and after (drop the connection: what went out may be wrong, and the
-/// client's hash check will throw it away); a change withdraws the file.
+/// Sends one chunk from the page cache, or a reject; whether the chunk went out. A chunk this
+/// peer cannot vouch for (a download that has not verified it) is refused. The file's size and
+/// modification time are checked before (reject) and after (drop the connection: what went out
+/// may be wrong, and the client's hash check will throw it away); a change withdraws the file.
 async fn send_chunk(
     file: &SharedFile,
     library: &Library,
     index: ChunkIndex,
     writer: &mut FrameWriter,
-) -> Result<(), ConnError> {
+) -> Result<bool, ConnError> {
     let len = file.manifest.chunk_len(index);
     let reason = if len == 0 {
         Some(RejectReason::NoSuchChunk)
+    } else if !file.has(index) {
+        Some(RejectReason::NotHave)
     } else if file.check().is_err() {
         library.touch();
         Some(RejectReason::Unavailable)
@@ -257,7 +397,7 @@ async fn send_chunk(
                 reason,
             })
             .await?;
-        return Ok(());
+        return Ok(false);
     }
     let offset = file.manifest.offset(index);
     writer
@@ -267,7 +407,8 @@ async fn send_chunk(
         library.touch();
         return Err(ServeError::Changed.into());
     }
-    Ok(())
+    file.count_upload();
+    Ok(true)
 }
 
 /// Binds a TCP listener for serving on all interfaces: a dual-stack IPv6 socket (IPv4 peers
@@ -306,7 +447,126 @@ mod tests {
     use super::*;
     use crate::conn::{Payload, PeerConn};
     use crate::pool::BufferPool;
+    use shoal_proto::Manifest;
     use std::sync::atomic::AtomicU64;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A download in progress that has verified chunk 0 of three, served by a running server.
+    async fn partial_server() -> (Arc<SharedFile>, Vec<u8>, SocketAddr, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let data: Vec<u8> = (0..3 * 16 * 1024u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let manifest = Manifest::of_bytes(&data, 16 * 1024).unwrap();
+        let file = Arc::new(SharedFile::in_progress(
+            &dir.path().join("f"),
+            "f".into(),
+            manifest,
+            std::fs::File::open(&path).unwrap(),
+            &[true, false, false],
+        ));
+        let library = Library::new();
+        library.share(file.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(listener, library, None, cancel.clone()));
+        (file, data, addr, cancel)
+    }
+
+    /// A download in progress serves only what it verified: the rest is refused as `NotHave`
+    /// (whatever the `.part` holds there), and a chunk verified later is announced with `Have`
+    /// and then served.
+    #[tokio::test]
+    async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
+        let (file, data, addr, cancel) = partial_server().await;
+        let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+        assert!(!conn.complete);
+        assert_eq!(
+            conn.peer_has(&file.manifest).unwrap(),
+            vec![true, false, false]
+        );
+        conn.manifest(&file.id, LIMIT).await.unwrap();
+        let pool = BufferPool::new(2);
+        conn.writer
+            .send(&Header::Request {
+                index: ChunkIndex(1),
+            })
+            .await
+            .unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+            Header::Reject {
+                index: Some(ChunkIndex(1)),
+                reason: RejectReason::NotHave,
+            } => {}
+            other => panic!("expected NotHave for chunk 1, got {other:?}"),
+        }
+        file.add_verified(ChunkIndex(1));
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+            Header::Have {
+                index: ChunkIndex(1),
+            } => {}
+            other => panic!("expected Have for chunk 1, got {other:?}"),
+        }
+        conn.writer
+            .send(&Header::Request {
+                index: ChunkIndex(1),
+            })
+            .await
+            .unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
+            (Header::Chunk { index }, Payload::Chunk(buf)) => {
+                assert_eq!(index, ChunkIndex(1));
+                assert!(buf[..] == data[16 * 1024..32 * 1024]);
+            }
+            (other, _) => panic!("expected chunk 1, got {other:?}"),
+        }
+        assert_eq!(file.uploaded(), 1);
+        cancel.cancel();
+    }
+
+    /// A protocol 1 peer gets the one refusal it can read, and a leecher that meets a protocol 1
+    /// server says so in one sentence.
+    #[tokio::test]
+    async fn protocol_1_peers_are_told_and_named() {
+        let (file, _, addr, cancel) = partial_server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut hello = bytes::BytesMut::new();
+        peer::encode_head(
+            &Header::Hello {
+                version: 1,
+                file: file.id,
+            },
+            0,
+            &mut hello,
+        );
+        stream.write_all(&hello).await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        // Protocol 1's encoding of `Reject { index: None, reason: VersionMismatch }`.
+        assert_eq!(reply, [0, 0, 0, 3, 6, 0, 1]);
+        cancel.cancel();
+
+        // A protocol 1 server: refuses our hello the only way it knows.
+        let old = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let old_addr = old.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = old.accept().await.unwrap();
+            let mut hello = [0u8; 64];
+            let _ = s.read(&mut hello).await.unwrap();
+            s.write_all(&reply).await.unwrap();
+        });
+        let err = PeerConn::connect(old_addr, file.id, LIMIT, &[])
+            .await
+            .err()
+            .expect("a protocol 1 server refuses us");
+        assert_eq!(
+            err.to_string(),
+            format!("peer {old_addr} speaks protocol 1, this leecher speaks 2")
+        );
+    }
 
     /// A client that pipelines requests and then ends its side (cleanly, or with a malformed
     /// frame) still gets every chunk it asked for before.
@@ -325,7 +585,7 @@ mod tests {
         let pool = BufferPool::new(2);
 
         for malformed in [false, true] {
-            let mut conn = PeerConn::connect(addr, file.id, Duration::from_secs(10))
+            let mut conn = PeerConn::connect(addr, file.id, Duration::from_secs(10), &[])
                 .await
                 .unwrap();
             conn.manifest(&file.id, Duration::from_secs(10))
@@ -404,8 +664,12 @@ mod tests {
         let idle_limit = Duration::from_millis(500);
         let (addr, file, cancel, _dir) = admitting_server(Admission::new(16, 8, idle_limit)).await;
         let patience = Duration::from_secs(10);
-        let mut idle = PeerConn::connect(addr, file.id, patience).await.unwrap();
-        let mut busy = PeerConn::connect(addr, file.id, patience).await.unwrap();
+        let mut idle = PeerConn::connect(addr, file.id, patience, &[])
+            .await
+            .unwrap();
+        let mut busy = PeerConn::connect(addr, file.id, patience, &[])
+            .await
+            .unwrap();
         let pool = BufferPool::new(2);
         let have_only = async {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -414,7 +678,11 @@ mod tests {
                     _ = tick.tick() => {
                         let _ = idle.writer.send(&Header::Have { index: ChunkIndex(0) }).await;
                     }
-                    r = idle.reader.next(patience, None) => return r.map(|(h, _)| h),
+                    // What the server reveals (Have) is not an end; anything else is.
+                    r = idle.reader.next(patience, None) => match r {
+                        Ok((Header::Have { .. }, _)) => {}
+                        r => return r.map(|(h, _)| h),
+                    },
                 }
             }
         };
@@ -423,10 +691,14 @@ mod tests {
             loop {
                 let index = ChunkIndex(served % 10);
                 busy.writer.send(&Header::Request { index }).await.unwrap();
-                match busy.reader.next(patience, Some(&pool)).await {
-                    Ok((Header::Chunk { .. }, _)) => served += 1,
-                    other => panic!("chunk {index}: {:?}", other.map(|(h, _)| h)),
+                loop {
+                    match busy.reader.next(patience, Some(&pool)).await {
+                        Ok((Header::Chunk { .. }, _)) => break,
+                        Ok((Header::Have { .. }, _)) => {}
+                        other => panic!("chunk {index}: {:?}", other.map(|(h, _)| h)),
+                    }
                 }
+                served += 1;
                 tokio::task::yield_now().await;
             }
         };
@@ -446,7 +718,12 @@ mod tests {
             })
             .await
             .unwrap();
-        let next = busy.reader.next(patience, Some(&pool)).await;
+        let next = loop {
+            match busy.reader.next(patience, Some(&pool)).await {
+                Ok((Header::Have { .. }, _)) => {}
+                other => break other,
+            }
+        };
         assert!(matches!(next, Ok((Header::Chunk { .. }, _))));
         assert!(served > 0);
         cancel.cancel();
@@ -492,7 +769,7 @@ mod tests {
             next_frame(&mut r, patience).await,
             Err(ConnError::Closed)
         ));
-        PeerConn::connect(addr, file.id, patience)
+        PeerConn::connect(addr, file.id, patience, &[])
             .await
             .expect("another source is served");
         cancel.cancel();

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The peers we know of, and when each may be tried (again).
-#[derive(Default)]
 pub(super) struct PeerBook {
     peers: HashMap<SocketAddr, BookEntry>,
+    /// The port we serve on: an address of this host with it is ourselves.
+    own_port: Option<u16>,
 }
 
 struct BookEntry {
@@ -21,14 +22,31 @@ impl PeerBook {
         self.peers.len()
     }
 
+    pub(super) fn new(own_port: Option<u16>) -> PeerBook {
+        PeerBook {
+            peers: HashMap::new(),
+            own_port,
+        }
+    }
+
     pub(super) fn add(&mut self, addrs: &[SocketAddr]) {
         for a in addrs {
+            if self.peers.contains_key(a) || self.is_us(a) {
+                continue;
+            }
             self.peers.entry(*a).or_insert(BookEntry {
                 active: false,
                 failures: 0,
                 retry_at: Instant::now(),
             });
         }
+    }
+
+    /// Whether `addr` is this peer's own server, as the tracker lists it: our port on an address
+    /// of this host (one a socket can be bound to).
+    fn is_us(&self, addr: &SocketAddr) -> bool {
+        self.own_port == Some(addr.port())
+            && std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
     }
 
     /// Peers not connected now whose back-off has passed.
