@@ -5,6 +5,7 @@
 //! - [`conn`]: framed peer connections over TCP.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
+//! - [`advert`]: what the server tells each client about the chunks it has.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
@@ -14,6 +15,7 @@
 //! - [`seeding`]: serving a library and keeping it registered.
 //! - [`support`]: logging and signals for the command-line programs.
 
+pub mod advert;
 pub mod conn;
 pub mod discovery;
 pub mod download;

@@ -160,14 +160,16 @@ async fn pull(
                         expected,
                     });
                 }
-                if shared.sched.lock().unwrap().is_done(index) {
-                    // Endgame: someone else's copy already won.
-                    shared.sched.lock().unwrap().release(addr, index);
-                    continue;
-                }
-                // A seeder: it had every chunk when it served us.
-                let from_seeder =
-                    conn.complete || shared.sched.lock().unwrap().peer_is_complete(addr);
+                let from_seeder = {
+                    let mut sched = shared.sched.lock().unwrap();
+                    if sched.is_done(index) {
+                        // Endgame: someone else's copy already won.
+                        sched.release(addr, index);
+                        continue;
+                    }
+                    // A seeder: it had every chunk when it served us.
+                    conn.complete || sched.peer_is_complete(addr)
+                };
                 let job = Job {
                     shared: shared.clone(),
                     addr,
