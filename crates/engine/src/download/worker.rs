@@ -132,14 +132,14 @@ async fn pull(
             }
         };
         match frame {
-            (Header::Have { index }, _) => {
-                shared.sched.lock().unwrap().peer_have(addr, index);
-                shared.notify();
-            }
+            // Only this worker can ask for it: no need to wake the others (with 31 peers that
+            // each announce every chunk, that would be 31 wake-ups per Have).
+            (Header::Have { index }, _) => shared.sched.lock().unwrap().peer_have(addr, index),
             (Header::Bitfield, Payload::Bytes(bits)) => {
                 let has = peer::decode_bitfield(&bits, shared.manifest.num_chunks())
                     .ok_or(ConnError::BadBitfield)?;
                 shared.sched.lock().unwrap().peer_bitfield(addr, &has);
+                // Chunks asked of it that it no longer claims go back to the others.
                 shared.notify();
             }
             (Header::Cancel { .. }, _) => {}
