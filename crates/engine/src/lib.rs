@@ -7,6 +7,7 @@
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`admission`]: which connections a server takes: caps in total and per source, idleness.
 //! - [`rate`]: the token bucket behind `--max-upload-rate` and `--max-download-rate`.
+//! - [`advert`]: what the server tells each client about the chunks it has.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
@@ -17,6 +18,7 @@
 //! - [`support`]: logging and signals for the command-line programs.
 
 pub mod admission;
+pub mod advert;
 pub mod conn;
 pub mod discovery;
 pub mod download;

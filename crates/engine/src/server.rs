@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +21,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admission::{Admission, Slot};
+use crate::advert::Client;
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::rate::RateLimit;
-use crate::reveal::{ConnId, Reveal};
-use crate::store::{Announced, Library, ServeError, SharedFile};
+use crate::store::{Library, ServeError, SharedFile};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
 /// [`crate::admission`]), never left waiting in the kernel's backlog.
@@ -229,91 +228,6 @@ async fn serve_conn(
         if work {
             // An answer that took long to send is not idleness either.
             slot.worked();
-        }
-    }
-}
-
-/// Numbers server connections for the reveal policy.
-static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
-
-/// One client of one file, and what we tell it about the chunks we have: everything we have
-/// (a download in progress), or what the file's reveal policy says (a complete file).
-struct Client {
-    file: Arc<SharedFile>,
-    advert: Advert,
-}
-
-enum Advert {
-    /// Every chunk we have; the ones already told.
-    Everything(Announced),
-    /// What the reveal policy says, for this connection.
-    Reveal(ConnId),
-}
-
-impl Client {
-    /// Starts advertising to a client that has `client_has`: our Bitfield for it.
-    fn join(file: Arc<SharedFile>, client_has: &[bool]) -> (Client, Vec<u8>) {
-        let n = file.manifest.num_chunks() as usize;
-        let mut bits = vec![false; n];
-        let advert = match file.reveal() {
-            Some(reveal) => {
-                let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                for i in reveal.lock().unwrap().join(conn, client_has) {
-                    bits[i.0 as usize] = true;
-                }
-                Advert::Reveal(conn)
-            }
-            None => {
-                let mut told = Announced::new(file.have());
-                for i in told.catch_up(file.have()) {
-                    bits[i.0 as usize] = true;
-                }
-                Advert::Everything(told)
-            }
-        };
-        (Client { file, advert }, peer::encode_bitfield(&bits))
-    }
-
-    fn follows_news(&self) -> bool {
-        matches!(self.advert, Advert::Everything(_))
-    }
-
-    /// Queues a Have for every chunk the file gained since we last told the client.
-    fn announce_news(&mut self, writer: &mut FrameWriter) {
-        if let Advert::Everything(told) = &mut self.advert {
-            for index in told.catch_up(self.file.have()) {
-                writer.queue(&Header::Have { index });
-            }
-        }
-    }
-
-    fn client_have(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
-        self.reveal_more(writer, |r, conn| r.client_have(conn, index));
-    }
-
-    fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
-        self.reveal_more(writer, |r, conn| r.served(conn, index));
-    }
-
-    fn reveal_more(
-        &mut self,
-        writer: &mut FrameWriter,
-        step: impl FnOnce(&mut Reveal, ConnId) -> Vec<ChunkIndex>,
-    ) {
-        let Advert::Reveal(conn) = self.advert else {
-            return;
-        };
-        let reveal = self.file.reveal().expect("a revealing file stays complete");
-        for index in step(&mut reveal.lock().unwrap(), conn) {
-            writer.queue(&Header::Have { index });
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
-            reveal.lock().unwrap().leave(*conn);
         }
     }
 }

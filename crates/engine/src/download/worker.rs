@@ -133,14 +133,14 @@ async fn pull(
             }
         };
         match frame {
-            (Header::Have { index }, _) => {
-                shared.sched.lock().unwrap().peer_have(addr, index);
-                shared.notify();
-            }
+            // Only this worker can ask for it: no need to wake the others (with 31 peers that
+            // each announce every chunk, that would be 31 wake-ups per Have).
+            (Header::Have { index }, _) => shared.sched.lock().unwrap().peer_have(addr, index),
             (Header::Bitfield, Payload::Bytes(bits)) => {
                 let has = peer::decode_bitfield(&bits, shared.manifest.num_chunks())
                     .ok_or(ConnError::BadBitfield)?;
                 shared.sched.lock().unwrap().peer_bitfield(addr, &has);
+                // Chunks asked of it that it no longer claims go back to the others.
                 shared.notify();
             }
             (Header::Cancel { .. }, _) => {}
@@ -161,14 +161,16 @@ async fn pull(
                         expected,
                     });
                 }
-                if shared.sched.lock().unwrap().is_done(index) {
-                    // Endgame: someone else's copy already won.
-                    shared.sched.lock().unwrap().release(addr, index);
-                    continue;
-                }
-                // A seeder: it had every chunk when it served us.
-                let from_seeder =
-                    conn.complete || shared.sched.lock().unwrap().peer_is_complete(addr);
+                let from_seeder = {
+                    let mut sched = shared.sched.lock().unwrap();
+                    if sched.is_done(index) {
+                        // Endgame: someone else's copy already won.
+                        sched.release(addr, index);
+                        continue;
+                    }
+                    // A seeder: it had every chunk when it served us.
+                    conn.complete || sched.peer_is_complete(addr)
+                };
                 let job = Job {
                     shared: shared.clone(),
                     addr,
