@@ -12,7 +12,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use flood::{sources, Flood, Kind};
+use std::sync::atomic::Ordering::Relaxed;
+
+use flood::{Counts, Flood, Kind};
 use support::hostile::{assert_same_file, seeder_addr};
 use support::*;
 
@@ -41,10 +43,17 @@ fn ensure_descriptors(need: u64) {
     );
 }
 
-/// Seeds a 16 MiB file, downloads it once in peace, then starts the flood `kind` from 4 source
-/// addresses with `per_source` connections each and downloads it again; returns both times.
-fn download_under(kind: impl Fn(&str) -> Kind, per_source: usize) -> (Duration, Duration) {
-    ensure_descriptors(4 * per_source as u64 + 1024);
+/// Seeds a 16 MiB file, downloads it once in peace, then starts the flood `kind` from `sources`
+/// addresses with `per_source` connections each, waits until `ready` holds for it, and downloads
+/// the file again; returns both times.
+fn download_under(
+    kind: impl Fn(&str) -> Kind,
+    sources: u8,
+    per_source: usize,
+    ready: impl Fn(&Counts) -> bool,
+) -> (Duration, Duration) {
+    let total = sources as usize * per_source;
+    ensure_descriptors(total as u64 + 1024);
     let swarm = Swarm::new();
     let data = pattern(16 << 20, 5);
     swarm.write("seed/f.bin", &data);
@@ -63,34 +72,45 @@ fn download_under(kind: impl Fn(&str) -> Kind, per_source: usize) -> (Duration, 
     };
     let calm = download("calm");
 
-    let total = 4 * per_source;
-    let flood = Flood::start(addr, &sources(4), per_source, kind(&id));
-    // Half of them at least once: today's code leaves the rest in its backlog or SYN queue.
-    flood.wait("half the attackers connected", PATIENCE, |c| {
-        c.connected.load(std::sync::atomic::Ordering::Relaxed) >= total / 2
-    });
+    let flood = Flood::start(addr, &flood::sources(sources), per_source, kind(&id));
+    flood.wait("the flood at full strength", PATIENCE, ready);
     let flooded = download("flooded");
     let c = &flood.counts;
     eprintln!(
         "16 MiB: {calm:?} calm, {flooded:?} under {total} connections ({kind:?}); the flood \
          connected {} times, was welcomed {} times, closed {} times",
-        c.connected.load(std::sync::atomic::Ordering::Relaxed),
-        c.welcomed.load(std::sync::atomic::Ordering::Relaxed),
-        c.closed.load(std::sync::atomic::Ordering::Relaxed),
+        c.connected.load(Relaxed),
+        c.welcomed.load(Relaxed),
+        c.closed.load(Relaxed),
         kind = kind(&id),
     );
     drop(seeder);
     (calm, flooded)
 }
 
+fn idle_hellos(id: &str) -> Kind {
+    Kind::HelloThenIdle(shoal_proto::FileId::from_hex(id).expect("a file id"))
+}
+
+/// Half the attackers connected at least once: the old server left the rest in its backlog or
+/// SYN queue, so waiting for all of them would wait for ever there.
+fn half_connected(total: usize) -> impl Fn(&Counts) -> bool {
+    move |c| c.connected.load(Relaxed) >= total / 2
+}
+
 #[test]
 fn an_honest_leecher_gets_its_file_past_hundreds_of_idle_hellos() {
-    let id_kind =
-        |id: &str| Kind::HelloThenIdle(shoal_proto::FileId::from_hex(id).expect("a file id"));
-    download_under(id_kind, 100);
+    download_under(idle_hellos, 4, 100, half_connected(400));
 }
 
 #[test]
 fn an_honest_leecher_gets_its_file_past_thousands_of_silent_connections() {
-    download_under(|_| Kind::Silent, 750);
+    download_under(|_| Kind::Silent, 4, 750, half_connected(3000));
+}
+
+/// 40 addresses with 8 idle Hellos each want more than the 256 slots and get all of them: the
+/// honest leecher's address (none yet) evicts one that has gone longest without work.
+#[test]
+fn an_honest_leecher_evicts_an_idle_hello_from_a_full_table() {
+    download_under(idle_hellos, 40, 8, |c| c.welcomed.load(Relaxed) >= 256);
 }
