@@ -43,10 +43,25 @@ impl Seeding {
         let (ip, advertised_port) = advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
         let announcer = Announcer {
             client,
-            library,
+            library: library.clone(),
             peer: peer_info(advertised_port.unwrap_or(port), ip),
         };
-        let announcer = tokio::spawn(announcer.run(cancel.child_token()));
+        let stop = cancel.child_token();
+        let announcer = tokio::spawn(async move {
+            // A leecher's library is empty until its manifest is verified: nothing to register
+            // (or heartbeat) before.
+            loop {
+                let changed = library.changed();
+                if !library.entries().is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = changed => {}
+                }
+            }
+            announcer.run(stop).await
+        });
         Ok(Seeding {
             port,
             cancel,

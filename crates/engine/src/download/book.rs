@@ -103,3 +103,23 @@ impl PeerBook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_listing_us_is_not_a_peer() {
+        let mut book = PeerBook::new(Some(7000));
+        let us = SocketAddr::from(([127, 0, 0, 1], 7000));
+        // Same port on an address of another host (TEST-NET-1), and another port here.
+        let elsewhere = SocketAddr::from(([192, 0, 2, 1], 7000));
+        let other_port = SocketAddr::from(([127, 0, 0, 1], 7001));
+        book.add(&[us, elsewhere, other_port]);
+        assert_eq!(book.ready(Instant::now()), vec![other_port, elsewhere]);
+        // Without a serving port, every address is a peer.
+        let mut book = PeerBook::new(None);
+        book.add(&[us]);
+        assert_eq!(book.ready(Instant::now()), vec![us]);
+    }
+}
