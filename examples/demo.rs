@@ -3,7 +3,8 @@
 //! A scripted tour of the whole suite on 127.0.0.1, with the real programs: it builds `tracker`,
 //! `seeder` and `leecher`, generates a file in a temporary folder, starts a tracker, three seeders
 //! and a leecher, checks the download's SHA-256 against the source, stops the seeders and lets a
-//! second leecher fetch the file from the first one alone. Every wait is on a line a program
+//! second leecher fetch the file from the first one alone, then starts three leechers together that
+//! trade chunks with each other while they download. Every wait is on a line a program
 //! prints or on its exit, never a sleep. Whatever happens (success, failure, Ctrl-C) every child
 //! is stopped and the temporary folder removed before the demo exits.
 
@@ -232,6 +233,41 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
 
     step("verifying leecher2's copy");
     verify(&source_hash, &leecher2_dir.join(NAME))?;
+
+    step(
+        "three more leechers start together with leecher1 as the only seeder; each serves the chunks it has verified to the others while it downloads: leecher --no-seed ID"
+    );
+    let mut swarm = Vec::new();
+    for i in 3..6 {
+        let label = format!("leecher{i}");
+        let folder = dir.join(&label);
+        std::fs::create_dir(&folder)?;
+        swarm.push(procs.spawn(
+            &label,
+            &bins.join("leecher"),
+            &["--no-seed", &id],
+            &folder,
+            Echo::BOTH,
+        )?);
+    }
+    for &p in &swarm {
+        let status = procs[p].wait_exit().await?;
+        ensure!(status.success(), "{} exited with {status}", procs[p].label);
+        let summary = procs[p]
+            .wait_line(Stream::Err, "downloaded ...", |l| {
+                l.contains("from seeders: ")
+            })
+            .await?;
+        let sources = summary
+            .split("; ")
+            .find(|part| part.starts_with("from seeders: "));
+        println!(
+            "    {}: {}",
+            procs[p].label,
+            sources.ok_or_else(|| anyhow!("no sources in {summary:?}"))?
+        );
+        verify(&source_hash, &dir.join(&procs[p].label).join(NAME))?;
+    }
 
     step("stopping leecher1 and the tracker with Ctrl-C (SIGINT)");
     for p in [leecher1, tracker] {

@@ -6,7 +6,8 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use shoal_proto::manifest::MIN_CHUNK_SIZE;
 use shoal_proto::peer::{
-    decode_frame, decode_head, encode_frame, max_frame_for_chunk_size, split_frame,
+    decode_bitfield, decode_frame, decode_head, encode_bitfield, encode_frame,
+    max_frame_for_chunk_size, split_frame, Header,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
         let Ok(frame) = decode_frame(body) else {
             continue;
         };
+        if frame.header == Header::Bitfield {
+            // A Bitfield from the network, for files of a few sizes: refused or read back.
+            for n in [0, 1, 9, 64, 1000] {
+                if let Some(has) = decode_bitfield(&frame.payload, n) {
+                    assert_eq!(decode_bitfield(&encode_bitfield(&has), n), Some(has));
+                }
+            }
+        }
         let mut out = BytesMut::new();
         encode_frame(&frame, &mut out);
         let body = split_frame(&mut out, max).unwrap().unwrap();

@@ -220,6 +220,9 @@ pub enum Mode {
     /// Serves this many chunks in all (through its gate), then on the next request closes every
     /// connection and stops listening, as a killed process would.
     DieAfter(u32),
+    /// Speaks protocol 1: refuses every other version's hello as protocol 1 did (a bare
+    /// `VersionMismatch`), and counts the refusal as garbage.
+    ProtocolV1,
 }
 
 struct PeerState {
@@ -450,6 +453,16 @@ async fn answer(
     st: &PeerState,
 ) -> io::Result<()> {
     let file = match rx.recv().await {
+        Some(Header::Hello { version, .. })
+            if matches!(st.mode, Mode::ProtocolV1) && version != 1 =>
+        {
+            st.events.update(|c| c.garbage += 1);
+            let reject = Header::Reject {
+                index: None,
+                reason: RejectReason::VersionMismatch,
+            };
+            return send(wr, &reject, &[]).await;
+        }
         Some(Header::Hello { file, .. }) => match st.files.get(&file) {
             Some(f) => f.clone(),
             None => {
@@ -464,8 +477,16 @@ async fn answer(
     };
     let welcome = Header::Welcome {
         version: PROTOCOL_VERSION,
+        complete: true,
     };
     send(wr, &welcome, &[]).await?;
+    // Protocol 2: the client's Bitfield, then ours (every chunk: these peers play seeders).
+    match rx.recv().await {
+        Some(Header::Bitfield) => {}
+        _ => return Ok(()),
+    }
+    let all = vec![true; file.manifest.num_chunks() as usize];
+    send(wr, &Header::Bitfield, &peer::encode_bitfield(&all)).await?;
     while let Some(header) = rx.recv().await {
         let index = match header {
             Header::GetManifest if !matches!(st.mode, Mode::Silent) => {
@@ -477,7 +498,7 @@ async fn answer(
         };
         st.events.update(|c| c.requests += 1);
         match &st.mode {
-            Mode::Silent | Mode::StallChunks => {}
+            Mode::Silent | Mode::StallChunks | Mode::ProtocolV1 => {}
             Mode::Honest => {
                 st.gate.pass().await;
                 serve_chunk(wr, &file, index, false, st).await?;

@@ -390,7 +390,7 @@ impl Swarm {
         p
     }
 
-    fn env(&self) -> [(&str, &str); 1] {
+    pub fn env(&self) -> [(&str, &str); 1] {
         [("P2P_TRACKER", self.tracker_addr.as_str())]
     }
 
@@ -427,10 +427,13 @@ impl Swarm {
     }
 
     /// Starts a leecher that downloads and then keeps seeding, and waits until it has registered
-    /// its file with the tracker.
+    /// with the tracker (it does so while downloading) and finished its download.
     pub fn seeding_leecher_in(&self, cwd: &Path, args: &[&str]) -> Proc {
         let p = self.leecher_in(cwd, args);
         p.wait_stderr("registered with the tracker");
+        p.wait_line(false, "the line saying it seeds", |l| {
+            l.contains(" seeding ") && l.contains("Ctrl-C to stop")
+        });
         p
     }
 
@@ -465,7 +468,13 @@ impl Swarm {
 /// How many files a seeder command line names (its positional arguments). Keep `WITH_VALUE` in
 /// step with the seeder's options that take a value, or `seeder_in` waits for a line too many.
 fn seeder_files(args: &[&str]) -> usize {
-    const WITH_VALUE: [&str; 4] = ["--tracker", "--port", "--chunk-size", "--advertise"];
+    const WITH_VALUE: [&str; 5] = [
+        "--tracker",
+        "--port",
+        "--chunk-size",
+        "--advertise",
+        "--max-upload-rate",
+    ];
     let mut n = 0;
     let mut it = args.iter();
     while let Some(a) = it.next() {

@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use shoal_proto::peer::{self, Frame, FrameError, Header, RejectReason, PROTOCOL_VERSION};
-use shoal_proto::{FileId, Manifest};
+use shoal_proto::peer::{
+    self, Frame, FrameError, Header, RejectReason, HEADER_ROOM, PROTOCOL_V1, PROTOCOL_VERSION,
+};
+use shoal_proto::{ChunkIndex, FileId, Manifest};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 use crate::pool::{BufferPool, PooledBuf};
+use crate::rate::RateLimit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -33,6 +36,10 @@ pub enum ConnError {
     TooSlow { bytes: usize, window: Duration },
     #[error("the peer refused: {0}")]
     Rejected(RejectReason),
+    #[error("peer {addr} speaks protocol {theirs}, this leecher speaks {PROTOCOL_VERSION}")]
+    Version { addr: SocketAddr, theirs: u16 },
+    #[error("the peer sent a bitfield that does not fit the file")]
+    BadBitfield,
     #[error("unexpected {0:?} frame")]
     Unexpected(Header),
     #[error("the peer's manifest does not match the file id")]
@@ -89,6 +96,8 @@ pub async fn next_frame(reader: &mut FrameReader, limit: Duration) -> Result<Fra
 pub struct FrameWriter {
     inner: OwnedWriteHalf,
     queued: BytesMut,
+    /// `--max-upload-rate`: payloads (chunks, manifests) are charged here before they go.
+    limit: Option<Arc<RateLimit>>,
 }
 
 impl FrameWriter {
@@ -96,7 +105,12 @@ impl FrameWriter {
         FrameWriter {
             inner,
             queued: BytesMut::with_capacity(256),
+            limit: None,
         }
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Arc<RateLimit>>) {
+        self.limit = limit;
     }
 
     /// Queues a frame without payload; [`FrameWriter::flush`] sends it.
@@ -119,6 +133,10 @@ impl FrameWriter {
 
     /// Sends queued frames, then `header` and `payload`, in as few writes as the kernel allows.
     pub async fn send_payload(&mut self, header: &Header, payload: &[u8]) -> io::Result<()> {
+        if let Some(limit) = &self.limit {
+            // Paid before it goes, all at once: the bucket's debt keeps the average.
+            limit.take(payload.len()).await;
+        }
         peer::encode_head(header, payload.len(), &mut self.queued);
         let (mut head, mut body) = (&self.queued[..], payload);
         while !head.is_empty() || !body.is_empty() {
@@ -139,7 +157,8 @@ impl FrameWriter {
 
     /// Sends queued frames, then `header` and `len` bytes of `file` from `offset`, straight from
     /// the page cache to the socket (`sendfile`): no copy through user space, no buffer. The head
-    /// goes with `MSG_MORE` so the kernel packs it with the data.
+    /// goes with `MSG_MORE` so the kernel packs it with the data. Under an upload limit the data
+    /// still goes by `sendfile`, in slices the bucket allows.
     pub async fn send_file(
         &mut self,
         header: &Header,
@@ -179,12 +198,23 @@ impl FrameWriter {
         self.queued.clear();
         let mut off = offset as libc::off_t;
         let end = (offset + len as u64) as libc::off_t;
+        // How far this slice may go: all of it without a limit.
+        let mut allowed = if self.limit.is_some() { off } else { end };
         while off < end {
+            if off == allowed {
+                let limit = self
+                    .limit
+                    .as_ref()
+                    .expect("only a limit stops short of the end");
+                let step = (limit.slice() as libc::off_t).min(end - off);
+                limit.take(step as usize).await;
+                allowed += step;
+            }
             stream.writable().await?;
             // SAFETY: sendfile(2) between two descriptors we hold; `off` is a live off_t.
             let sent = stream.try_io(Interest::WRITABLE, || {
                 let n = unsafe {
-                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (end - off) as usize)
+                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (allowed - off) as usize)
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())
@@ -250,6 +280,8 @@ pub struct FrameSource {
     inner: OwnedReadHalf,
     staged: BytesMut,
     max_frame: usize,
+    /// `--max-download-rate`: every byte read is charged here, in reads no larger than a slice.
+    limit: Option<Arc<RateLimit>>,
 }
 
 /// Staging buffer for heads and small frames; payloads larger than what is staged bypass it.
@@ -261,11 +293,30 @@ impl FrameSource {
             inner,
             staged: BytesMut::with_capacity(STAGING),
             max_frame,
+            limit: None,
         }
     }
 
     pub fn set_max_frame(&mut self, max: usize) {
         self.max_frame = max;
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Arc<RateLimit>>) {
+        self.limit = limit;
+    }
+
+    /// The most one read may take: a slice of the bucket, or `want`.
+    fn read_size(&self, want: usize) -> usize {
+        self.limit.as_ref().map_or(want, |l| want.min(l.slice()))
+    }
+
+    /// Pays for `n` bytes just read; the wait is ours, not the peer's, so the watchdog skips it.
+    async fn pay(&self, n: usize, dog: &mut Watchdog) {
+        if let Some(limit) = &self.limit {
+            let start = tokio::time::Instant::now();
+            limit.take(n).await;
+            dog.exclude(start.elapsed());
+        }
     }
 
     /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one
@@ -285,13 +336,22 @@ impl FrameSource {
             }
             self.staged
                 .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
-            if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+            let room = self.read_size(self.staged.capacity() - self.staged.len());
+            let n = dog
+                .read(
+                    (&mut self.inner)
+                        .take(room as u64)
+                        .read_buf(&mut self.staged),
+                )
+                .await?;
+            if n == 0 {
                 return Err(if self.staged.is_empty() {
                     ConnError::Closed
                 } else {
                     ConnError::Truncated
                 });
             }
+            self.pay(n, &mut dog).await;
         };
         let _ = self.staged.split_to(head.head_len);
         let len = head.payload_len;
@@ -303,19 +363,31 @@ impl FrameSource {
                 let mut filled = len.min(self.staged.len());
                 buf[..filled].copy_from_slice(&self.staged.split_to(filled));
                 while filled < len {
-                    match dog.read(self.inner.read(&mut buf[filled..])).await? {
-                        0 => return Err(ConnError::Truncated),
-                        n => filled += n,
+                    let to = filled + self.read_size(len - filled);
+                    let n = dog.read(self.inner.read(&mut buf[filled..to])).await?;
+                    if n == 0 {
+                        return Err(ConnError::Truncated);
                     }
+                    filled += n;
+                    self.pay(n, &mut dog).await;
                 }
                 Payload::Chunk(buf)
             }
             _ => {
                 while self.staged.len() < len {
                     self.staged.reserve(len - self.staged.len());
-                    if dog.read(self.inner.read_buf(&mut self.staged)).await? == 0 {
+                    let room = self.read_size(len - self.staged.len());
+                    let n = dog
+                        .read(
+                            (&mut self.inner)
+                                .take(room as u64)
+                                .read_buf(&mut self.staged),
+                        )
+                        .await?;
+                    if n == 0 {
                         return Err(ConnError::Truncated);
                     }
+                    self.pay(n, &mut dog).await;
                 }
                 Payload::Bytes(self.staged.split_to(len).freeze())
             }
@@ -348,6 +420,11 @@ impl Watchdog {
         self.bytes = 0;
     }
 
+    /// Time spent waiting on our own rate limit is not the peer's: the window moves on by it.
+    fn exclude(&mut self, waited: std::time::Duration) {
+        self.start += waited;
+    }
+
     /// Awaits one read, failing if a window ends with too little progress.
     async fn read(
         &mut self,
@@ -374,19 +451,33 @@ impl Watchdog {
     }
 }
 
-/// The client side of a peer connection, after a successful hello.
+/// Largest frame a peer may send once the manifest is known: a chunk, or a Bitfield.
+pub fn max_frame_for(manifest: &Manifest) -> usize {
+    peer::max_frame_for_chunk_size(manifest.chunk_size())
+        .max(HEADER_ROOM + manifest.num_chunks().div_ceil(8) as usize)
+}
+
+/// The client side of a peer connection, after a successful hello and exchange of Bitfields.
 pub struct PeerConn {
     pub addr: SocketAddr,
     pub reader: FrameSource,
     pub writer: FrameWriter,
+    /// The peer had every chunk when it welcomed us.
+    pub complete: bool,
+    /// The peer's Bitfield payload (decoded once the manifest is known).
+    pub bitfield: Bytes,
+    /// Chunks the peer announced while we waited for the manifest.
+    pub early_haves: Vec<ChunkIndex>,
 }
 
 impl PeerConn {
-    /// Connects, says hello for `file` and waits for the welcome, all within `limit`.
+    /// Connects, says hello for `file`, waits for the welcome and trades Bitfields (`ours`: the
+    /// payload of ours), all within `limit`.
     pub async fn connect(
         addr: SocketAddr,
         file: FileId,
         limit: Duration,
+        ours: &[u8],
     ) -> Result<PeerConn, ConnError> {
         let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
@@ -398,6 +489,9 @@ impl PeerConn {
             addr,
             reader: FrameSource::new(r, peer::MAX_FRAME_LEN),
             writer: FrameWriter::new(w),
+            complete: false,
+            bitfield: Bytes::new(),
+            early_haves: Vec::new(),
         };
         conn.writer
             .send(&Header::Hello {
@@ -406,10 +500,35 @@ impl PeerConn {
             })
             .await?;
         match conn.reader.next(limit, None).await?.0 {
-            Header::Welcome { .. } => Ok(conn),
-            Header::Reject { reason, .. } => Err(ConnError::Rejected(reason)),
-            other => Err(ConnError::Unexpected(other)),
+            Header::Welcome { complete, .. } => conn.complete = complete,
+            Header::Reject {
+                index: None,
+                reason: RejectReason::VersionMismatch,
+            } => {
+                // Only protocol 1 answers with the bare mismatch.
+                return Err(ConnError::Version {
+                    addr,
+                    theirs: PROTOCOL_V1,
+                });
+            }
+            Header::Reject {
+                index: None,
+                reason: RejectReason::WrongVersion { ours },
+            } => return Err(ConnError::Version { addr, theirs: ours }),
+            Header::Reject { reason, .. } => return Err(ConnError::Rejected(reason)),
+            other => return Err(ConnError::Unexpected(other)),
         }
+        conn.writer.send_payload(&Header::Bitfield, ours).await?;
+        match conn.reader.next(limit, None).await? {
+            (Header::Bitfield, Payload::Bytes(bits)) => conn.bitfield = bits,
+            (other, _) => return Err(ConnError::Unexpected(other)),
+        }
+        Ok(conn)
+    }
+
+    /// The peer's Bitfield as a have-set of the file `manifest` describes.
+    pub fn peer_has(&self, manifest: &Manifest) -> Result<Vec<bool>, ConnError> {
+        peer::decode_bitfield(&self.bitfield, manifest.num_chunks()).ok_or(ConnError::BadBitfield)
     }
 
     /// Fetches the manifest and checks it against `file`: a peer cannot make us trust anything else.
@@ -419,17 +538,25 @@ impl PeerConn {
         limit: Duration,
     ) -> Result<Manifest, ConnError> {
         self.writer.send(&Header::GetManifest).await?;
-        match self.reader.next(limit, None).await? {
-            (Header::Manifest, Payload::Bytes(bytes)) => {
-                let manifest =
-                    Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
-                // From now on no honest frame is larger than one chunk and its header.
-                self.reader
-                    .set_max_frame(peer::max_frame_for_chunk_size(manifest.chunk_size()));
-                Ok(manifest)
+        loop {
+            match self.reader.next(limit, None).await? {
+                (Header::Manifest, Payload::Bytes(bytes)) => {
+                    let manifest =
+                        Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
+                    // From now on no honest frame is larger than one chunk (or a Bitfield).
+                    self.reader.set_max_frame(max_frame_for(&manifest));
+                    return Ok(manifest);
+                }
+                // A peer that is downloading too gains chunks meanwhile.
+                (Header::Have { index }, _) => self.early_haves.push(index),
+                (Header::Bitfield, Payload::Bytes(bits)) => {
+                    self.bitfield = bits;
+                    self.early_haves.clear();
+                }
+                (Header::Cancel { .. }, _) => {}
+                (Header::Reject { reason, .. }, _) => return Err(ConnError::Rejected(reason)),
+                (other, _) => return Err(ConnError::Unexpected(other)),
             }
-            (Header::Reject { reason, .. }, _) => Err(ConnError::Rejected(reason)),
-            (other, _) => Err(ConnError::Unexpected(other)),
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The shoal peer engine on tokio: everything that does I/O.
 //!
-//! - [`store`]: hashing files into manifests, the files a peer shares, the `.part` file a
-//!   download writes into.
+//! - [`store`]: hashing files into manifests, the chunks a peer can vouch for, the files a peer
+//!   shares (complete or being downloaded), the `.part` file a download writes into.
 //! - [`fsafe`]: the file-system checks that keep anything unverified or unintended from standing
 //!   under a final name (`.part` names, what is written through, the final rename).
 //! - [`conn`]: framed peer connections over TCP.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
+//! - [`admission`]: which connections a server takes: caps in total and per source, idleness.
+//! - [`rate`]: the token bucket behind `--max-upload-rate` and `--max-download-rate`.
+//! - [`advert`]: what the server tells each client about the chunks it has.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
@@ -16,11 +19,14 @@
 //! - [`seeding`]: serving a library and keeping it registered.
 //! - [`support`]: logging and signals for the command-line programs.
 
+pub mod admission;
+pub mod advert;
 pub mod conn;
 pub mod discovery;
 pub mod download;
 pub mod fsafe;
 pub mod pool;
+pub mod rate;
 pub mod reveal;
 pub mod scheduler;
 pub mod seeding;

@@ -1,5 +1,6 @@
 //! Sharing a [`Library`]: a chunk server on a TCP port plus an [`Announcer`] that keeps the files
-//! registered with the tracker. Used by the seeder, and by the leecher once its file is complete.
+//! registered with the tracker. Used by the seeder, and by the leecher from the moment its
+//! download's manifest is verified (partial seeding).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::rate::RateLimit;
 use crate::store::Library;
 use crate::tracker_client::{peer_info, Announcer, TrackerClient};
 
@@ -21,27 +23,45 @@ pub struct Seeding {
 impl Seeding {
     /// Starts serving on `listener` (from [`crate::server::bind`], bound early so a busy port is
     /// reported before any long work) and registering with the tracker, as the tracker sees us
-    /// or as `advertise` (an address, and optionally a port, for NAT and multi-homed hosts) says.
+    /// or as `advertise` (an address, and optionally a port, for NAT and multi-homed hosts) says;
+    /// `upload` is the process's `--max-upload-rate`.
     pub fn start(
         library: Arc<Library>,
         client: Arc<TrackerClient>,
         listener: tokio::net::TcpListener,
         advertise: Option<(IpAddr, Option<u16>)>,
+        upload: Option<Arc<RateLimit>>,
     ) -> std::io::Result<Seeding> {
         let port = listener.local_addr()?.port();
         let cancel = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
             listener,
             library.clone(),
+            upload,
             cancel.child_token(),
         ));
         let (ip, advertised_port) = advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
         let announcer = Announcer {
             client,
-            library,
+            library: library.clone(),
             peer: peer_info(advertised_port.unwrap_or(port), ip),
         };
-        let announcer = tokio::spawn(announcer.run(cancel.child_token()));
+        let stop = cancel.child_token();
+        let announcer = tokio::spawn(async move {
+            // A leecher's library is empty until its manifest is verified: nothing to register
+            // (or heartbeat) before.
+            loop {
+                let changed = library.changed();
+                if !library.entries().is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = changed => {}
+                }
+            }
+            announcer.run(stop).await
+        });
         Ok(Seeding {
             port,
             cancel,

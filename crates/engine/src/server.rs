@@ -1,29 +1,38 @@
-//! Serves chunks of the files in a [`Library`] to other peers over TCP.
+//! Serves chunks of the files in a [`Library`] to other peers over TCP: complete files, and
+//! downloads in progress (only their verified chunks, announced with `Have` as they come). A
+//! complete file advertises what its reveal policy ([`crate::reveal`]) says.
 //!
-//! Every connection is bounded: a cap on connections (a semaphore), a small maximum frame size for
-//! what clients send (they only ever send control frames), a cap on requests waiting to be served,
-//! and a deadline for the hello.
+//! Every connection is bounded: admission (a cap in total and per source address, see
+//! [`crate::admission`]), a small maximum frame size for what clients send (they only ever send
+//! control frames), a cap on requests waiting to be served, a short deadline for the hello and
+//! another for idleness that only work resets.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use shoal_proto::peer::{Header, RejectReason, PROTOCOL_VERSION};
+use shoal_proto::peer::{self, Header, RejectReason, PROTOCOL_V1, PROTOCOL_VERSION};
 use shoal_proto::ChunkIndex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Slot};
+use crate::advert::Client;
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
+use crate::rate::RateLimit;
 use crate::store::{Library, ServeError, SharedFile};
 
-/// Most connections served at once; more wait in the kernel's backlog.
+/// Most connections served at once; more are accepted and closed at once (or evict one, see
+/// [`crate::admission`]), never left waiting in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
-/// Largest frame a client may send us: control frames only.
+/// Most connections from one source address: a few addresses cannot fill the table.
+pub const MAX_PER_SOURCE: usize = 8;
+/// Largest frame a client may send us before the hello: control frames only (after it, a
+/// Bitfield of the file's chunks too).
 const MAX_CLIENT_FRAME: usize = 256;
 /// Requests taken off a connection's socket at most, the one being answered included; the chunks
 /// of the others are read ahead from the disk meanwhile.
@@ -31,21 +40,40 @@ const MAX_QUEUED: usize = 8;
 /// ... and at most this many bytes of chunks queued, so that large chunks are not read so far
 /// ahead (over up to [`MAX_CONNECTIONS`] connections) that the cache drops them before they go.
 const QUEUED_BYTES: usize = 4 << 20;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first frame must come this soon after the connection is accepted: an honest client sends
+/// it at once, and a silent connection holds a slot no longer than this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// A client must take each answer (a chunk, the manifest) off our hands within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A client that asks for nothing for this long is disconnected.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A client that asks for nothing (no request, no manifest) for this long is disconnected; frames
+/// that carry no work (Have, Bitfield, Cancel) do not count. Reconnecting is cheap for a client
+/// that wants something again.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Accepts connections on `listener` until `cancel` fires, then waits for open ones to end.
-pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// `upload`: the process's `--max-upload-rate`, shared by every connection.
+pub async fn serve(
+    listener: TcpListener,
+    library: Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
+    cancel: CancellationToken,
+) {
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
+    serve_admitting(listener, library, upload, cancel, admission).await;
+}
+
+/// [`serve`] with its admission table given: tests use smaller caps and deadlines.
+async fn serve_admitting(
+    listener: TcpListener,
+    library: Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
+    cancel: CancellationToken,
+    admission: Arc<Admission>,
+) {
     let tasks = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
+        // Accept eagerly, whatever the table holds: the excess is closed here at once instead of
+        // waiting in the backlog in front of honest peers.
         let (stream, addr) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -58,20 +86,28 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
                 }
             },
         };
-        let library = library.clone();
+        let slot = match admission.admit(addr.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(peer = %addr, "connection refused: {why}");
+                refuse(&stream);
+                continue;
+            }
+        };
+        let (library, upload) = (library.clone(), upload.clone());
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
-                // Every await of a connection gives way to shutdown.
+                // Every await of a connection gives way to shutdown and to eviction.
                 let served = tokio::select! {
                     _ = cancel.cancelled() => Ok(()),
-                    r = serve_conn(stream, &library) => r,
+                    _ = slot.evicted().cancelled() => Err(ConnError::Rejected(RejectReason::Busy)),
+                    r = serve_conn(stream, &library, upload, &slot) => r,
                 };
                 match served {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::debug!("connection ended: {e}"),
                 }
-                drop(permit);
             }
             .instrument(tracing::debug_span!("serve", peer = %addr)),
         );
@@ -80,31 +116,65 @@ pub async fn serve(listener: TcpListener, library: Arc<Library>, cancel: Cancell
     tasks.wait().await;
 }
 
-async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), ConnError> {
+/// Tells a connection we will not serve that we are busy, if its socket takes the frame at once
+/// (never waits: the accept loop must not stall on a hostile peer), and closes it.
+fn refuse(stream: &TcpStream) {
+    let mut frame = bytes::BytesMut::new();
+    let busy = Header::Reject {
+        index: None,
+        reason: RejectReason::Busy,
+    };
+    peer::encode_head(&busy, 0, &mut frame);
+    let _ = stream.try_write(&frame);
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    library: &Arc<Library>,
+    upload: Option<Arc<RateLimit>>,
+    slot: &Slot,
+) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
+    writer.set_limit(upload);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
-    let Some(file) = hello
+    let Some(mut peer) = hello
         .await
         .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??
     else {
         return Ok(());
     };
+    let file = peer.file.clone();
     // Requests are answered one at a time, in order. Requests the client has already pipelined
     // are taken off the socket as soon as they are there (a few, see MAX_QUEUED and
     // QUEUED_BYTES), so that their chunks can be read from the disk (prefetched) while earlier
     // ones are sent; the rest wait in the socket, so a client can never make us hold more than
     // that. A connection that ends, or sends something malformed, still has what it asked for
     // before answered. Each answer must be taken off our hands within WRITE_TIMEOUT: a client
-    // that stops reading gives its connection slot back.
+    // that stops reading gives its connection slot back. Chunks the file gains meanwhile (a
+    // download in progress) are announced with `Have` between answers, or at once when idle.
     let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
     let mut queue = VecDeque::with_capacity(most);
     let mut ended = None;
+    let mut news = file.news();
     loop {
-        if queue.is_empty() {
+        while queue.is_empty() {
             if let Some(why) = ended {
                 return Err(why);
             }
-            queue.push_back(next_frame(&mut reader, IDLE_TIMEOUT).await?);
+            // Only work moves the idle deadline: neither the client's Have nor our news does.
+            tokio::select! {
+                _ = tokio::time::sleep_until(slot.idle_deadline()) => {
+                    return Err(ConnError::Timeout(slot.idle()));
+                }
+                frame = reader.next() => queue.push_back(frame.ok_or(ConnError::Closed)??),
+                Ok(()) = news.changed(), if peer.follows_news() => {
+                    news.borrow_and_update();
+                    peer.announce_news(&mut writer);
+                    tokio::time::timeout(WRITE_TIMEOUT, writer.flush())
+                        .await
+                        .map_err(|_| ConnError::Timeout(WRITE_TIMEOUT))??;
+                }
+            }
         }
         while ended.is_none() && queue.len() < most {
             match reader.next().now_or_never() {
@@ -113,39 +183,69 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
                 Some(Some(Err(e))) => ended = Some(e),
                 Some(Some(Ok(frame))) => {
                     if let Header::Request { index } = frame.header {
-                        file.prefetch(index);
+                        if file.has(index) {
+                            file.prefetch(index);
+                        }
                     }
                     queue.push_back(frame);
                 }
             }
         }
+        if news.has_changed().unwrap_or(false) && peer.follows_news() {
+            news.borrow_and_update();
+            peer.announce_news(&mut writer);
+        }
         let frame = queue.pop_front().expect("the queue was filled above");
+        let work = matches!(frame.header, Header::Request { .. } | Header::GetManifest);
+        if work {
+            slot.worked();
+        }
         let answer = async {
             match frame.header {
-                Header::Request { index } => send_chunk(&file, library, index, &mut writer).await,
-                Header::GetManifest => Ok(writer
-                    .send_payload(&Header::Manifest, &file.manifest_bytes)
-                    .await?),
-                // Reserved for partial seeding: nothing to do yet.
-                Header::Cancel { .. } | Header::Have { .. } | Header::Bitfield => Ok(()),
-                other => Err(ConnError::Unexpected(other)),
+                Header::Request { index } => {
+                    if send_chunk(&file, library, index, &mut writer).await? {
+                        peer.served(index, &mut writer);
+                    }
+                }
+                Header::GetManifest => {
+                    writer
+                        .send_payload(&Header::Manifest, &file.manifest_bytes)
+                        .await?
+                }
+                Header::Have { index } => peer.client_have(index, &mut writer),
+                // The client's have-set is only advice for the reveal policy: a second Bitfield
+                // and a Cancel (we answer in order, so it comes too late anyway) change nothing.
+                Header::Cancel { .. } | Header::Bitfield => {}
+                other => return Err(ConnError::Unexpected(other)),
             }
+            // Haves a reveal queued go out now, not with the next answer.
+            writer.flush().await?;
+            Ok::<(), ConnError>(())
         };
         tokio::time::timeout(WRITE_TIMEOUT, answer)
             .await
             .map_err(|_| ConnError::Timeout(WRITE_TIMEOUT))??;
+        if work {
+            // An answer that took long to send is not idleness either.
+            slot.worked();
+        }
     }
 }
 
-/// Reads the hello and answers it: the file asked for, or `None` after a reject.
+/// Reads the hello and answers it, then trades Bitfields: the client of the file asked for, or
+/// `None` after a reject.
 async fn handshake(
     reader: &mut conn::FrameReader,
     writer: &mut FrameWriter,
     library: &Library,
-) -> Result<Option<Arc<SharedFile>>, ConnError> {
+) -> Result<Option<Client>, ConnError> {
     let reason = match next_frame(reader, HELLO_TIMEOUT).await?.header {
+        // The only refusal a protocol 1 peer can read.
+        Header::Hello { version, .. } if version == PROTOCOL_V1 => RejectReason::VersionMismatch,
         Header::Hello { version, .. } if version != PROTOCOL_VERSION => {
-            RejectReason::VersionMismatch
+            RejectReason::WrongVersion {
+                ours: PROTOCOL_VERSION,
+            }
         }
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => {
@@ -153,9 +253,22 @@ async fn handshake(
                 writer
                     .send(&Header::Welcome {
                         version: PROTOCOL_VERSION,
+                        complete: f.is_full(),
                     })
                     .await?;
-                return Ok(Some(f));
+                let n = f.manifest.num_chunks();
+                reader
+                    .decoder_mut()
+                    .set_max_frame(MAX_CLIENT_FRAME + n.div_ceil(8) as usize);
+                let frame = next_frame(reader, HELLO_TIMEOUT).await?;
+                let Header::Bitfield = frame.header else {
+                    return Err(ConnError::Unexpected(frame.header));
+                };
+                let client_has = peer::decode_bitfield(&frame.payload, n)
+                    .ok_or(ConnError::Rejected(RejectReason::Protocol))?;
+                let (client, ours) = Client::join(f, &client_has);
+                writer.send_payload(&Header::Bitfield, &ours).await?;
+                return Ok(Some(client));
             }
             None => RejectReason::UnknownFile,
         },
@@ -170,18 +283,21 @@ async fn handshake(
     Ok(None)
 }
 
-/// Sends one chunk from the page cache, or a reject. The file's size and modification time are
-/// checked before (reject) and after (drop the connection: what went out may be wrong, and the
-/// client's hash check will throw it away); a change withdraws the file.
+/// Sends one chunk from the page cache, or a reject; whether the chunk went out. A chunk this
+/// peer cannot vouch for (a download that has not verified it) is refused. The file's size and
+/// modification time are checked before (reject) and after (drop the connection: what went out
+/// may be wrong, and the client's hash check will throw it away); a change withdraws the file.
 async fn send_chunk(
     file: &SharedFile,
     library: &Library,
     index: ChunkIndex,
     writer: &mut FrameWriter,
-) -> Result<(), ConnError> {
+) -> Result<bool, ConnError> {
     let len = file.manifest.chunk_len(index);
     let reason = if len == 0 {
         Some(RejectReason::NoSuchChunk)
+    } else if !file.has(index) {
+        Some(RejectReason::NotHave)
     } else if file.check().is_err() {
         library.touch();
         Some(RejectReason::Unavailable)
@@ -195,7 +311,7 @@ async fn send_chunk(
                 reason,
             })
             .await?;
-        return Ok(());
+        return Ok(false);
     }
     let offset = file.manifest.offset(index);
     writer
@@ -205,7 +321,8 @@ async fn send_chunk(
         library.touch();
         return Err(ServeError::Changed.into());
     }
-    Ok(())
+    file.count_upload();
+    Ok(true)
 }
 
 /// Binds a TCP listener for serving on all interfaces: a dual-stack IPv6 socket (IPv4 peers
@@ -244,7 +361,126 @@ mod tests {
     use super::*;
     use crate::conn::{Payload, PeerConn};
     use crate::pool::BufferPool;
+    use shoal_proto::Manifest;
     use std::sync::atomic::AtomicU64;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A download in progress that has verified chunk 0 of three, served by a running server.
+    async fn partial_server() -> (Arc<SharedFile>, Vec<u8>, SocketAddr, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let data: Vec<u8> = (0..3 * 16 * 1024u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let manifest = Manifest::of_bytes(&data, 16 * 1024).unwrap();
+        let file = Arc::new(SharedFile::in_progress(
+            &dir.path().join("f"),
+            "f".into(),
+            manifest,
+            std::fs::File::open(&path).unwrap(),
+            &[true, false, false],
+        ));
+        let library = Library::new();
+        library.share(file.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(listener, library, None, cancel.clone()));
+        (file, data, addr, cancel)
+    }
+
+    /// A download in progress serves only what it verified: the rest is refused as `NotHave`
+    /// (whatever the `.part` holds there), and a chunk verified later is announced with `Have`
+    /// and then served.
+    #[tokio::test]
+    async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
+        let (file, data, addr, cancel) = partial_server().await;
+        let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+        assert!(!conn.complete);
+        assert_eq!(
+            conn.peer_has(&file.manifest).unwrap(),
+            vec![true, false, false]
+        );
+        conn.manifest(&file.id, LIMIT).await.unwrap();
+        let pool = BufferPool::new(2);
+        conn.writer
+            .send(&Header::Request {
+                index: ChunkIndex(1),
+            })
+            .await
+            .unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+            Header::Reject {
+                index: Some(ChunkIndex(1)),
+                reason: RejectReason::NotHave,
+            } => {}
+            other => panic!("expected NotHave for chunk 1, got {other:?}"),
+        }
+        file.add_verified(ChunkIndex(1));
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+            Header::Have {
+                index: ChunkIndex(1),
+            } => {}
+            other => panic!("expected Have for chunk 1, got {other:?}"),
+        }
+        conn.writer
+            .send(&Header::Request {
+                index: ChunkIndex(1),
+            })
+            .await
+            .unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
+            (Header::Chunk { index }, Payload::Chunk(buf)) => {
+                assert_eq!(index, ChunkIndex(1));
+                assert!(buf[..] == data[16 * 1024..32 * 1024]);
+            }
+            (other, _) => panic!("expected chunk 1, got {other:?}"),
+        }
+        assert_eq!(file.uploaded(), 1);
+        cancel.cancel();
+    }
+
+    /// A protocol 1 peer gets the one refusal it can read, and a leecher that meets a protocol 1
+    /// server says so in one sentence.
+    #[tokio::test]
+    async fn protocol_1_peers_are_told_and_named() {
+        let (file, _, addr, cancel) = partial_server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut hello = bytes::BytesMut::new();
+        peer::encode_head(
+            &Header::Hello {
+                version: 1,
+                file: file.id,
+            },
+            0,
+            &mut hello,
+        );
+        stream.write_all(&hello).await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        // Protocol 1's encoding of `Reject { index: None, reason: VersionMismatch }`.
+        assert_eq!(reply, [0, 0, 0, 3, 6, 0, 1]);
+        cancel.cancel();
+
+        // A protocol 1 server: refuses our hello the only way it knows.
+        let old = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let old_addr = old.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = old.accept().await.unwrap();
+            let mut hello = [0u8; 64];
+            let _ = s.read(&mut hello).await.unwrap();
+            s.write_all(&reply).await.unwrap();
+        });
+        let err = PeerConn::connect(old_addr, file.id, LIMIT, &[])
+            .await
+            .err()
+            .expect("a protocol 1 server refuses us");
+        assert_eq!(
+            err.to_string(),
+            format!("peer {old_addr} speaks protocol 1, this leecher speaks 2")
+        );
+    }
 
     /// A client that pipelines requests and then ends its side (cleanly, or with a malformed
     /// frame) still gets every chunk it asked for before.
@@ -259,11 +495,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, library.clone(), cancel.clone()));
+        let server = tokio::spawn(serve(listener, library.clone(), None, cancel.clone()));
         let pool = BufferPool::new(2);
 
         for malformed in [false, true] {
-            let mut conn = PeerConn::connect(addr, file.id, Duration::from_secs(10))
+            let mut conn = PeerConn::connect(addr, file.id, Duration::from_secs(10), &[])
                 .await
                 .unwrap();
             conn.manifest(&file.id, Duration::from_secs(10))
@@ -306,5 +542,150 @@ mod tests {
         }
         cancel.cancel();
         server.await.unwrap();
+    }
+
+    /// A server on 127.0.0.1 with `admission`, sharing a file of ten 16 KiB chunks.
+    async fn admitting_server(
+        admission: Arc<Admission>,
+    ) -> (
+        SocketAddr,
+        Arc<SharedFile>,
+        CancellationToken,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![7u8; 10 * 16 * 1024]).unwrap();
+        let library = Library::new();
+        let file = library.add(SharedFile::hash(&path, 16 * 1024, &AtomicU64::new(0)).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve_admitting(
+            listener,
+            library,
+            None,
+            cancel.clone(),
+            admission,
+        ));
+        (addr, file, cancel, dir)
+    }
+
+    /// Frames that carry no work (Have) do not keep a connection open, however often they come;
+    /// requests do, well past the idle deadline.
+    #[tokio::test]
+    async fn only_work_keeps_a_connection_open() {
+        let idle_limit = Duration::from_millis(500);
+        let (addr, file, cancel, _dir) = admitting_server(Admission::new(16, 8, idle_limit)).await;
+        let patience = Duration::from_secs(10);
+        let mut idle = PeerConn::connect(addr, file.id, patience, &[])
+            .await
+            .unwrap();
+        let mut busy = PeerConn::connect(addr, file.id, patience, &[])
+            .await
+            .unwrap();
+        let pool = BufferPool::new(2);
+        let have_only = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let _ = idle.writer.send(&Header::Have { index: ChunkIndex(0) }).await;
+                    }
+                    // What the server reveals (Have) is not an end; anything else is.
+                    r = idle.reader.next(patience, None) => match r {
+                        Ok((Header::Have { .. }, _)) => {}
+                        r => return r.map(|(h, _)| h),
+                    },
+                }
+            }
+        };
+        let mut served = 0;
+        let asking = async {
+            loop {
+                let index = ChunkIndex(served % 10);
+                busy.writer.send(&Header::Request { index }).await.unwrap();
+                loop {
+                    match busy.reader.next(patience, Some(&pool)).await {
+                        Ok((Header::Chunk { .. }, _)) => break,
+                        Ok((Header::Have { .. }, _)) => {}
+                        other => panic!("chunk {index}: {:?}", other.map(|(h, _)| h)),
+                    }
+                }
+                served += 1;
+                tokio::task::yield_now().await;
+            }
+        };
+        let ended = tokio::time::timeout(patience, async {
+            tokio::select! {
+                r = have_only => r,
+                _ = asking => unreachable!("asks forever"),
+            }
+        })
+        .await
+        .expect("a connection that sent only Have was never closed");
+        assert!(matches!(ended, Err(ConnError::Closed)), "{ended:?}");
+        // The connection that kept asking outlived the idle one, and is still served.
+        busy.writer
+            .send(&Header::Request {
+                index: ChunkIndex(0),
+            })
+            .await
+            .unwrap();
+        let next = loop {
+            match busy.reader.next(patience, Some(&pool)).await {
+                Ok((Header::Have { .. }, _)) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(next, Ok((Header::Chunk { .. }, _))));
+        assert!(served > 0);
+        cancel.cancel();
+    }
+
+    /// The connection over a source's cap is told "busy" and closed at once; another source is
+    /// served meanwhile.
+    #[tokio::test]
+    async fn a_source_over_its_cap_is_refused_and_others_are_not() {
+        let (addr, file, cancel, _dir) =
+            admitting_server(Admission::new(16, 2, Duration::from_secs(60))).await;
+        let patience = Duration::from_secs(10);
+        let from = |last: u8| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from(([127, 0, 0, last], 0)))
+                .unwrap();
+            conn::split(socket.connect(addr).await.unwrap(), 1 << 16)
+        };
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let (mut r, mut w) = from(2).await;
+            w.send(&Header::Hello {
+                version: PROTOCOL_VERSION,
+                file: file.id,
+            })
+            .await
+            .unwrap();
+            let welcome = next_frame(&mut r, patience).await.unwrap().header;
+            assert!(matches!(welcome, Header::Welcome { .. }), "{welcome:?}");
+            kept.push((r, w));
+        }
+        let (mut r, _w) = from(2).await;
+        let refused = next_frame(&mut r, patience).await.unwrap().header;
+        assert_eq!(
+            refused,
+            Header::Reject {
+                index: None,
+                reason: RejectReason::Busy
+            }
+        );
+        assert!(matches!(
+            next_frame(&mut r, patience).await,
+            Err(ConnError::Closed)
+        ));
+        PeerConn::connect(addr, file.id, patience, &[])
+            .await
+            .expect("another source is served");
+        cancel.cancel();
     }
 }

@@ -1,5 +1,6 @@
-//! The `leecher` command: finds a file through the tracker, downloads and verifies it, then keeps
-//! seeding it until Ctrl-C (unless `--no-seed`). `leecher --list` prints what the tracker knows.
+//! The `leecher` command: finds a file through the tracker, downloads and verifies it while
+//! serving the chunks it has verified to other peers, then keeps seeding it until Ctrl-C (unless
+//! `--no-seed`). `leecher --list` prints what the tracker knows.
 
 #![forbid(unsafe_code)]
 
@@ -14,8 +15,9 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
 use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
+use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
-use shoal_engine::store::{Library, SharedFile};
+use shoal_engine::store::Library;
 use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
 use shoal_engine::tracker_client::resolve;
 use shoal_proto::tracker::Filter;
@@ -50,7 +52,11 @@ struct Args {
     /// Exit as soon as the verified file is in place instead of seeding it.
     #[arg(long)]
     no_seed: bool,
-    /// TCP port to seed on afterwards (default: one the OS picks).
+    /// Serve nothing, neither while downloading nor afterwards, and do not register with the
+    /// tracker (implies --no-seed).
+    #[arg(long)]
+    no_upload: bool,
+    /// TCP port to serve on while downloading and afterwards (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// Register this address with the tracker instead of the one it sees.
@@ -68,6 +74,13 @@ struct Args {
     /// Chunk requests in flight per peer.
     #[arg(long, default_value_t = DownloadOptions::default().window)]
     window: usize,
+    /// Download at most this many bytes per second over all peers (suffixes K, M, G).
+    #[arg(long, value_name = "RATE")]
+    max_download_rate: Option<Rate>,
+    /// Upload at most this many bytes per second over all peers, while downloading and after
+    /// (suffixes K, M, G).
+    #[arg(long, value_name = "RATE")]
+    max_upload_rate: Option<Rate>,
 }
 
 pub fn main() -> ExitCode {
@@ -103,12 +116,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the output folder {} does not exist", args.out.display());
     }
     let entry = resolve(&client, &query).await?;
-    // Everything seeding needs is checked now, not after a long download.
-    let seed_with = if args.no_seed {
+    // Everything serving needs is checked now, not after a long download. Verified chunks are
+    // served from the start (partial seeding): the download joins the library once its manifest
+    // is verified, and the announcer registers it.
+    let library = Library::new();
+    let seeding = if args.no_upload {
         None
     } else {
-        let prepared = prepare(args.port, args.advertise.as_deref()).await;
-        Some(prepared.map_err(anyhow::Error::msg)?)
+        let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let port = advertise.and_then(|(_, p)| p);
+        let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
+        let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
+        tracing::info!(
+            port = seeding.port,
+            "serving; verified chunks go to other peers while we download"
+        );
+        Some((port.unwrap_or(seeding.port), seeding))
     };
     let opts = DownloadOptions {
         out_dir: args.out.clone(),
@@ -117,6 +142,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_peers: args.max_peers,
         stall_timeout: Duration::from_secs(args.stall_timeout),
         timeout: Duration::from_secs(args.timeout),
+        download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
+        serving_port: seeding.as_ref().map(|(port, _)| *port),
     };
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
@@ -133,17 +160,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             cancel.cancel();
         })
     };
-    let result = download(client.clone(), entry, opts, progress, cancel.clone()).await;
+    let share = seeding.as_ref().map(|_| library.clone());
+    let result = download(client.clone(), entry, opts, share, progress, cancel.clone()).await;
     let interrupted = cancel.is_cancelled();
     cancel.cancel();
     let _ = display.await;
     let summary = match result {
         Ok(s) => s,
-        Err(e @ DownloadError::Cancelled { .. }) if interrupted => {
-            eprintln!("leecher: {e}");
-            return Ok(ExitCode::from(130));
+        Err(e) => {
+            if let Some((_, seeding)) = seeding {
+                seeding.stop().await;
+            }
+            if interrupted && matches!(e, DownloadError::Cancelled { .. }) {
+                eprintln!("leecher: {e}");
+                return Ok(ExitCode::from(130));
+            }
+            return Err(e.into());
         }
-        Err(e) => return Err(e.into()),
     };
     if summary.already_had {
         eprintln!(
@@ -160,21 +193,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.path.display()
     );
     std::io::stdout().flush()?;
-    let Some((listener, advertise)) = seed_with else {
+    let Some((_, seeding)) = seeding else {
         return Ok(ExitCode::SUCCESS);
     };
-
-    // Keep sharing what we just verified, without hashing it again.
-    let library = Library::new();
-    let (path, name, manifest) = (
-        summary.path.clone(),
-        summary.name.clone(),
-        summary.manifest.clone(),
-    );
-    library.add(
-        tokio::task::spawn_blocking(move || SharedFile::verified(&path, name, manifest)).await??,
-    );
-    let seeding = Seeding::start(library, client, listener, advertise)?;
+    if args.no_seed {
+        seeding.stop().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The download's file is in the library already, complete now: no need to hash it again.
     tracing::info!(
         port = seeding.port,
         "seeding {}; Ctrl-C to stop",
@@ -207,6 +233,10 @@ fn summary_line(s: &Summary) -> String {
         } else {
             per_peer.join(" ")
         }
+    );
+    line += &format!(
+        "; from seeders: {} chunks, from leechers: {} chunks; uploaded {} chunks while downloading",
+        s.from_seeders, s.from_leechers, s.uploaded
     );
     if s.resumed_chunks > 0 {
         line += &format!(

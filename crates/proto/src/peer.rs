@@ -6,9 +6,12 @@
 //! buffer and the receiver slice it out of the read buffer without a copy.
 //!
 //! A connection opens with `Hello` (file id and version) answered by `Welcome` or `Reject`. Then
-//! the client asks `GetManifest` and `Request`s chunks, several in flight; the server answers each
-//! with `Chunk` or `Reject`, in order. `Have`, `Bitfield` and `Cancel` are reserved for partial
-//! seeding and decode today so that older peers can skip them later.
+//! the client sends one `Bitfield` of the chunks it has (empty before it knows the manifest), and
+//! the server answers with its own. Then the client asks `GetManifest` and `Request`s chunks,
+//! several in flight; the server answers each with `Chunk` or `Reject`, in order. Either side
+//! sends `Have` for every chunk it verifies later, at any time; `Have`, `Bitfield` and `Cancel`
+//! are never fatal. A peer that says another version's `Hello` gets a `Reject` it can read: the
+//! unit `VersionMismatch` of protocol 1 for a protocol 1 peer, `WrongVersion` for newer ones.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -16,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{MAX_CHUNK_SIZE, MAX_ENCODED_LEN};
 use crate::{ChunkIndex, FileId};
 
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The first version; its peers know [`RejectReason::VersionMismatch`] but not
+/// [`RejectReason::WrongVersion`].
+pub const PROTOCOL_V1: u16 = 1;
 /// Bytes of a frame besides its payload: room for any header, generously.
 pub const HEADER_ROOM: usize = 64;
 /// The hard maximum frame length (after the length prefix). Checked before any allocation.
@@ -45,9 +51,11 @@ pub enum Header {
         version: u16,
         file: FileId,
     },
-    /// The server has the file and speaks this version.
+    /// The server has the file and speaks this version; `complete`: it holds every chunk (it
+    /// may still advertise only some of them, see the reveal policy).
     Welcome {
         version: u16,
+        complete: bool,
     },
     GetManifest,
     /// Payload: the manifest's canonical encoding.
@@ -64,11 +72,12 @@ pub enum Header {
         index: Option<ChunkIndex>,
         reason: RejectReason,
     },
-    /// Reserved for partial seeding: the sender now has this chunk.
+    /// The sender now has this chunk (verified).
     Have {
         index: ChunkIndex,
     },
-    /// Reserved for partial seeding: payload is one bit per chunk, most significant bit first.
+    /// Payload: one bit per chunk the sender has, most significant bit first; shorter than the
+    /// file means the rest are missing (empty: nothing, or the manifest is not known yet).
     Bitfield,
     /// Reserved: the client no longer wants this chunk.
     Cancel {
@@ -95,6 +104,13 @@ pub enum RejectReason {
     Unavailable,
     Busy,
     Protocol,
+    /// A request for a chunk the server does not have (yet).
+    NotHave,
+    /// The hello's version is not ours, which is `ours` (protocol 2 on; protocol 1 peers get
+    /// [`RejectReason::VersionMismatch`], the only one they can read).
+    WrongVersion {
+        ours: u16,
+    },
 }
 
 impl std::fmt::Display for RejectReason {
@@ -106,8 +122,39 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Unavailable => "the peer can no longer serve this data",
             RejectReason::Busy => "the peer is busy",
             RejectReason::Protocol => "protocol violation",
+            RejectReason::NotHave => "the peer does not have this chunk",
+            RejectReason::WrongVersion { ours } => {
+                return write!(f, "the peer speaks protocol {ours}");
+            }
         })
     }
+}
+
+/// A have-set as a `Bitfield` payload: one bit per chunk, most significant bit first.
+pub fn encode_bitfield(has: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; has.len().div_ceil(8)];
+    for (i, _) in has.iter().enumerate().filter(|(_, h)| **h) {
+        out[i / 8] |= 0x80 >> (i % 8);
+    }
+    out
+}
+
+/// A `Bitfield` payload as a have-set of `num_chunks`: `None` if it is longer than the file
+/// needs or names a chunk past the end.
+pub fn decode_bitfield(bytes: &[u8], num_chunks: u32) -> Option<Vec<bool>> {
+    let n = num_chunks as usize;
+    if bytes.len() > n.div_ceil(8) {
+        return None;
+    }
+    let mut has = vec![false; n];
+    for (i, byte) in bytes.iter().enumerate() {
+        for bit in 0..8 {
+            if byte & (0x80 >> bit) != 0 {
+                *has.get_mut(i * 8 + bit)? = true;
+            }
+        }
+    }
+    Some(has)
 }
 
 /// One decoded frame. `payload` shares the read buffer.
@@ -249,6 +296,37 @@ mod tests {
         let body = split_frame(&mut out, MAX_FRAME_LEN).unwrap().unwrap();
         assert_eq!(decode_frame(body).unwrap(), frame);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn bitfields_round_trip_and_refuse_chunks_past_the_end() {
+        let has = [
+            true, false, false, true, true, false, false, false, true, true,
+        ];
+        let bytes = encode_bitfield(&has);
+        assert_eq!(bytes, vec![0b1001_1000, 0b1100_0000]);
+        assert_eq!(decode_bitfield(&bytes, 10).unwrap(), has);
+        // Shorter: the rest are missing.
+        assert_eq!(decode_bitfield(&[], 10).unwrap(), vec![false; 10]);
+        // A bit for chunk 10 of a 10-chunk file, or a byte too many.
+        assert_eq!(decode_bitfield(&[0, 0b0010_0000], 10), None);
+        assert_eq!(decode_bitfield(&[0, 0, 0], 10), None);
+    }
+
+    #[test]
+    fn a_protocol_1_reject_decodes_as_it_did() {
+        // Protocol 1's `Reject { index: None, reason: VersionMismatch }`: variant indices of
+        // `Header` and `RejectReason` must never move, so that old peers can read our answer.
+        let mut out = BytesMut::new();
+        encode_head(
+            &Header::Reject {
+                index: None,
+                reason: RejectReason::VersionMismatch,
+            },
+            0,
+            &mut out,
+        );
+        assert_eq!(&out[..], &[0, 0, 0, 3, 6, 0, 1]);
     }
 
     #[test]

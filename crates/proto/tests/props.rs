@@ -184,13 +184,16 @@ fn reject_reason() -> impl Strategy<Value = RejectReason> {
         Just(RejectReason::Unavailable),
         Just(RejectReason::Busy),
         Just(RejectReason::Protocol),
+        Just(RejectReason::NotHave),
+        any::<u16>().prop_map(|ours| RejectReason::WrongVersion { ours }),
     ]
 }
 
 fn header() -> impl Strategy<Value = Header> {
     prop_oneof![
         (any::<u16>(), file_id()).prop_map(|(version, file)| Header::Hello { version, file }),
-        any::<u16>().prop_map(|version| Header::Welcome { version }),
+        (any::<u16>(), any::<bool>())
+            .prop_map(|(version, complete)| Header::Welcome { version, complete }),
         Just(Header::GetManifest),
         Just(Header::Manifest),
         chunk_index().prop_map(|index| Header::Request { index }),
@@ -460,6 +463,16 @@ proptest! {
     }
 
     /// A frame longer than the maximum is refused from its prefix alone, before it has arrived.
+    #[test]
+    fn bitfields_round_trip(has in vec(any::<bool>(), 0..200), extra in 0u32..20) {
+        let bytes = peer::encode_bitfield(&has);
+        prop_assert_eq!(peer::decode_bitfield(&bytes, has.len() as u32), Some(has.clone()));
+        // A longer file: the same chunks, the rest missing.
+        let mut longer = has.clone();
+        longer.resize(has.len() + extra as usize, false);
+        prop_assert_eq!(peer::decode_bitfield(&bytes, longer.len() as u32), Some(longer));
+    }
+
     #[test]
     fn split_frame_refuses_over_max(frame in frame(), max in 0usize..64) {
         let wire = encode_frames(std::slice::from_ref(&frame));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_engine::discovery::choose_tracker;
+use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{init_logging, shutdown_signal};
@@ -43,6 +44,9 @@ struct Args {
     /// Register this address with the tracker instead of the one it sees (NAT, several networks).
     #[arg(long, value_name = "HOST[:PORT]")]
     advertise: Option<String>,
+    /// Upload at most this many bytes per second over all peers (suffixes K, M, G).
+    #[arg(long, value_name = "RATE")]
+    max_upload_rate: Option<Rate>,
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -107,7 +111,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
     // Before registering, so that a Ctrl-C from then on unregisters.
     let shutdown = shutdown_signal();
-    let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise)?;
+    let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
+    let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
     tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
     shutdown.await;
     tracing::info!("stopping");

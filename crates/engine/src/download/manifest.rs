@@ -72,7 +72,8 @@ async fn get_manifest(
     id: FileId,
     limit: Duration,
 ) -> Result<(Manifest, PeerConn), ConnError> {
-    let mut conn = PeerConn::connect(addr, id, limit).await?;
+    // We know nothing yet: an empty Bitfield.
+    let mut conn = PeerConn::connect(addr, id, limit, &[]).await?;
     let manifest = conn.manifest(&id, limit).await?;
     Ok((manifest, conn))
 }

@@ -25,8 +25,9 @@ use tracing::Instrument;
 
 use crate::fsafe::{self, Destination};
 use crate::pool::BufferPool;
+use crate::rate::RateLimit;
 use crate::scheduler::{PeerStats, Scheduler};
-use crate::store::{PartFile, StoreError};
+use crate::store::{Library, PartFile, SharedFile, StoreError};
 use crate::tracker_client::{TrackerClient, TrackerError};
 
 mod book;
@@ -53,6 +54,11 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Give up when no chunk has arrived from anyone for this long.
     pub timeout: Duration,
+    /// `--max-download-rate`: one bucket for every peer connection of the download.
+    pub download_rate: Option<Arc<RateLimit>>,
+    /// The port this peer serves on while it downloads, as registered with the tracker: the
+    /// tracker lists us among the file's peers, and we must not connect to ourselves.
+    pub serving_port: Option<u16>,
 }
 
 impl Default for DownloadOptions {
@@ -64,6 +70,8 @@ impl Default for DownloadOptions {
             max_peers: 32,
             stall_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(60),
+            download_rate: None,
+            serving_port: None,
         }
     }
 }
@@ -97,6 +105,12 @@ pub struct Summary {
     /// Chunks fetched from peers in this run.
     pub fetched_chunks: u32,
     pub hash_failures: u32,
+    /// Chunks fetched in this run from peers that had every chunk when they served us ...
+    pub from_seeders: u32,
+    /// ... and from peers that were downloading too.
+    pub from_leechers: u32,
+    /// Chunks this peer served to others while it downloaded.
+    pub uploaded: u64,
     /// Who delivered what, most first.
     pub peers: Vec<(SocketAddr, PeerStats)>,
     /// The destination already was this very file (every chunk verified): nothing was fetched.
@@ -121,6 +135,9 @@ impl Summary {
             data_phase: Duration::ZERO,
             fetched_chunks: 0,
             hash_failures: 0,
+            from_seeders: 0,
+            from_leechers: 0,
+            uploaded: 0,
             peers: Vec::new(),
             already_had: true,
         }
@@ -168,6 +185,10 @@ struct Shared {
     id: FileId,
     manifest: Manifest,
     part: PartFile,
+    /// The chunks verified and written so far, served to others if the download is shared.
+    store: Arc<SharedFile>,
+    from_seeders: AtomicU32,
+    from_leechers: AtomicU32,
     sched: Mutex<Scheduler>,
     /// Bumped whenever the scheduler changes in a way that may give an idle worker work (or end
     /// the download), so nobody polls.
@@ -192,11 +213,15 @@ impl Shared {
     }
 }
 
-/// Downloads `entry` (as resolved through the tracker) into `opts.out_dir`.
+/// Downloads `entry` (as resolved through the tracker) into `opts.out_dir`. With `share`, the
+/// file is added to that library as soon as its manifest is verified, so that its verified chunks
+/// are served while the download goes on; it stays there, complete, when the download succeeds,
+/// and is removed if it fails.
 pub async fn download(
     client: Arc<TrackerClient>,
     entry: ListEntry,
     opts: DownloadOptions,
+    share: Option<Arc<Library>>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> Result<Summary, DownloadError> {
@@ -208,7 +233,7 @@ pub async fn download(
         d => d == Destination::MaybeTheFile,
     };
     let span = tracing::info_span!("download", file = %entry.id.short());
-    let mut book = PeerBook::default();
+    let mut book = PeerBook::new(opts.serving_port);
     let (manifest, first) = tokio::select! {
         _ = cancel.cancelled() => return Err(DownloadError::Cancelled { part: None }),
         r = fetch_manifest(&client, &entry, &opts, &mut book).instrument(span.clone()) => r?,
@@ -282,6 +307,16 @@ pub async fn download(
         tracing::info!(parent: &span, chunks = resumed_chunks, "resuming: chunks already on disk and verified");
     }
 
+    let reader = part.reader().map_err(|e| StoreError::io(part.path(), e))?;
+    let store = Arc::new(SharedFile::in_progress(
+        &dest,
+        name.clone(),
+        manifest.clone(),
+        reader,
+        &have,
+    ));
+    let sharing = share.map(|library| Sharing::start(library, store.clone()));
+
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk_size = manifest.chunk_size();
     let shared = Arc::new(Shared {
@@ -293,6 +328,9 @@ pub async fn download(
         )),
         manifest,
         part,
+        store: store.clone(),
+        from_seeders: AtomicU32::new(0),
+        from_leechers: AtomicU32::new(0),
         changed: watch::channel(()).0,
         progress: progress.clone(),
         pool: BufferPool::new(pool_size(opts.max_peers, cores, chunk_size)),
@@ -339,6 +377,10 @@ pub async fn download(
     let path = tokio::task::spawn_blocking(move || shared.part.finish(shared.opts.force))
         .await
         .expect("finishing panicked")?;
+    store.now_complete().map_err(|e| StoreError::io(&path, e))?;
+    if let Some(sharing) = sharing {
+        sharing.keep();
+    }
     let sched = shared.sched.into_inner().unwrap();
     let mut peers: Vec<(SocketAddr, PeerStats)> =
         sched.stats().iter().map(|(a, s)| (*a, s.clone())).collect();
@@ -353,7 +395,40 @@ pub async fn download(
         resumed_chunks,
         fetched_chunks: sched.done_count() - resumed_chunks,
         hash_failures: progress.hash_failures.load(Ordering::Relaxed),
+        from_seeders: shared.from_seeders.into_inner(),
+        from_leechers: shared.from_leechers.into_inner(),
+        uploaded: store.uploaded(),
         peers,
         already_had: false,
     })
+}
+
+/// A download in a library: removed again unless the download finishes.
+struct Sharing {
+    library: Arc<Library>,
+    store: Option<Arc<SharedFile>>,
+}
+
+impl Sharing {
+    fn start(library: Arc<Library>, store: Arc<SharedFile>) -> Sharing {
+        library.share(store.clone());
+        Sharing {
+            library,
+            store: Some(store),
+        }
+    }
+
+    /// The download finished: the file stays, complete (the announcer registers it so).
+    fn keep(mut self) {
+        self.store = None;
+        self.library.touch();
+    }
+}
+
+impl Drop for Sharing {
+    fn drop(&mut self) {
+        if let Some(store) = &self.store {
+            self.library.remove(store);
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub(super) struct Job {
     pub(super) addr: PeerKey,
     pub(super) index: ChunkIndex,
     pub(super) data: PooledBuf,
+    /// The peer had every chunk when it sent this one.
+    pub(super) from_seeder: bool,
     /// Keeps the download waiting until this job is done.
     pub(super) _token: tokio_util::task::task_tracker::TaskTrackerToken,
 }
@@ -103,6 +105,9 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
         shared.notify();
         return;
     }
+    // Written: from now on it may be served, and announced to every peer.
+    shared.store.add_verified(*index);
+    tracing::debug!(chunk = %index, "chunk verified");
     if shared
         .sched
         .lock()
@@ -110,6 +115,12 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
         .completed(*addr, *index, data.len() as u32)
         == Completion::Accepted
     {
+        let from = if job.from_seeder {
+            &shared.from_seeders
+        } else {
+            &shared.from_leechers
+        };
+        from.fetch_add(1, Ordering::Relaxed);
         shared
             .progress
             .done

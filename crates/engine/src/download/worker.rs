@@ -5,12 +5,19 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shoal_proto::peer::{max_frame_for_chunk_size, Header};
+use std::time::Duration;
+
+use shoal_proto::peer::{self, Header};
 use shoal_proto::ChunkIndex;
 
 use super::verify::Job;
 use super::Shared;
-use crate::conn::{ConnError, Payload, PeerConn};
+use crate::conn::{max_frame_for, ConnError, Payload, PeerConn};
+use crate::store::Announced;
+
+/// How long a worker with nothing to ask waits for its peer's next Have. The server drops a
+/// client that asks nothing for two minutes; the supervisor then connects again.
+const IDLE_WAIT: Duration = Duration::from_secs(180);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
@@ -54,26 +61,42 @@ async fn pull(
     conn: Option<PeerConn>,
 ) -> Result<(), PullError> {
     let limit = shared.opts.stall_timeout;
+    // What this peer was told we have: our Bitfield, then a Have for each chunk verified since.
+    let mut told = Announced::new(shared.store.have());
     let mut conn = match conn {
+        // It was asked for the manifest with an empty Bitfield: it learns our chunks as Haves.
         Some(c) => c,
-        None => tokio::select! {
-            _ = shared.cancel.cancelled() => return Ok(()),
-            c = PeerConn::connect(addr, shared.id, limit) => c?,
-        },
+        None => {
+            let n = shared.manifest.num_chunks() as usize;
+            let mut ours = vec![false; n];
+            for i in told.catch_up(shared.store.have()) {
+                ours[i.0 as usize] = true;
+            }
+            let ours = peer::encode_bitfield(&ours);
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return Ok(()),
+                c = PeerConn::connect(addr, shared.id, limit, &ours) => c?,
+            }
+        }
     };
-    conn.reader
-        .set_max_frame(max_frame_for_chunk_size(shared.manifest.chunk_size()));
-    // Protocol 1 peers are all complete seeders: tell the scheduler so.
-    let everything = vec![true; shared.manifest.num_chunks() as usize];
-    shared
-        .sched
-        .lock()
-        .unwrap()
-        .peer_bitfield(addr, &everything);
+    conn.reader.set_max_frame(max_frame_for(&shared.manifest));
+    conn.reader.set_limit(shared.opts.download_rate.clone());
+    {
+        let has = conn.peer_has(&shared.manifest)?;
+        let mut sched = shared.sched.lock().unwrap();
+        sched.peer_bitfield(addr, &has);
+        for &i in &conn.early_haves {
+            sched.peer_have(addr, i);
+        }
+    }
+    shared.notify();
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
     loop {
         changed.borrow_and_update();
+        for index in told.catch_up(shared.store.have()) {
+            conn.writer.queue(&Header::Have { index });
+        }
         {
             let mut sched = shared.sched.lock().unwrap();
             if sched.is_banned(&addr) {
@@ -93,17 +116,34 @@ async fn pull(
             }
         }
         conn.writer.flush().await?;
-        if outstanding.is_empty() {
+        let frame = if outstanding.is_empty() {
+            // Nothing to ask this peer for now: wait for its Haves (or for the download to move
+            // on), for as long as it keeps the connection open. Only small frames can come
+            // while nothing is requested, so dropping a half-read one here loses nothing: the
+            // reader keeps what it has read.
             tokio::select! {
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
+                f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
-        }
-        let frame = tokio::select! {
-            _ = shared.cancel.cancelled() => return Ok(()),
-            f = conn.reader.next(limit, Some(&shared.pool)) => f?,
+        } else {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return Ok(()),
+                f = conn.reader.next(limit, Some(&shared.pool)) => f?,
+            }
         };
         match frame {
+            // Only this worker can ask for it: no need to wake the others (with 31 peers that
+            // each announce every chunk, that would be 31 wake-ups per Have).
+            (Header::Have { index }, _) => shared.sched.lock().unwrap().peer_have(addr, index),
+            (Header::Bitfield, Payload::Bytes(bits)) => {
+                let has = peer::decode_bitfield(&bits, shared.manifest.num_chunks())
+                    .ok_or(ConnError::BadBitfield)?;
+                shared.sched.lock().unwrap().peer_bitfield(addr, &has);
+                // Chunks asked of it that it no longer claims go back to the others.
+                shared.notify();
+            }
+            (Header::Cancel { .. }, _) => {}
             (Header::Chunk { index }, Payload::Chunk(data)) => {
                 if outstanding.front() != Some(&index) {
                     return Err(PullError::OutOfOrder {
@@ -121,16 +161,22 @@ async fn pull(
                         expected,
                     });
                 }
-                if shared.sched.lock().unwrap().is_done(index) {
-                    // Endgame: someone else's copy already won.
-                    shared.sched.lock().unwrap().release(addr, index);
-                    continue;
-                }
+                let from_seeder = {
+                    let mut sched = shared.sched.lock().unwrap();
+                    if sched.is_done(index) {
+                        // Endgame: someone else's copy already won.
+                        sched.release(addr, index);
+                        continue;
+                    }
+                    // A seeder: it had every chunk when it served us.
+                    conn.complete || sched.peer_is_complete(addr)
+                };
                 let job = Job {
                     shared: shared.clone(),
                     addr,
                     index,
                     data,
+                    from_seeder,
                     _token: shared.verifying.token(),
                 };
                 // The verifier threads live as long as `shared`, so the channel is open.

@@ -1,4 +1,5 @@
-//! The files a peer shares, by id, and the signal that tells the announcer to look again.
+//! The files a peer shares, by id, complete or being downloaded, and the signal that tells the
+//! announcer to look again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,7 +23,11 @@ impl Library {
     }
 
     pub fn add(&self, file: SharedFile) -> Arc<SharedFile> {
-        let file = Arc::new(file);
+        self.share(Arc::new(file))
+    }
+
+    /// Adds a file someone else holds too (a download adds the file it is writing).
+    pub fn share(&self, file: Arc<SharedFile>) -> Arc<SharedFile> {
         self.files
             .write()
             .unwrap()
@@ -41,17 +46,34 @@ impl Library {
             .cloned()
     }
 
-    /// What should be registered with the tracker now: every file not withdrawn.
+    /// Stops sharing `file` (a download that failed), if it is the one shared under its id.
+    pub fn remove(&self, file: &Arc<SharedFile>) {
+        let mut files = self.files.write().unwrap();
+        if files.get(&file.id).is_some_and(|f| Arc::ptr_eq(f, file)) {
+            files.remove(&file.id);
+            drop(files);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// What should be registered with the tracker now: every file not withdrawn, complete or
+    /// being downloaded.
     pub fn entries(&self) -> Vec<FileEntry> {
-        let mut v: Vec<FileEntry> = self
+        self.vouched().into_iter().map(|(e, _)| e).collect()
+    }
+
+    /// Every file not withdrawn, with `None` if it is complete, or the bytes verified so far of a
+    /// download in progress.
+    pub fn vouched(&self) -> Vec<(FileEntry, Option<u64>)> {
+        let mut v: Vec<(FileEntry, Option<u64>)> = self
             .files
             .read()
             .unwrap()
             .values()
             .filter(|f| !f.is_withdrawn())
-            .map(|f| f.entry())
+            .map(|f| (f.entry(), f.partial_bytes()))
             .collect();
-        v.sort_by_key(|e| e.id);
+        v.sort_by_key(|(e, _)| e.id);
         v
     }
 

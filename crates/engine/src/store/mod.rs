@@ -1,6 +1,6 @@
-//! Files on disk: hashing a file into its manifest ([`hash`]), a complete file this peer shares
-//! ([`shared`]), the files a peer shares ([`library`]), and the `.part` file a download writes
-//! into ([`part`]).
+//! Files on disk: hashing a file into its manifest ([`hash`]), the chunks a peer can vouch for
+//! ([`have`]), a file this peer shares, complete or being downloaded ([`shared`]), the files a
+//! peer shares ([`library`]), and the `.part` file a download writes into ([`part`]).
 //!
 //! Everything here is blocking I/O; callers run it on `spawn_blocking` or on threads of its own,
 //! never on the async runtime's workers.
@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use shoal_proto::ManifestError;
 
 pub mod hash;
+pub mod have;
 pub mod library;
 pub mod part;
 pub mod shared;
 
 pub use hash::hash_chunks;
+pub use have::{Announced, HaveSet};
 pub use library::Library;
 pub use part::PartFile;
 pub use shared::{ServeError, SharedFile};

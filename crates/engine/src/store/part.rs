@@ -87,6 +87,12 @@ impl PartFile {
         &self.part
     }
 
+    /// Another descriptor of the file, for reading the chunks already verified (serving them
+    /// while the download goes on); it stays valid across [`Self::finish`]'s rename.
+    pub fn reader(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Which chunks already on disk match the manifest (a resumed download). `progress` grows by
     /// the bytes checked.
     pub fn verify_existing(

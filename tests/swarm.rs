@@ -1,0 +1,156 @@
+//! The swarm on loopback, with the real binaries: leechers started together serve each other the
+//! chunks they have verified, so they all finish even when the only seeder dies once every chunk
+//! has reached some leecher.
+
+mod support;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const CHUNK: usize = 16 * 1024;
+const CHUNKS: usize = 256;
+const LEECHERS: usize = 3;
+
+/// The chunks the leechers have logged as verified (`chunk verified chunk=N`), all together.
+fn verified(leechers: &[Proc]) -> BTreeSet<u32> {
+    leechers
+        .iter()
+        .flat_map(|p| p.stderr())
+        .filter(|l| l.contains("chunk verified"))
+        .filter_map(|l| {
+            let rest = &l[l.find("chunk=")? + "chunk=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// `from seeders: S chunks, from leechers: L chunks; uploaded U chunks while downloading`.
+fn sources(summary: &str) -> (u32, u32, u32) {
+    let number_after = |label: &str| -> u32 {
+        let rest = &summary[summary
+            .find(label)
+            .unwrap_or_else(|| panic!("no {label:?} in {summary:?}"))
+            + label.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (
+        number_after("from seeders: "),
+        number_after("from leechers: "),
+        number_after("uploaded "),
+    )
+}
+
+#[test]
+fn leechers_finish_from_each_other_after_the_seeder_dies() {
+    let swarm = Swarm::new();
+    let data = pattern(CHUNK * CHUNKS, 10);
+    swarm.write("seed/big.bin", &data);
+    let (mut seeder, lines) =
+        swarm.seeder_in(&swarm.folder("seed"), &["--chunk-size", "16K", "big.bin"]);
+    let id = id_of(&lines[0]);
+    // Chunk-level logs from the verifiers: the signal that every chunk has reached a leecher.
+    let mut env: Vec<(&str, &str)> = swarm.env().to_vec();
+    env.push(("RUST_LOG", "info,shoal_engine::download::verify=debug"));
+    let leechers: Vec<Proc> = (0..LEECHERS)
+        .map(|i| {
+            let out = swarm.folder(&format!("l{i}"));
+            Proc::spawn("leecher", &["--window", "2", &id], &out, &env)
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = verified(&leechers).len();
+        if seen == CHUNKS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {CHUNKS} chunks reached a leecher\n{}\n{}",
+            seeder.dump(),
+            leechers.iter().map(Proc::dump).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seeder.kill();
+    let unfinished = leechers
+        .iter()
+        .filter(|p| !p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+        .count();
+    eprintln!("the seeder died with {unfinished} of {LEECHERS} leechers unfinished");
+
+    let mut from_leechers = 0;
+    for (i, mut p) in leechers.into_iter().enumerate() {
+        let summary = p.wait_stderr("downloaded big.bin: ");
+        eprintln!("leecher {i}: {summary}");
+        let got = std::fs::read(swarm.path(&format!("l{i}/big.bin"))).unwrap();
+        assert!(got == data, "leecher {i}: bytes differ\n{}", p.dump());
+        let (seeders, leechers, _uploaded) = sources(&summary);
+        assert_eq!(
+            (seeders + leechers) as usize,
+            CHUNKS,
+            "leecher {i}: every chunk came from a seeder or a leecher\n{}",
+            p.dump()
+        );
+        from_leechers += leechers;
+        p.stop_cleanly();
+    }
+    assert!(
+        from_leechers > 0,
+        "no chunk went from one leecher to another"
+    );
+}
+
+#[test]
+fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
+    let swarm = Swarm::new();
+    let data = pattern(CHUNK * 8, 11);
+    swarm.write("seed/small.bin", &data);
+    let (_seeder, lines) =
+        swarm.seeder_in(&swarm.folder("seed"), &["--chunk-size", "16K", "small.bin"]);
+    let id = id_of(&lines[0]);
+    let out = swarm.folder("quiet");
+    let run = swarm.run_leecher(&out, &["--no-upload", &id]);
+    run.assert_ok();
+    assert!(std::fs::read(out.join("small.bin")).unwrap() == data);
+    assert!(
+        !run.stderr.contains("registered with the tracker") && !run.stderr.contains("serving;"),
+        "a --no-upload leecher registered or served\n{}",
+        run.dump()
+    );
+    let (seeders, leechers, uploaded) = sources(run.summary().unwrap());
+    assert_eq!((seeders, leechers, uploaded), (8, 0, 0), "{}", run.dump());
+    assert_eq!(swarm.seeders_of(&id), 1);
+}
+
+/// A protocol 1 peer in the swarm is named in one sentence, and the download goes on without it.
+#[test]
+fn a_protocol_1_peer_is_named_and_skipped() {
+    use support::hostile::{HostilePeer, Mode};
+    let swarm = Swarm::new();
+    let data = pattern(CHUNK * 8, 12);
+    swarm.write("seed/f.bin", &data);
+    let (_seeder, lines) =
+        swarm.seeder_in(&swarm.folder("seed"), &["--chunk-size", "16K", "f.bin"]);
+    let id = id_of(&lines[0]);
+    let old = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::ProtocolV1);
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+    let sentence = format!("peer {} speaks protocol 1, this leecher speaks 2", old.addr);
+    leecher.wait_stderr(&sentence);
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert!(
+        std::fs::read(out.join("f.bin")).unwrap() == data,
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.chunks_per_peer()
+            .iter()
+            .all(|(a, _)| *a != old.addr.to_string()),
+        "{}",
+        run.dump()
+    );
+}
