@@ -1,0 +1,484 @@
+//! The simulated swarm: hosts, links and an event queue around the real `Scheduler` (one per
+//! leecher) and `Reveal` (the seeder's). Time is simulated; nothing here sleeps or does I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+
+use shoal_engine::reveal::Reveal;
+use shoal_engine::scheduler::{Completion, Scheduler};
+use shoal_proto::ChunkIndex;
+
+/// What one run simulates.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub leechers: u32,
+    pub chunks: u32,
+    pub chunk_bytes: u64,
+    /// Every host's upload, bytes per second.
+    pub upload: f64,
+    pub window: u32,
+    /// Connections per host at most (the seeder's too).
+    pub max_peers: u32,
+    /// One-way latency of every message (Request, Have), seconds.
+    pub latency: f64,
+    /// Leechers register with the tracker at a uniform time in [0, join) seconds.
+    pub join: f64,
+    /// Super-seeding; without it the seeder advertises every chunk.
+    pub reveal: bool,
+    /// On completing a chunk, a leecher cancels its other requests for it (a request the uploader
+    /// has not started sending is dropped); without it, endgame copies are all sent.
+    pub cancel: bool,
+    /// Check both structures' invariants after every event (slow; for small runs).
+    pub check: bool,
+    pub seed: u64,
+}
+
+/// What one run measured.
+pub struct Outcome {
+    /// Finish time of each leecher, seconds.
+    pub finish: Vec<f64>,
+    /// Chunks the seeder uploaded.
+    pub seeder_chunks: u64,
+    /// Chunks uploaded that the receiver already had (endgame duplicates).
+    pub wasted_chunks: u64,
+    /// When the seeder had sent every chunk at least once, seconds.
+    pub all_out: f64,
+    /// Chunks uploaded by all leechers, over (leechers x last finish x chunks/s of one uplink).
+    pub leecher_busy: f64,
+    pub events: u64,
+}
+
+/// One side of a connection, kept by the host at this end.
+struct Link {
+    peer: u32,
+    /// Index of the same connection in the peer's links.
+    back: u32,
+    /// Requests this host has outstanding with the peer (at most the window).
+    asked: Vec<u32>,
+    /// Requests from the peer waiting for this host's uplink.
+    queue: VecDeque<u32>,
+    live: bool,
+}
+
+struct Host {
+    /// None for the seeder, which has everything.
+    sched: Option<Scheduler>,
+    links: Vec<Link>,
+    /// Uplink: the link and chunk being sent, and where the round-robin resumes.
+    sending: Option<(u32, u32)>,
+    next_link: usize,
+    finished: Option<f64>,
+    uploaded: u64,
+}
+
+enum Msg {
+    Request {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
+    Have {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
+    /// A chunk's last byte reaches the requester.
+    Chunk {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
+    Cancel {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
+}
+
+/// Host 0 is the seeder; leecher n is host n.
+const SEEDER: u32 = 0;
+
+fn key(h: u32) -> SocketAddr {
+    SocketAddr::from(([10, (h >> 16) as u8, (h >> 8) as u8, h as u8], 7000))
+}
+
+fn nanos(secs: f64) -> u64 {
+    (secs * 1e9).round() as u64
+}
+
+pub struct Sim {
+    p: Params,
+    hosts: Vec<Host>,
+    reveal: Reveal,
+    /// Uplink completions and connection set-ups, by time: (time, kind, host, link).
+    timed: BinaryHeap<Reverse<(u64, u8, u32, u32)>>,
+    /// Messages in flight; one latency for all, so they arrive in the order they were sent.
+    wire: VecDeque<(u64, Msg)>,
+    now: u64,
+    out: Outcome,
+    seeder_sent: Vec<bool>,
+}
+
+const UPLINK_DONE: u8 = 0;
+const CONNECT: u8 = 1;
+
+impl Sim {
+    pub fn new(p: Params) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(p.seed);
+        let n = p.leechers + 1;
+        let hosts = (0..n)
+            .map(|h| Host {
+                sched: (h != SEEDER)
+                    .then(|| Scheduler::new(p.chunks, &[], p.seed ^ u64::from(h) << 20)),
+                links: Vec::new(),
+                sending: None,
+                next_link: 0,
+                finished: None,
+                uploaded: 0,
+            })
+            .collect();
+        let mut sim = Sim {
+            reveal: Reveal::new(p.chunks, p.seed),
+            hosts,
+            timed: BinaryHeap::new(),
+            wire: VecDeque::new(),
+            now: 0,
+            seeder_sent: vec![false; p.chunks as usize],
+            out: Outcome {
+                finish: Vec::new(),
+                seeder_chunks: 0,
+                wasted_chunks: 0,
+                all_out: 0.0,
+                leecher_busy: 0.0,
+                events: 0,
+            },
+            p,
+        };
+        // The tracker: a leecher registers at a random time in [0, join) and then connects to
+        // the peers it is told of (the seeder, registered before, and those registered already;
+        // later ones connect to it), until either side has max_peers connections. Peers are taken
+        // in random order, as a tracker's random sample would give them.
+        let joined: Vec<f64> = (0..n)
+            .map(|h| {
+                if h == SEEDER {
+                    0.0
+                } else {
+                    rng.f64() * sim.p.join
+                }
+            })
+            .collect();
+        let mut order: Vec<u32> = (1..n).collect();
+        order.sort_by(|a, b| joined[*a as usize].total_cmp(&joined[*b as usize]));
+        let mut known: Vec<u32> = vec![SEEDER];
+        let cap = sim.p.max_peers as usize;
+        for &h in &order {
+            // Up to 4 x max_peers candidates, like a few tracker replies.
+            let mut tries = 4 * cap;
+            let mut candidates: Vec<u32> = Vec::new();
+            if known.len() <= tries {
+                candidates.clone_from(&known);
+                rng.shuffle(&mut candidates);
+            } else {
+                while tries > 0 {
+                    candidates.push(known[rng.usize(0..known.len())]);
+                    tries -= 1;
+                }
+            }
+            // A leecher opens at most half its connections itself, so that hosts that came
+            // earlier keep room for those that come later (else late ones form an island).
+            let mut opened = 0;
+            for c in candidates {
+                if sim.hosts[h as usize].links.len() >= cap || opened >= cap.div_ceil(2) {
+                    break;
+                }
+                let full = sim.hosts[c as usize].links.len() >= cap;
+                let linked = sim.hosts[h as usize].links.iter().any(|l| l.peer == c);
+                if !full && !linked {
+                    sim.link(h, c, joined[h as usize]);
+                    opened += 1;
+                }
+            }
+            known.push(h);
+        }
+        sim
+    }
+
+    fn link(&mut self, a: u32, b: u32, at: f64) {
+        let (la, lb) = (
+            self.hosts[a as usize].links.len() as u32,
+            self.hosts[b as usize].links.len() as u32,
+        );
+        let new = |peer, back| Link {
+            peer,
+            back,
+            asked: Vec::new(),
+            queue: VecDeque::new(),
+            live: false,
+        };
+        self.hosts[a as usize].links.push(new(b, lb));
+        self.hosts[b as usize].links.push(new(a, la));
+        // The connection needs a round trip before either side can ask for anything.
+        self.timed
+            .push(Reverse((nanos(at + 2.0 * self.p.latency), CONNECT, a, la)));
+    }
+
+    pub fn run(mut self) -> Outcome {
+        let leechers = self.p.leechers as usize;
+        while self.out.finish.len() < leechers {
+            let next_timed = self.timed.peek().map(|Reverse(e)| e.0);
+            let next_wire = self.wire.front().map(|(t, _)| *t);
+            let timed_first = match (next_timed, next_wire) {
+                (None, None) => panic!(
+                    "the swarm stalled with {} of {leechers} leechers done",
+                    self.out.finish.len()
+                ),
+                (Some(t), Some(w)) => t <= w,
+                (t, _) => t.is_some(),
+            };
+            if timed_first {
+                let Reverse((t, kind, h, l)) = self.timed.pop().unwrap();
+                self.now = t;
+                if kind == CONNECT {
+                    self.connect(h, l);
+                } else {
+                    self.uplink_done(h);
+                }
+            } else {
+                let (t, msg) = self.wire.pop_front().unwrap();
+                self.now = t;
+                self.deliver(msg);
+            }
+            self.out.events += 1;
+            if self.p.check {
+                self.reveal.check_invariants();
+                for h in &self.hosts {
+                    if let Some(s) = &h.sched {
+                        s.check_invariants();
+                    }
+                }
+            }
+        }
+        self.out.seeder_chunks = self.hosts[SEEDER as usize].uploaded;
+        let last = self.now as f64 / 1e9;
+        let per_uplink = last * self.p.upload / self.p.chunk_bytes as f64;
+        let up: u64 = self.hosts.iter().skip(1).map(|h| h.uploaded).sum();
+        self.out.leecher_busy = up as f64 / (f64::from(self.p.leechers) * per_uplink);
+        self.out
+    }
+
+    fn send(&mut self, msg: Msg) {
+        self.wire.push_back((self.now + nanos(self.p.latency), msg));
+    }
+
+    fn have_bits(&self, h: u32) -> Vec<bool> {
+        match &self.hosts[h as usize].sched {
+            None => vec![true; self.p.chunks as usize],
+            Some(s) => (0..self.p.chunks)
+                .map(|i| s.is_done(ChunkIndex(i)))
+                .collect(),
+        }
+    }
+
+    /// Both sides exchange Bitfields (the seeder's from its reveal policy) and start asking.
+    fn connect(&mut self, a: u32, la: u32) {
+        let (b, lb) = {
+            let l = &self.hosts[a as usize].links[la as usize];
+            (l.peer, l.back)
+        };
+        for (me, my_link, peer, peer_link) in [(a, la, b, lb), (b, lb, a, la)] {
+            self.hosts[me as usize].links[my_link as usize].live = true;
+            let peer_has = self.have_bits(peer);
+            let shown = if peer == SEEDER && self.p.reveal {
+                let mut bits = vec![false; self.p.chunks as usize];
+                for i in self.reveal.join(u64::from(peer_link), &self.have_bits(me)) {
+                    bits[i.0 as usize] = true;
+                }
+                bits
+            } else {
+                peer_has
+            };
+            if let Some(s) = &mut self.hosts[me as usize].sched {
+                s.peer_bitfield(key(peer), &shown);
+            }
+        }
+        self.fill(a, la);
+        self.fill(b, lb);
+    }
+
+    /// The worker of `h` for link `l` asks for chunks until its window is full.
+    fn fill(&mut self, h: u32, l: u32) {
+        let window = self.p.window;
+        let host = &mut self.hosts[h as usize];
+        let Some(sched) = &mut host.sched else { return };
+        let link = &mut host.links[l as usize];
+        let mut asked = Vec::new();
+        while link.live && (link.asked.len() as u32) < window {
+            match sched.next_for(key(link.peer)) {
+                Some(i) => {
+                    link.asked.push(i.0);
+                    asked.push(i.0);
+                }
+                None => break,
+            }
+        }
+        let (to, back) = (link.peer, link.back);
+        for chunk in asked {
+            self.send(Msg::Request {
+                to,
+                link: back,
+                chunk,
+            });
+        }
+    }
+
+    fn deliver(&mut self, msg: Msg) {
+        match msg {
+            Msg::Request { to, link, chunk } => {
+                self.hosts[to as usize].links[link as usize]
+                    .queue
+                    .push_back(chunk);
+                if self.hosts[to as usize].sending.is_none() {
+                    self.start_upload(to);
+                }
+            }
+            Msg::Chunk { to, link, chunk } => self.receive(to, link, chunk),
+            Msg::Cancel { to, link, chunk } => {
+                self.hosts[to as usize].links[link as usize]
+                    .queue
+                    .retain(|c| *c != chunk);
+            }
+            Msg::Have { to, link, chunk } => {
+                let from = self.hosts[to as usize].links[link as usize].peer;
+                if to == SEEDER {
+                    if self.p.reveal {
+                        let more = self.reveal.client_have(u64::from(link), ChunkIndex(chunk));
+                        self.reveal_to(link, more);
+                    }
+                    return;
+                }
+                if let Some(s) = &mut self.hosts[to as usize].sched {
+                    s.peer_have(key(from), ChunkIndex(chunk));
+                }
+                self.fill(to, link);
+            }
+        }
+    }
+
+    /// The seeder announces `chunks` on its link `link` (Haves, so with a latency).
+    fn reveal_to(&mut self, link: u32, chunks: Vec<ChunkIndex>) {
+        let l = &self.hosts[SEEDER as usize].links[link as usize];
+        let (to, back) = (l.peer, l.back);
+        for i in chunks {
+            self.send(Msg::Have {
+                to,
+                link: back,
+                chunk: i.0,
+            });
+        }
+    }
+
+    /// The uplink of `h` is free: send the next queued chunk, taking links in turn, as TCP
+    /// connections sharing one uplink would (at chunk granularity).
+    fn start_upload(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        let n = host.links.len();
+        for k in 0..n {
+            let l = (host.next_link + k) % n;
+            if let Some(chunk) = host.links[l].queue.pop_front() {
+                host.next_link = (l + 1) % n;
+                host.sending = Some((l as u32, chunk));
+                let secs = self.p.chunk_bytes as f64 / self.p.upload;
+                self.timed
+                    .push(Reverse((self.now + nanos(secs), UPLINK_DONE, h, l as u32)));
+                return;
+            }
+        }
+    }
+
+    fn uplink_done(&mut self, h: u32) {
+        let (l, chunk) = self.hosts[h as usize]
+            .sending
+            .take()
+            .expect("an uplink finished that was sending");
+        self.hosts[h as usize].uploaded += 1;
+        let (to, back) = {
+            let link = &self.hosts[h as usize].links[l as usize];
+            (link.peer, link.back)
+        };
+        if h == SEEDER {
+            self.seeder_sent[chunk as usize] = true;
+            if self.out.all_out == 0.0 && self.seeder_sent.iter().all(|s| *s) {
+                self.out.all_out = self.now as f64 / 1e9;
+            }
+        }
+        if h == SEEDER && self.p.reveal {
+            let more = self.reveal.served(u64::from(l), ChunkIndex(chunk));
+            self.reveal_to(l, more);
+        }
+        self.send(Msg::Chunk {
+            to,
+            link: back,
+            chunk,
+        });
+        self.start_upload(h);
+    }
+
+    /// `h` got `chunk` on link `got_on`: its other requests for it are withdrawn.
+    fn cancel_others(&mut self, h: u32, got_on: u32, chunk: u32) {
+        let host = &mut self.hosts[h as usize];
+        let mut cancels = Vec::new();
+        for (k, link) in host.links.iter_mut().enumerate() {
+            if k as u32 != got_on {
+                if let Some(pos) = link.asked.iter().position(|c| *c == chunk) {
+                    link.asked.remove(pos);
+                    cancels.push((link.peer, link.back));
+                }
+            }
+        }
+        for (to, link) in cancels {
+            self.send(Msg::Cancel { to, link, chunk });
+        }
+    }
+
+    fn receive(&mut self, h: u32, l: u32, chunk: u32) {
+        let from = self.hosts[h as usize].links[l as usize].peer;
+        let host = &mut self.hosts[h as usize];
+        let asked = &mut host.links[l as usize].asked;
+        let Some(pos) = asked.iter().position(|c| *c == chunk) else {
+            // Cancelled, but the uploader had started sending it.
+            self.out.wasted_chunks += 1;
+            return;
+        };
+        asked.remove(pos);
+        let sched = host.sched.as_mut().expect("only leechers ask for chunks");
+        if sched.completed(key(from), ChunkIndex(chunk), 0) == Completion::Duplicate {
+            self.out.wasted_chunks += 1;
+        } else {
+            let complete = sched.is_complete();
+            if complete && host.finished.is_none() {
+                let t = self.now as f64 / 1e9;
+                host.finished = Some(t);
+                self.out.finish.push(t);
+            }
+            if self.p.cancel {
+                self.cancel_others(h, l, chunk);
+            }
+            for k in 0..self.hosts[h as usize].links.len() {
+                let link = &self.hosts[h as usize].links[k];
+                if link.live {
+                    let (to, back) = (link.peer, link.back);
+                    self.send(Msg::Have {
+                        to,
+                        link: back,
+                        chunk,
+                    });
+                }
+            }
+        }
+        // Workers wake on every completion (the engine's `changed` signal): endgame may have begun.
+        for k in 0..self.hosts[h as usize].links.len() as u32 {
+            self.fill(h, k);
+        }
+    }
+}
