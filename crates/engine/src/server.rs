@@ -99,11 +99,18 @@ async fn serve_admitting(
         tasks.spawn(
             async move {
                 // Every await of a connection gives way to shutdown and to eviction.
+                let mut tally = Tally::default();
                 let served = tokio::select! {
                     _ = cancel.cancelled() => Ok(()),
                     _ = slot.evicted().cancelled() => Err(ConnError::Rejected(RejectReason::Busy)),
-                    r = serve_conn(stream, &library, upload, &slot) => r,
+                    r = serve_conn(stream, &library, upload, &slot, &mut tally) => r,
                 };
+                // Who fetched what: one line per connection that asked for a file we have.
+                if let Some(name) = tally.file {
+                    let (chunks, bytes) = (tally.chunks, tally.bytes);
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+                    tracing::info!("served {name} to {addr}: {chunks} chunks, {bytes} bytes");
+                }
                 match served {
                     Ok(()) | Err(ConnError::Closed) => tracing::debug!("connection closed"),
                     Err(e) => tracing::debug!("connection ended: {e}"),
@@ -128,11 +135,21 @@ fn refuse(stream: &TcpStream) {
     let _ = stream.try_write(&frame);
 }
 
+/// What one connection was served, for its closing log line.
+#[derive(Default)]
+struct Tally {
+    /// The file's name, printable; `None` until the handshake found the file.
+    file: Option<String>,
+    chunks: u64,
+    bytes: u64,
+}
+
 async fn serve_conn(
     stream: TcpStream,
     library: &Arc<Library>,
     upload: Option<Arc<RateLimit>>,
     slot: &Slot,
+    tally: &mut Tally,
 ) -> Result<(), ConnError> {
     let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
     writer.set_limit(upload);
@@ -144,6 +161,7 @@ async fn serve_conn(
         return Ok(());
     };
     let file = peer.file.clone();
+    tally.file = Some(shoal_proto::names::printable(&file.name));
     // Requests are answered one at a time, in order. Requests the client has already pipelined
     // are taken off the socket as soon as they are there (a few, see MAX_QUEUED and
     // QUEUED_BYTES), so that their chunks can be read from the disk (prefetched) while earlier
@@ -204,6 +222,8 @@ async fn serve_conn(
             match frame.header {
                 Header::Request { index } => {
                     if send_chunk(&file, library, index, &mut writer).await? {
+                        tally.chunks += 1;
+                        tally.bytes += u64::from(file.manifest.chunk_len(index));
                         peer.served(index, &mut writer);
                     }
                 }

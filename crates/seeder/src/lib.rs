@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_engine::discovery::choose_tracker;
+use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
@@ -29,11 +29,12 @@ struct Args {
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Tracker address [env: P2P_TRACKER] (default: 127.0.0.1:6969, else one found on the LAN).
-    #[arg(long, env = "P2P_TRACKER", value_name = "HOST:PORT", hide_env = true)]
+    /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
+    /// else one found on the LAN).
+    #[arg(long, value_name = "HOST[:PORT]")]
     tracker: Option<String>,
     /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
-    #[arg(long, env = "P2P_NO_DISCOVERY", hide_env = true, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long)]
     no_discovery: bool,
     /// TCP port to serve on (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
@@ -88,7 +89,8 @@ pub fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     debug_assert!(DEFAULT_CHUNK_SIZE.is_power_of_two());
-    // Check every path before hashing anything, so a typo fails at once.
+    // Check every path, the serving port and the tracker before hashing anything, so that a typo
+    // or a tracker that is not there fails at once, not after hashing 20 GiB.
     for path in &args.files {
         let meta =
             std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
@@ -97,26 +99,60 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
     }
-    let library = Library::new();
-    for path in &args.files {
-        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
-        println!("{} {} {}", shared.id, shared.manifest.size(), shared.name);
-        library.add(shared);
-    }
-    std::io::stdout().flush()?;
-
     let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
         .await
         .map_err(anyhow::Error::msg)?;
-    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
+    let client = Arc::new(
+        choose_tracker(
+            tracker_setting(args.tracker.clone()).as_deref(),
+            discovery_wanted(args.no_discovery),
+        )
+        .await?,
+    );
+    // An address that was given has not been tried yet; one found by choose_tracker answered.
+    client.ping().await?;
     // Before registering, so that a Ctrl-C from then on unregisters.
     let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let library = Library::new();
     let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
     let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
-    tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
-    shutdown.await;
+    // `None`: Ctrl-C came while hashing or registering.
+    let shared = tokio::select! {
+        r = share_each(&args, &library, &seeding) => Some(r),
+        _ = &mut shutdown => None,
+    };
+    if let Some(Ok(())) = shared {
+        tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
+        (&mut shutdown).await;
+    }
     tracing::info!("stopping");
     seeding.stop().await;
+    shared.unwrap_or(Ok(()))
+}
+
+/// Hashes each file, adds it to the library, and prints its line once the tracker has it: an id
+/// on stdout is one a leecher can fetch at once.
+async fn share_each(args: &Args, library: &Library, seeding: &Seeding) -> anyhow::Result<()> {
+    let mut registration = seeding.registration();
+    for path in &args.files {
+        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
+        let (id, size) = (shared.id, shared.manifest.size());
+        let name = shoal_proto::names::printable(&shared.name);
+        library.add(shared);
+        let now = registration
+            .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
+            .await?
+            .clone();
+        if let (false, Some(why)) = (now.files.contains(&id), now.failure) {
+            anyhow::bail!(
+                "could not register {} with the tracker: {why}",
+                path.display()
+            );
+        }
+        println!("{id} {size} {name}");
+        std::io::stdout().flush()?;
+    }
     Ok(())
 }
 
