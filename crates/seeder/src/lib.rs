@@ -147,7 +147,7 @@ async fn share_each(args: &Args, library: &Library, seeding: &Seeding) -> anyhow
         if let (false, Some(why)) = (now.files.contains(&id), now.failure) {
             anyhow::bail!(
                 "could not register {} with the tracker: {why}",
-                path.display()
+                shoal_proto::names::printable(&path.display().to_string())
             );
         }
         println!("{id} {size} {name}");
