@@ -5,7 +5,6 @@
 mod support;
 mod tracker_support;
 
-use support::*;
 use tracker_support::{metrics, swarm_with_page};
 
 const FILES: usize = 200;
