@@ -112,7 +112,7 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
     procs.tracker = Some(addr.clone());
 
     step(&format!(
-        "starting three seeders with P2P_TRACKER={addr}: `seeder {NAME}` hashes it, prints `<id> <size> <name>`, registers"
+        "starting three seeders with P2P_TRACKER={addr}: `seeder {NAME}` hashes it, registers, prints `<id> <size> <name>`"
     ));
     let mut seeders = Vec::new();
     for i in 1..=3 {
