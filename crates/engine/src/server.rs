@@ -105,7 +105,6 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
     let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
     let mut queue = VecDeque::with_capacity(most);
     let mut ended = None;
-    let mut news = file.news();
     loop {
         while queue.is_empty() {
             if let Some(why) = ended {
@@ -113,8 +112,7 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
             }
             tokio::select! {
                 frame = next_frame(&mut reader, IDLE_TIMEOUT) => queue.push_back(frame?),
-                Ok(()) = news.changed(), if peer.follows_news() => {
-                    news.borrow_and_update();
+                _ = peer.news() => {
                     peer.announce_news(&mut writer);
                     tokio::time::timeout(WRITE_TIMEOUT, writer.flush())
                         .await
@@ -137,8 +135,7 @@ async fn serve_conn(stream: TcpStream, library: &Arc<Library>) -> Result<(), Con
                 }
             }
         }
-        if news.has_changed().unwrap_or(false) && peer.follows_news() {
-            news.borrow_and_update();
+        if peer.has_news() {
             peer.announce_news(&mut writer);
         }
         let frame = queue.pop_front().expect("the queue was filled above");
