@@ -155,7 +155,6 @@ async fn serve_conn(
     let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
     let mut queue = VecDeque::with_capacity(most);
     let mut ended = None;
-    let mut news = file.news();
     loop {
         while queue.is_empty() {
             if let Some(why) = ended {
@@ -167,8 +166,7 @@ async fn serve_conn(
                     return Err(ConnError::Timeout(slot.idle()));
                 }
                 frame = reader.next() => queue.push_back(frame.ok_or(ConnError::Closed)??),
-                Ok(()) = news.changed(), if peer.follows_news() => {
-                    news.borrow_and_update();
+                _ = peer.news() => {
                     peer.announce_news(&mut writer);
                     tokio::time::timeout(WRITE_TIMEOUT, writer.flush())
                         .await
@@ -191,8 +189,7 @@ async fn serve_conn(
                 }
             }
         }
-        if news.has_changed().unwrap_or(false) && peer.follows_news() {
-            news.borrow_and_update();
+        if peer.has_news() {
             peer.announce_news(&mut writer);
         }
         let frame = queue.pop_front().expect("the queue was filled above");
