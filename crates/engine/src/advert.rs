@@ -86,6 +86,11 @@ impl Client {
         self.reveal_more(writer, |r, conn| r.client_have(conn, index));
     }
 
+    /// The client asked to be shown more ([`Header::WantMore`]).
+    pub fn want_more(&mut self, writer: &mut FrameWriter) {
+        self.reveal_more(writer, |r, conn| r.want_more(conn));
+    }
+
     pub fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
         self.reveal_more(writer, |r, conn| r.served(conn, index));
     }

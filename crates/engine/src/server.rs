@@ -210,6 +210,7 @@ async fn serve_conn(
                         .await?
                 }
                 Header::Have { index } => peer.client_have(index, &mut writer),
+                Header::WantMore => peer.want_more(&mut writer),
                 // The client's have-set is only advice for the reveal policy: a second Bitfield
                 // and a Cancel (we answer in order, so it comes too late anyway) change nothing.
                 Header::Cancel { .. } | Header::Bitfield => {}
