@@ -18,6 +18,7 @@ use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{init_logging, shutdown_signal};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
+use shoal_proto::FileId;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,35 +112,55 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     // An address that was given has not been tried yet; one found by choose_tracker answered.
     client.ping().await?;
-    // Before registering, so that a Ctrl-C from then on unregisters.
+    // From here a Ctrl-C stops the hashing, or unregisters.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let library = Library::new();
+    // Every file hashed before the first announcement, so that the announcer registers them in
+    // as few datagrams as fit (a thousand small files: a few dozen, not a thousand).
+    let lines = tokio::select! {
+        r = hash_all(&args, &library) => r?,
+        _ = &mut shutdown => return Ok(()),
+    };
     let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
     let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
-    // `None`: Ctrl-C came while hashing or registering.
-    let shared = tokio::select! {
-        r = share_each(&args, &library, &seeding) => Some(r),
+    let printed = tokio::select! {
+        r = print_when_registered(&args, lines, &seeding) => Some(r),
         _ = &mut shutdown => None,
     };
-    if let Some(Ok(())) = shared {
+    if let Some(Ok(())) = printed {
         tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
         (&mut shutdown).await;
     }
     tracing::info!("stopping");
     seeding.stop().await;
-    shared.unwrap_or(Ok(()))
+    printed.unwrap_or(Ok(()))
 }
 
-/// Hashes each file, adds it to the library, and prints its line once the tracker has it: an id
-/// on stdout is one a leecher can fetch at once.
-async fn share_each(args: &Args, library: &Library, seeding: &Seeding) -> anyhow::Result<()> {
-    let mut registration = seeding.registration();
+/// Hashes each file into the library; returns each one's id and its stdout line.
+async fn hash_all(args: &Args, library: &Library) -> anyhow::Result<Vec<(FileId, String)>> {
+    let mut lines = Vec::new();
     for path in &args.files {
         let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
-        let (id, size) = (shared.id, shared.manifest.size());
         let name = shoal_proto::names::printable(&shared.name);
+        lines.push((
+            shared.id,
+            format!("{} {} {name}", shared.id, shared.manifest.size()),
+        ));
         library.add(shared);
+    }
+    Ok(lines)
+}
+
+/// Prints each file's line once the tracker has it, in the order given: an id on stdout is one
+/// a leecher can fetch at once. A first registration that fails ends the seeder with its reason.
+async fn print_when_registered(
+    args: &Args,
+    lines: Vec<(FileId, String)>,
+    seeding: &Seeding,
+) -> anyhow::Result<()> {
+    let mut registration = seeding.registration();
+    for (path, (id, line)) in args.files.iter().zip(lines) {
         let now = registration
             .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
             .await?
@@ -150,7 +171,7 @@ async fn share_each(args: &Args, library: &Library, seeding: &Seeding) -> anyhow
                 shoal_proto::names::printable(&path.display().to_string())
             );
         }
-        println!("{id} {size} {name}");
+        println!("{line}");
         std::io::stdout().flush()?;
     }
     Ok(())
