@@ -1,0 +1,113 @@
+//! `leecher` with no file on a terminal (or `leecher --interactive`): a prompt where a person
+//! lists, gets (in the background, several at once), shares, watches and stops files, in one
+//! process that serves everything it has until `exit`.
+//!
+//! The parts: [`command`] (what a line says), [`editor`] (line editing and completion),
+//! [`console`] (printing above the prompt), [`transfers`] (background downloads and their
+//! progress), [`status`] and [`session`] (the process's tracker client, library and server).
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use rustyline::config::Config;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Editor, ExternalPrinter};
+use shoal_engine::download::DownloadOptions;
+use shoal_engine::rate::Rate;
+
+mod command;
+mod console;
+mod editor;
+mod session;
+mod status;
+mod transfers;
+
+use command::Command;
+use console::Console;
+use editor::PromptHelper;
+use session::Session;
+
+const PROMPT: &str = "shoal> ";
+
+/// What the prompt takes from the command line.
+pub struct Settings {
+    pub tracker: Option<String>,
+    pub discovery: bool,
+    pub port: u16,
+    pub advertise: Option<String>,
+    pub upload: Option<Rate>,
+    /// For every `get`; its folder is `--out`, which `get NAME DIR` replaces.
+    pub download: DownloadOptions,
+}
+
+/// Both ends a person uses are a terminal.
+pub fn on_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+pub fn main(settings: Settings) -> ExitCode {
+    let d = &settings.download;
+    if d.window == 0 || d.max_peers == 0 || d.stall_timeout.is_zero() {
+        eprintln!("leecher: --window, --max-peers and --stall-timeout must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let config = Config::builder().auto_add_history(true).build();
+    let mut editor: Editor<PromptHelper, DefaultHistory> = match Editor::with_config(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("leecher: cannot open the prompt: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let names = Arc::new(Mutex::new(Vec::new()));
+    editor.set_helper(Some(PromptHelper::new(names.clone())));
+    // Without a terminal there is no line to protect: news goes to stderr as it comes.
+    let printer = editor
+        .create_external_printer()
+        .ok()
+        .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
+    let console = Console::new(printer);
+    console::init_logging(console.clone());
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let session = match rt.block_on(Session::start(settings, console, names)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leecher: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // At the prompt Ctrl-C is a key (it clears the line); while a command runs it must not kill
+    // the process before it unregisters.
+    let interrupts = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    });
+    if let Ok(mut interrupts) = interrupts {
+        rt.spawn(async move { while interrupts.recv().await.is_some() {} });
+    }
+    println!(
+        "shoal prompt: tracker {}, serving on port {}; type help for the commands",
+        session.tracker(),
+        session.port()
+    );
+    loop {
+        match editor.readline(PROMPT) {
+            Ok(line) => match command::parse(&line) {
+                Ok(Command::Exit) => break,
+                Ok(command) => rt.block_on(session.run(command)),
+                Err(e) => println!("{e}"),
+            },
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("leecher: reading the prompt: {e}");
+                break;
+            }
+        }
+    }
+    println!("stopping downloads and unregistering");
+    rt.block_on(session.close());
+    println!("bye");
+    ExitCode::SUCCESS
+}
