@@ -124,6 +124,20 @@ impl Pty {
         }
     }
 
+    /// Pastes `text` as a terminal does with bracketed paste on: all of it in one write.
+    fn paste(&mut self, text: &str) {
+        let before = self.out.0.lock().unwrap().len();
+        let burst = format!("\x1b[200~{text}\x1b[201~");
+        self.master.write_all(burst.as_bytes()).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let mut out = self.out.0.lock().unwrap();
+        while out.len() == before {
+            let now = Instant::now();
+            assert!(now < deadline, "no echo of the paste {text:?}");
+            out = self.out.1.wait_timeout(out, deadline - now).unwrap().0;
+        }
+    }
+
     /// Types a command and Enter at the next prompt. What it prints is waited for with
     /// [`Pty::expect`]: a line printed above the prompt redraws the prompt, so the prompt alone
     /// does not say that a command is done.
@@ -192,7 +206,9 @@ fn a_person_lists_gets_shares_and_leaves() {
     let mut p = Pty::leecher(&swarm, &home, &[]);
     p.expect("type help for the commands");
 
-    p.command("list");
+    p.expect("shoal> ");
+    p.paste("list");
+    p.send("\r");
     let listed = p.expect(&format!("{seeded_id} {} 1 film one.bin", seeded.len()));
     assert!(listed.starts_with(&seeded_id), "{listed}");
     p.command("help");

@@ -38,7 +38,7 @@ struct Args {
     #[arg(value_name = "ID-or-NAME", required_unless_present_any = ["list", "interactive"])]
     query: Option<String>,
     /// Open a prompt to list, get, share and watch files (the default with no file on a terminal).
-    #[arg(long, conflicts_with_all = ["query", "list"])]
+    #[arg(long, conflicts_with_all = ["query", "list", "no_seed", "no_upload"])]
     interactive: bool,
     /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
     #[arg(long)]
