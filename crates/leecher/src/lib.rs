@@ -101,7 +101,7 @@ pub fn main() -> ExitCode {
         parsed => parsed.unwrap_or_else(|e| e.exit()),
     };
     if args.interactive {
-        return prompt::main(prompt_settings(args));
+        return prompt::main(args);
     }
     init_logging();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -111,26 +111,6 @@ pub fn main() -> ExitCode {
             eprintln!("leecher: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn prompt_settings(args: Args) -> prompt::Settings {
-    prompt::Settings {
-        tracker: args.tracker,
-        discovery: !args.no_discovery,
-        port: args.port,
-        advertise: args.advertise,
-        upload: args.max_upload_rate,
-        download: DownloadOptions {
-            out_dir: args.out,
-            force: args.force,
-            window: args.window,
-            max_peers: args.max_peers,
-            stall_timeout: Duration::from_secs(args.stall_timeout),
-            timeout: Duration::from_secs(args.timeout),
-            download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
-            serving_port: None,
-        },
     }
 }
 

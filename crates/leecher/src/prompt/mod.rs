@@ -8,13 +8,14 @@
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustyline::config::Config;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Editor, ExternalPrinter};
 use shoal_engine::download::DownloadOptions;
-use shoal_engine::rate::Rate;
+use shoal_engine::rate::{Rate, RateLimit};
 
 mod command;
 mod console;
@@ -31,7 +32,7 @@ use session::Session;
 const PROMPT: &str = "shoal> ";
 
 /// What the prompt takes from the command line.
-pub struct Settings {
+struct Settings {
     pub tracker: Option<String>,
     pub discovery: bool,
     pub port: u16,
@@ -41,13 +42,37 @@ pub struct Settings {
     pub download: DownloadOptions,
 }
 
+impl From<super::Args> for Settings {
+    fn from(args: super::Args) -> Settings {
+        Settings {
+            tracker: args.tracker,
+            discovery: !args.no_discovery,
+            port: args.port,
+            advertise: args.advertise,
+            upload: args.max_upload_rate,
+            download: DownloadOptions {
+                out_dir: args.out,
+                force: args.force,
+                window: args.window,
+                max_peers: args.max_peers,
+                stall_timeout: Duration::from_secs(args.stall_timeout),
+                timeout: Duration::from_secs(args.timeout),
+                download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
+                serving_port: None,
+            },
+        }
+    }
+}
+
 /// Both ends a person uses are a terminal.
 pub fn on_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
-pub fn main(settings: Settings) -> ExitCode {
+/// The prompt, with the leecher's flags (those of a download apply to every `get`).
+pub(crate) fn main(args: super::Args) -> ExitCode {
+    let settings = Settings::from(args);
     let d = &settings.download;
     if d.window == 0 || d.max_peers == 0 || d.stall_timeout.is_zero() {
         eprintln!("leecher: --window, --max-peers and --stall-timeout must be at least 1");
