@@ -231,7 +231,11 @@ fn a_person_lists_gets_shares_and_leaves() {
     assert!(done.contains("sharing it"), "{done}");
     assert_eq!(std::fs::read(home.join("film one.bin")).unwrap(), seeded);
 
-    p.command("share mine.bin");
+    // Tab completes a local path after `share`.
+    p.expect("shoal> ");
+    p.send("share mi\t");
+    p.expect("share mine.bin");
+    p.send("\r");
     p.expect("hashing mine.bin in the background");
     let sharing = p.expect(&format!(" {} mine.bin", mine.len()));
     // Printed above the prompt, whose text (erased on a real screen) stays in this transcript.
