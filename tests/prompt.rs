@@ -25,7 +25,8 @@ struct Pty {
 impl Pty {
     fn leecher(swarm: &Swarm, cwd: &Path, args: &[&str]) -> Pty {
         use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+            .expect("this test needs a pseudo-terminal (/dev/ptmx, devpts mounted)");
         grantpt(&master).expect("grantpt");
         unlockpt(&master).expect("unlockpt");
         // Wide, so that no line the test looks for is wrapped.
