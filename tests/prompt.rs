@@ -311,6 +311,51 @@ fn stop_ends_a_download_in_the_background() {
 }
 
 #[test]
+fn sigterm_unregisters_and_gives_the_terminal_back() {
+    let swarm = Swarm::new();
+    let home = swarm.folder("home");
+    std::fs::write(home.join("mine.bin"), pattern(100_000, 4)).unwrap();
+    let mut p = Pty::leecher(&swarm, &home, &["--interactive"]);
+    p.command("share mine.bin");
+    let sharing = p.expect(" 100000 mine.bin");
+    let id = sharing
+        .split("sharing ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id in {sharing:?}"))
+        .to_string();
+    wait_until_listed(&swarm, &id);
+    // Mid-line, in the line editor's raw mode.
+    p.expect("shoal> ");
+    p.send("stat");
+    let raw = rustix::termios::tcgetattr(&p.master).unwrap();
+    assert!(!raw
+        .local_modes
+        .contains(rustix::termios::LocalModes::ICANON));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    p.expect("terminated: stopping downloads and unregistering");
+    p.expect("bye");
+    assert!(p.child.wait().unwrap().success());
+    let cooked = rustix::termios::tcgetattr(&p.master).unwrap();
+    assert!(
+        cooked
+            .local_modes
+            .contains(rustix::termios::LocalModes::ICANON | rustix::termios::LocalModes::ECHO),
+        "the terminal was left in raw mode"
+    );
+    assert!(!swarm.list(None).iter().any(|l| l.id == id), "still listed");
+}
+
+/// Waits until the tracker lists `id` (registration follows the share by a round trip).
+fn wait_until_listed(swarm: &Swarm, id: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !swarm.list(None).iter().any(|l| l.id == id) {
+        assert!(Instant::now() < deadline, "{id} never registered");
+    }
+}
+
+#[test]
 fn without_a_terminal_no_file_is_still_a_usage_error() {
     let swarm = Swarm::new();
     let run = swarm.run_leecher(swarm.dir.path(), &[]);

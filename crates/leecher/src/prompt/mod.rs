@@ -96,6 +96,8 @@ pub(crate) fn main(args: super::Args) -> ExitCode {
     let console = Console::new(printer);
     console::init_logging(console.clone());
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // The terminal as it was before the line editor's raw mode, for leaving on SIGTERM.
+    let saved = rustix::termios::tcgetattr(std::io::stdin()).ok();
     let session = match rt.block_on(Session::start(settings, console, names)) {
         Ok(s) => s,
         Err(e) => {
@@ -103,14 +105,8 @@ pub(crate) fn main(args: super::Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // At the prompt Ctrl-C is a key (it clears the line); while a command runs it must not kill
-    // the process before it unregisters.
-    let interrupts = rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-    });
-    if let Ok(mut interrupts) = interrupts {
-        rt.spawn(async move { while interrupts.recv().await.is_some() {} });
-    }
+    let session = Arc::new(session);
+    rt.block_on(handle_signals(session.clone(), saved));
     println!(
         "shoal prompt: tracker {}, serving on port {}; type help for the commands",
         session.tracker(),
@@ -135,4 +131,31 @@ pub(crate) fn main(args: super::Args) -> ExitCode {
     rt.block_on(session.close());
     println!("bye");
     ExitCode::SUCCESS
+}
+
+/// At the prompt Ctrl-C is a key (it clears the line); while a command runs it must not kill the
+/// process before it unregisters, so SIGINT is taken and dropped. SIGTERM leaves as `exit` does,
+/// from under the line editor, so the terminal's settings are put back first.
+async fn handle_signals(session: Arc<Session>, saved: Option<rustix::termios::Termios>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut interrupts) = signal(SignalKind::interrupt()) {
+        tokio::spawn(async move { while interrupts.recv().await.is_some() {} });
+    }
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        term.recv().await;
+        if let Some(saved) = saved {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                &saved,
+            );
+        }
+        println!("\r\nterminated: stopping downloads and unregistering");
+        session.close().await;
+        println!("bye");
+        std::process::exit(0);
+    });
 }

@@ -30,7 +30,8 @@ const NAMES_EVERY: Duration = Duration::from_secs(10);
 pub struct Session {
     client: Arc<TrackerClient>,
     library: Arc<Library>,
-    seeding: Seeding,
+    /// Taken by [`Session::close`], from the prompt's `exit` or from SIGTERM, whichever is first.
+    seeding: tokio::sync::Mutex<Option<Seeding>>,
     /// Our address as the status shows it (the port matters: it is ours in the tracker's lists).
     serving: SocketAddr,
     transfers: Arc<Transfers>,
@@ -62,7 +63,7 @@ impl Session {
             serving: SocketAddr::new(client.addr().ip(), port),
             client,
             library,
-            seeding,
+            seeding: tokio::sync::Mutex::new(Some(seeding)),
             transfers,
             meter,
             console,
@@ -194,10 +195,14 @@ impl Session {
     }
 
     /// Stops the downloads (their partial files are kept), unregisters and stops serving.
-    pub async fn close(self) {
+    pub async fn close(&self) {
+        // Held until the end: a second caller returns once the first has unregistered.
+        let mut seeding = self.seeding.lock().await;
         self.transfers.stop_all().await;
         self.stop.cancel();
-        self.seeding.stop().await;
+        if let Some(seeding) = seeding.take() {
+            seeding.stop().await;
+        }
     }
 }
 
