@@ -269,6 +269,8 @@ fn a_person_lists_gets_shares_and_leaves() {
     );
 
     p.command("exit");
+    // Log lines come through the prompt too, all of them before it leaves.
+    p.expect("unregistered from the tracker");
     p.expect("bye");
     let status = p.child.wait().unwrap();
     assert!(status.success(), "{status}");

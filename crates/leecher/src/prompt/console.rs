@@ -3,22 +3,47 @@
 //! was typed below them), so they never break the prompt or leave stale progress behind.
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 
 use rustyline::ExternalPrinter;
 
 /// A handle for printing a whole line from any thread.
 #[derive(Clone)]
 pub struct Console {
-    /// `None` without a terminal (`--interactive` on a pipe): lines go to stderr as they come.
-    printer: Option<Arc<Mutex<Box<dyn ExternalPrinter + Send>>>>,
+    /// To the thread that owns the printer; `None` without a terminal (`--interactive` on a
+    /// pipe): lines go to stderr as they come.
+    lines: Option<mpsc::Sender<Message>>,
+}
+
+enum Message {
+    Line(String),
+    /// Answered once every line before it is printed.
+    Flush(mpsc::SyncSender<()>),
 }
 
 impl Console {
     pub fn new(printer: Option<Box<dyn ExternalPrinter + Send>>) -> Console {
-        Console {
-            printer: printer.map(|p| Arc::new(Mutex::new(p))),
-        }
+        let lines = printer.map(|mut printer| {
+            let (tx, rx) = mpsc::channel::<Message>();
+            // The printer hands each line to the line editor and may wait until it takes it (it
+            // takes none while a command runs): only this thread waits, never a runtime thread.
+            std::thread::spawn(move || {
+                for message in rx {
+                    match message {
+                        Message::Line(line) => {
+                            if printer.print(line.clone()).is_err() {
+                                eprint!("{line}");
+                            }
+                        }
+                        Message::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+            tx
+        });
+        Console { lines }
     }
 
     /// Prints `text` as one or more whole lines.
@@ -27,12 +52,23 @@ impl Console {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        let printed = match &self.printer {
-            Some(p) => p.lock().unwrap().print(text.clone()).is_ok(),
-            None => false,
-        };
-        if !printed {
-            eprint!("{text}");
+        match &self.lines {
+            Some(tx) => {
+                if let Err(mpsc::SendError(Message::Line(text))) = tx.send(Message::Line(text)) {
+                    eprint!("{text}");
+                }
+            }
+            None => eprint!("{text}"),
+        }
+    }
+
+    /// Returns once every line sent before is printed (before the process exits).
+    pub fn flush(&self) {
+        if let Some(tx) = &self.lines {
+            let (done, wait) = mpsc::sync_channel(1);
+            if tx.send(Message::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
         }
     }
 }

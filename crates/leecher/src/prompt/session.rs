@@ -203,6 +203,9 @@ impl Session {
         if let Some(seeding) = seeding.take() {
             seeding.stop().await;
         }
+        // Its last log lines (unregistered) go out before the process does.
+        let console = self.console.clone();
+        let _ = tokio::task::spawn_blocking(move || console.flush()).await;
     }
 }
 
