@@ -259,6 +259,12 @@ fn a_person_lists_gets_shares_and_leaves() {
     assert_eq!(sent_chunks(&line), 3, "{line}");
     assert!(p.text().contains(" film one.bin "), "{}", p.text());
 
+    // stop on a shared file stops sharing it: the seeder is its only holder again.
+    wait_seeders(&swarm, &seeded_id, 2);
+    p.command("stop \"film one.bin\"");
+    p.expect("stopped sharing film one.bin");
+    wait_seeders(&swarm, &seeded_id, 1);
+
     p.command("share .");
     p.expect("folders are not shares yet");
     p.command("get nothing-like-it");
@@ -347,6 +353,17 @@ fn sigterm_unregisters_and_gives_the_terminal_back() {
         "the terminal was left in raw mode"
     );
     assert!(!swarm.list(None).iter().any(|l| l.id == id), "still listed");
+}
+
+/// Waits until the tracker lists `n` seeders of `id` (each look is a `leecher --list`).
+fn wait_seeders(swarm: &Swarm, id: &str, n: u32) {
+    let deadline = Instant::now() + PATIENCE;
+    while swarm.seeders_of(id) != n {
+        assert!(
+            Instant::now() < deadline,
+            "the tracker never listed {n} seeders of {id}"
+        );
+    }
 }
 
 /// Waits until the tracker lists `id` (registration follows the share by a round trip).
