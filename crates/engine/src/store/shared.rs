@@ -102,14 +102,20 @@ impl SharedFile {
             path: path.to_path_buf(),
             error,
         })?;
-        let hashes =
-            hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| match e.kind() {
-                // The file shrank under us.
-                std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
-                    path: path.to_path_buf(),
-                },
-                _ => StoreError::io(path, e),
-            })?;
+        let hashes = hash_chunks(
+            &file,
+            before.len,
+            chunk_size,
+            progress,
+            &super::hash::NEVER_STOP,
+        )
+        .map_err(|e| match e.kind() {
+            // The file shrank under us.
+            std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
+                path: path.to_path_buf(),
+            },
+            _ => StoreError::io(path, e),
+        })?;
         if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
             return Err(StoreError::ChangedWhileHashing {
                 path: path.to_path_buf(),
