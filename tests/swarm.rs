@@ -80,6 +80,18 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
         .count();
     eprintln!("the seeder died with {unfinished} of {LEECHERS} leechers unfinished");
 
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leechers
+        .iter()
+        .all(|p| p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every leecher finished after the seeder died\n{}",
+            leechers.iter().map(Proc::dump).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut from_leechers = 0;
     for (i, mut p) in leechers.into_iter().enumerate() {
         let summary = p.wait_stderr("downloaded big.bin: ");
@@ -153,4 +165,33 @@ fn a_protocol_1_peer_is_named_and_skipped() {
         "{}",
         run.dump()
     );
+}
+
+/// A lying peer that is still downloading is struck and banned as a lying seeder is: the file is
+/// right, nothing it sent was kept, and the summary names it.
+#[test]
+fn a_lying_leecher_is_banned_like_a_lying_seeder() {
+    use support::hostile::*;
+    let swarm = Swarm::new();
+    let data = test_file(13);
+    let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
+    let liar = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::PartialLiar(20));
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+    let peer_field = format!("peer={}", liar.addr);
+    leecher.wait_line(false, "the lying leecher to be banned", |l| {
+        l.contains("failed its hash") && l.contains(&peer_field) && l.contains("banned=true")
+    });
+    pb.gate.open_all();
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_same_file(&out.join("f.bin"), &data, &run);
+    let summary = run.summary().unwrap();
+    assert!(
+        summary.contains(&format!("banned: {}", liar.addr)),
+        "{}",
+        run.dump()
+    );
+    let (_, from_leechers, _) = sources(summary);
+    assert_eq!(from_leechers, 0, "{}", run.dump());
 }

@@ -220,6 +220,9 @@ pub enum Mode {
     /// Serves this many chunks in all (through its gate), then on the next request closes every
     /// connection and stops listening, as a killed process would.
     DieAfter(u32),
+    /// Plays a peer that is still downloading and has the first this many chunks (its Welcome and
+    /// Bitfield say so), and serves wrong bytes for them.
+    PartialLiar(u32),
     /// Speaks protocol 1: refuses every other version's hello as protocol 1 did (a bare
     /// `VersionMismatch`), and counts the refusal as garbage.
     ProtocolV1,
@@ -475,18 +478,22 @@ async fn answer(
         },
         _ => return Ok(()),
     };
+    let has = match st.mode {
+        Mode::PartialLiar(n) => n.min(file.manifest.num_chunks()),
+        _ => file.manifest.num_chunks(),
+    };
     let welcome = Header::Welcome {
         version: PROTOCOL_VERSION,
-        complete: true,
+        complete: has == file.manifest.num_chunks(),
     };
     send(wr, &welcome, &[]).await?;
-    // Protocol 2: the client's Bitfield, then ours (every chunk: these peers play seeders).
+    // Protocol 2: the client's Bitfield, then ours (every chunk, but for a partial peer).
     match rx.recv().await {
         Some(Header::Bitfield) => {}
         _ => return Ok(()),
     }
-    let all = vec![true; file.manifest.num_chunks() as usize];
-    send(wr, &Header::Bitfield, &peer::encode_bitfield(&all)).await?;
+    let bits: Vec<bool> = (0..file.manifest.num_chunks()).map(|i| i < has).collect();
+    send(wr, &Header::Bitfield, &peer::encode_bitfield(&bits)).await?;
     while let Some(header) = rx.recv().await {
         let index = match header {
             Header::GetManifest if !matches!(st.mode, Mode::Silent) => {
@@ -503,7 +510,7 @@ async fn answer(
                 st.gate.pass().await;
                 serve_chunk(wr, &file, index, false, st).await?;
             }
-            Mode::LieAll => {
+            Mode::LieAll | Mode::PartialLiar(_) => {
                 st.gate.pass().await;
                 serve_chunk(wr, &file, index, true, st).await?;
             }

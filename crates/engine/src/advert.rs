@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use shoal_proto::peer::{self, Header};
 use shoal_proto::ChunkIndex;
+use tokio::sync::watch;
 
 use crate::conn::FrameWriter;
 use crate::reveal::{ConnId, Reveal};
@@ -20,6 +21,8 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
 pub struct Client {
     pub file: Arc<SharedFile>,
     advert: Advert,
+    /// Subscribed before the Bitfield was made: a chunk added after that is always announced.
+    news: watch::Receiver<()>,
 }
 
 enum Advert {
@@ -32,6 +35,7 @@ enum Advert {
 impl Client {
     /// Starts advertising to a client that has `client_has`: our Bitfield for it.
     pub fn join(file: Arc<SharedFile>, client_has: &[bool]) -> (Client, Vec<u8>) {
+        let news = file.news();
         let n = file.manifest.num_chunks() as usize;
         let mut bits = vec![false; n];
         let advert = match file.reveal() {
@@ -50,16 +54,28 @@ impl Client {
                 Advert::Everything(told)
             }
         };
-        (Client { file, advert }, peer::encode_bitfield(&bits))
+        let client = Client { file, advert, news };
+        (client, peer::encode_bitfield(&bits))
     }
 
-    pub fn follows_news(&self) -> bool {
-        matches!(self.advert, Advert::Everything(_))
+    /// Resolves when the file has gained chunks to announce to this client; never for a file
+    /// that advertises by its reveal policy.
+    pub async fn news(&mut self) {
+        if matches!(self.advert, Advert::Everything(_)) && self.news.changed().await.is_ok() {
+            return;
+        }
+        std::future::pending().await
+    }
+
+    /// Whether [`Client::news`] would resolve at once.
+    pub fn has_news(&self) -> bool {
+        matches!(self.advert, Advert::Everything(_)) && self.news.has_changed().unwrap_or(false)
     }
 
     /// Queues a Have for every chunk the file gained since we last told the client.
     pub fn announce_news(&mut self, writer: &mut FrameWriter) {
         if let Advert::Everything(told) = &mut self.advert {
+            self.news.borrow_and_update();
             for index in told.catch_up(self.file.have()) {
                 writer.queue(&Header::Have { index });
             }
@@ -68,6 +84,11 @@ impl Client {
 
     pub fn client_have(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
         self.reveal_more(writer, |r, conn| r.client_have(conn, index));
+    }
+
+    /// The client asked to be shown more ([`Header::WantMore`]).
+    pub fn want_more(&mut self, writer: &mut FrameWriter) {
+        self.reveal_more(writer, |r, conn| r.want_more(conn));
     }
 
     pub fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
@@ -94,5 +115,33 @@ impl Drop for Client {
         if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
             reveal.lock().unwrap().leave(*conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::Manifest;
+
+    /// A chunk a download verifies right after a client's Bitfield was made (before the
+    /// connection waits for news) is still announced to it.
+    #[test]
+    fn a_chunk_added_after_the_bitfield_is_news() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let data = vec![7u8; 3 * 16 * 1024];
+        std::fs::write(&path, &data).unwrap();
+        let file = Arc::new(SharedFile::in_progress(
+            &dir.path().join("f"),
+            "f".into(),
+            Manifest::of_bytes(&data, 16 * 1024).unwrap(),
+            std::fs::File::open(&path).unwrap(),
+            &[true, false, false],
+        ));
+        let (client, bits) = Client::join(file.clone(), &[]);
+        assert_eq!(bits, peer::encode_bitfield(&[true, false, false]));
+        assert!(!client.has_news());
+        file.add_verified(ChunkIndex(2));
+        assert!(client.has_news());
     }
 }

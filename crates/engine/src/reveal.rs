@@ -113,6 +113,17 @@ impl Reveal {
         self.top_up(conn, MAX_REVEALED)
     }
 
+    /// The client can use none of the chunks revealed to it so far (it asked other peers for
+    /// them): reveal up to [`JOIN_REVEALED`] more that it lacks, chosen as the Haves after a
+    /// served chunk are, but also among chunks sent or shown before, since this client must not starve.
+    pub fn want_more(&mut self, conn: ConnId) -> Vec<ChunkIndex> {
+        let Some(client) = self.clients.get(&conn) else {
+            return Vec::new();
+        };
+        let upto = client.revealed + JOIN_REVEALED;
+        self.pick(conn, upto, false)
+    }
+
     /// The connection closed.
     pub fn leave(&mut self, conn: ConnId) {
         let Some(client) = self.clients.remove(&conn) else {
@@ -171,6 +182,12 @@ impl Reveal {
     fn top_up(&mut self, conn: ConnId, at_most: u32) -> Vec<ChunkIndex> {
         let target = self.target().min(at_most);
         let first_pass = self.unserved > 0;
+        self.pick(conn, target, first_pass)
+    }
+
+    /// Reveals to `conn` until it has `target` chunks revealed that it lacks; with `first_pass`,
+    /// only chunks never sent and shown to no other client.
+    fn pick(&mut self, conn: ConnId, target: u32, first_pass: bool) -> Vec<ChunkIndex> {
         let Some(client) = self.clients.get_mut(&conn) else {
             return Vec::new();
         };
@@ -263,6 +280,42 @@ mod tests {
             all.extend(set(&shown));
         }
         assert_eq!(all.len(), total, "a chunk was shown to two clients");
+        r.check_invariants();
+    }
+
+    /// A client whose revealed chunks all went to other peers (in flight there) asks for more
+    /// and is shown chunks it lacks even while the first pass would keep them for others; this
+    /// is what keeps a lone client from waiting forever on a server that waits for a request.
+    #[test]
+    fn a_client_that_wants_more_is_shown_more() {
+        let mut r = Reveal::new(64, 4);
+        let first = r.join(1, &[]);
+        // Other clients take every chunk nobody was shown yet.
+        for conn in 2..20 {
+            r.join(conn, &[]);
+        }
+        r.check_invariants();
+        let more = r.want_more(1);
+        assert_eq!(more.len(), JOIN_REVEALED as usize);
+        assert!(more.iter().all(|i| !first.contains(i)), "new chunks only");
+        r.check_invariants();
+        // Until nothing is left that it lacks.
+        let mut shown: BTreeSet<ChunkIndex> = first.into_iter().chain(more).collect();
+        loop {
+            let more = r.want_more(1);
+            if more.is_empty() {
+                break;
+            }
+            assert!(
+                more.iter().all(|i| shown.insert(*i)),
+                "never the same chunk twice"
+            );
+        }
+        assert_eq!(shown.len(), 64);
+        assert!(
+            r.want_more(99).is_empty(),
+            "an unknown connection is shown nothing"
+        );
         r.check_invariants();
     }
 

@@ -1,6 +1,7 @@
 //! The `leecher` command: finds a file through the tracker, downloads and verifies it while
 //! serving the chunks it has verified to other peers, then keeps seeding it until Ctrl-C (unless
-//! `--no-seed`). `leecher --list` prints what the tracker knows.
+//! `--no-seed`). `leecher --list` prints what the tracker knows. With no file on a terminal (or
+//! `--interactive`), it opens a prompt ([`prompt`]).
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,8 @@ use shoal_engine::tracker_client::resolve;
 use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
 
+mod prompt;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "leecher",
@@ -32,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     /// The file: its id, a unique id prefix (8+ hex characters) or its name. With --list, a
     /// pattern that names must contain.
-    #[arg(value_name = "ID-or-NAME", required_unless_present = "list")]
+    #[arg(value_name = "ID-or-NAME", required_unless_present_any = ["list", "interactive"])]
     query: Option<String>,
+    /// Open a prompt to list, get, share and watch files (the default with no file on a terminal).
+    #[arg(long, conflicts_with_all = ["query", "list", "no_seed", "no_upload"])]
+    interactive: bool,
     /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
     #[arg(long)]
     list: bool,
@@ -85,7 +91,19 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        // No file on a terminal: the prompt. Elsewhere, the usage error as before.
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && prompt::on_terminal() =>
+        {
+            Args::parse_from(std::env::args_os().chain(["--interactive".into()]))
+        }
+        parsed => parsed.unwrap_or_else(|e| e.exit()),
+    };
+    if args.interactive {
+        return prompt::main(args);
+    }
     init_logging();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(args)) {

@@ -83,6 +83,11 @@ pub enum Header {
     Cancel {
         index: ChunkIndex,
     },
+    /// From a client to a complete server that advertises only some of its chunks (the reveal
+    /// policy): none of the chunks shown so far is of use to it now (it got them, or asked
+    /// another peer for them), so show it more. Without it a client could wait for a Have that
+    /// never comes while the server waits for a request.
+    WantMore,
 }
 
 impl Header {

@@ -203,6 +203,7 @@ fn header() -> impl Strategy<Value = Header> {
         chunk_index().prop_map(|index| Header::Have { index }),
         Just(Header::Bitfield),
         chunk_index().prop_map(|index| Header::Cancel { index }),
+        Just(Header::WantMore),
     ]
 }
 
@@ -699,9 +700,10 @@ fn header_kind(header: &Header) -> &'static str {
         Header::Have { .. } => "Have",
         Header::Bitfield => "Bitfield",
         Header::Cancel { .. } => "Cancel",
+        Header::WantMore => "WantMore",
     }
 }
-const HEADER_KINDS: usize = 10;
+const HEADER_KINDS: usize = 11;
 
 fn kinds_seen<S: Strategy>(
     strategy: S,

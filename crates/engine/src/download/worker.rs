@@ -92,6 +92,8 @@ async fn pull(
     shared.notify();
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
+    // Whether we asked this peer to show us more since its last Have (see `Header::WantMore`).
+    let mut asked_more = false;
     loop {
         changed.borrow_and_update();
         for index in told.catch_up(shared.store.have()) {
@@ -115,6 +117,12 @@ async fn pull(
                 }
             }
         }
+        if outstanding.is_empty() && conn.complete && !asked_more {
+            // A complete peer shows us only some of its chunks (its reveal policy); those it
+            // showed may all be asked of other peers already. Ask it for more, once per Have.
+            conn.writer.queue(&Header::WantMore);
+            asked_more = true;
+        }
         conn.writer.flush().await?;
         let frame = if outstanding.is_empty() {
             // Nothing to ask this peer for now: wait for its Haves (or for the download to move
@@ -135,7 +143,10 @@ async fn pull(
         match frame {
             // Only this worker can ask for it: no need to wake the others (with 31 peers that
             // each announce every chunk, that would be 31 wake-ups per Have).
-            (Header::Have { index }, _) => shared.sched.lock().unwrap().peer_have(addr, index),
+            (Header::Have { index }, _) => {
+                asked_more = false;
+                shared.sched.lock().unwrap().peer_have(addr, index)
+            }
             (Header::Bitfield, Payload::Bytes(bits)) => {
                 let has = peer::decode_bitfield(&bits, shared.manifest.num_chunks())
                     .ok_or(ConnError::BadBitfield)?;
