@@ -68,7 +68,8 @@ struct Args {
     /// Register this address with the tracker instead of the one it sees.
     #[arg(long, value_name = "HOST[:PORT]")]
     advertise: Option<String>,
-    /// Give up after this many seconds without any peer delivering data.
+    /// Give up after this many seconds: to reach the tracker and find the file (or list), to
+    /// get the manifest, and then without any peer delivering data.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout: u64,
     /// Drop a peer that, while it owes us chunks, sends less than 16 KiB in this many seconds.
@@ -118,11 +119,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.window == 0 || args.max_peers == 0 || args.stall_timeout == 0 {
         anyhow::bail!("--window, --max-peers and --stall-timeout must be at least 1");
     }
-    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
+    let find = Duration::from_secs(args.timeout);
+    let client = Arc::new(
+        within(find, "finding the tracker", async {
+            Ok(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?)
+        })
+        .await?,
+    );
     if args.list {
         let filter = args.query.clone().map_or(Filter::All, Filter::NameContains);
+        let listing = within(find, "listing the tracker's files", async {
+            Ok(client.list(filter).await?)
+        });
         let mut out = std::io::stdout().lock();
-        for e in client.list(filter).await? {
+        for e in listing.await? {
             // One line per file whatever the name holds: scripts split on lines.
             let name = shoal_proto::names::printable(&e.name);
             writeln!(out, "{} {} {} {name}", e.id, e.size, e.seeders)?;
@@ -133,7 +143,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.out.is_dir() {
         anyhow::bail!("the output folder {} does not exist", args.out.display());
     }
-    let entry = resolve(&client, &query).await?;
+    let entry = within(find, "looking the file up at the tracker", async {
+        Ok(resolve(&client, &query).await?)
+    })
+    .await?;
     // Everything serving needs is checked now, not after a long download. Verified chunks are
     // served from the start (partial seeding): the download joins the library once its manifest
     // is verified, and the announcer registers it.
@@ -228,6 +241,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = signal.await;
     seeding.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--timeout` around one phase before the download (which bounds its own): a tracker that
+/// answers slowly, or always offers one more page, cannot hold the leecher past it.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    phase: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, phase)
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "{what} took longer than {} s (--timeout); gave up",
+                limit.as_secs()
+            )
+        })
 }
 
 fn summary_line(s: &Summary) -> String {
