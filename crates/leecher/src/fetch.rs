@@ -22,7 +22,10 @@ pub async fn fetch(
     share: Option<Arc<Library>>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Summary> {
-    let entry = resolve(client, query).await?;
+    let entry = super::within(opts.timeout, "looking the file up at the tracker", async {
+        Ok(resolve(client, query).await?)
+    })
+    .await?;
     let progress = Arc::new(Progress::default());
     // The download's own token: ending its progress display must not end the command.
     let done = cancel.child_token();

@@ -69,7 +69,8 @@ struct Args {
     /// Register this address with the tracker instead of the one it sees.
     #[arg(long, value_name = "HOST[:PORT]")]
     advertise: Option<String>,
-    /// Give up after this many seconds without any peer delivering data.
+    /// Give up after this many seconds: to reach the tracker and find the file (or list), to
+    /// get the manifest, and then without any peer delivering data.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout: u64,
     /// Drop a peer that, while it owes us chunks, sends less than 16 KiB in this many seconds.
@@ -122,11 +123,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.list && args.queries.len() > 1 {
         anyhow::bail!("--list takes one pattern; quote a pattern with spaces");
     }
+    let find = Duration::from_secs(args.timeout);
     let client = Arc::new(
-        choose_tracker(
-            tracker_setting(args.tracker.clone()).as_deref(),
-            discovery_wanted(args.no_discovery),
-        )
+        within(find, "finding the tracker", async {
+            let tracker = tracker_setting(args.tracker.clone());
+            Ok(choose_tracker(tracker.as_deref(), discovery_wanted(args.no_discovery)).await?)
+        })
         .await?,
     );
     if args.list {
@@ -135,8 +137,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .first()
             .cloned()
             .map_or(Filter::All, Filter::NameContains);
+        let listing = within(find, "listing the tracker's files", async {
+            Ok(client.list(filter).await?)
+        });
         let mut out = std::io::stdout().lock();
-        for e in client.list(filter).await? {
+        for e in listing.await? {
             // One line per file whatever the name holds: scripts split on lines.
             let name = shoal_proto::names::printable(&e.name);
             writeln!(out, "{} {} {} {name}", e.id, e.size, e.seeders)?;
@@ -238,4 +243,21 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = signal.await;
     seeding.stop().await;
     Ok(code)
+}
+
+/// `--timeout` around one phase before the download (which bounds its own): a tracker that
+/// answers slowly, or always offers one more page, cannot hold the leecher past it.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    phase: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, phase)
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "{what} took longer than {} s (--timeout); gave up",
+                limit.as_secs()
+            )
+        })
 }

@@ -38,6 +38,7 @@ mod worker;
 
 use book::PeerBook;
 use manifest::fetch_manifest;
+pub use manifest::manifest_frame_bound;
 use supervise::{run_workers, RunEnd};
 use verify::{pool_size, spawn_verifiers, Job};
 
@@ -166,6 +167,14 @@ pub enum DownloadError {
         name: String,
         waited: Duration,
         part: Option<PathBuf>,
+    },
+    /// Peers offered a manifest frame longer than the tracker's listed size allows: the label
+    /// is wrong (see [`manifest::manifest_frame_bound`]).
+    #[error("the peers offer a manifest for {name} longer than its listed size of {listed} bytes allows ({max} bytes at most); the tracker's size for it is wrong")]
+    ManifestTooLarge {
+        name: String,
+        listed: u64,
+        max: usize,
     },
     #[error("interrupted{}", part_note(.part))]
     Cancelled { part: Option<PathBuf> },
