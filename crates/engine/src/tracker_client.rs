@@ -866,6 +866,67 @@ mod hostile_tests {
         }
     }
 
+    /// An announcer over `library`, against the fake tracker at `addr`, and its registrations.
+    async fn announcer(
+        addr: &str,
+        library: Arc<Library>,
+    ) -> (Announcer, tokio::sync::watch::Receiver<Registration>) {
+        let client = TrackerClient::connect(addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let (registration, watch) = tokio::sync::watch::channel(Registration::default());
+        let announcer = Announcer {
+            client: Arc::new(client),
+            library,
+            peer: peer_info(7000, None),
+            registration,
+        };
+        (announcer, watch)
+    }
+
+    #[tokio::test]
+    async fn registrations_and_refusals_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"some bytes").unwrap();
+        let hashed = || {
+            let done = std::sync::atomic::AtomicU64::new(0);
+            crate::store::SharedFile::hash(&path, 16 * 1024, &done).unwrap()
+        };
+        // Every request is acknowledged, except announcements when told to refuse them.
+        for (answer, accepted) in [(None, true), (Some(ErrorCode::BadName), false)] {
+            let addr = fake(move |req| match (answer, &req.body) {
+                (Some(code), RequestBody::Announce { .. }) => Some(ResponseBody::Error { code }),
+                _ => Some(ResponseBody::Ack { interval_secs: 60 }),
+            })
+            .await;
+            let library = Library::new();
+            let id = library.add(hashed()).id;
+            let (announcer, mut watch) = announcer(&addr, library).await;
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(announcer.run(cancel.clone()));
+            let now = watch
+                .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
+                .await
+                .unwrap()
+                .clone();
+            assert_eq!(now.files.contains(&id), accepted, "{now:?}");
+            match answer {
+                None => assert_eq!(now.failure, None),
+                Some(_) => assert_eq!(
+                    now.failure.as_deref(),
+                    Some(
+                        TrackerError::Refused(ErrorCode::BadName)
+                            .to_string()
+                            .as_str()
+                    )
+                ),
+            }
+            cancel.cancel();
+            task.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn a_listing_that_never_ends_is_cut_off_with_one_sentence() {
         let addr = fake(|req| match &req.body {
