@@ -30,7 +30,7 @@ mod prompt;
 #[command(
     name = "leecher",
     version,
-    about = "Download a file from the swarm, verify every chunk, then seed it."
+    about = "Download files from the swarm, verify every chunk, then seed them."
 )]
 struct Args {
     /// The files: each an id, a unique id prefix (8+ hex characters) or a name. With --list, one
