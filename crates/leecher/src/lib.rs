@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod fetch;
+mod progress;
 mod summary;
 
 use std::io::Write;
@@ -20,7 +21,7 @@ use shoal_engine::download::{DownloadError, DownloadOptions};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::Library;
-use shoal_engine::support::{init_logging, shutdown_signal};
+use shoal_engine::support::{init_logging_to, shutdown_signal};
 use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
 
@@ -105,7 +106,7 @@ pub fn main() -> ExitCode {
     if args.interactive {
         return prompt::main(args);
     }
-    init_logging();
+    init_logging_to(progress::LogWriter);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(code) => code,
