@@ -252,7 +252,8 @@ check_peers "--advertise: peers of a.bin" 5 "$(v4 1)" "$A" "$V4_EXTRA:7006"
 # h4 downloads f.bin from h2 and h3, then keeps seeding it on a pinned port.
 start leech-h4 4 "$bin/leecher" --tracker "$T4" --timeout 10 --port 7004 --out p1 f.bin
 leech4=$PID
-if wait_for "$work/logs/leech-h4.err" 'registered with the tracker' 30 "$leech4"; then
+# A leecher registers as a partial peer at once; this line comes once the file is in place.
+if wait_for "$work/logs/leech-h4.err" 'seeding f.bin; Ctrl-C to stop' 30 "$leech4"; then
     check_download "h4 downloads f.bin from h2 and h3" leech-h4 4 "$work/data/f.bin" \
         "$(v4 2):7002" "$(v4 3):7003"
 else

@@ -12,7 +12,7 @@ ip=$1 port=$2 id=$3
 [[ $id =~ ^[0-9a-f]{64}$ ]] || { echo "tracker_peers: bad file id $id" >&2; exit 2; }
 
 # Bytes are kept as arrays of two-digit hex strings.
-magic=(53 48 54 31) # "SHT1"
+magic=(53 48 54 32) # "SHT2": the tracker protocol, version 2
 
 varint() { # n -> hex bytes (postcard's unsigned LEB128)
     local n=$1 out=()
