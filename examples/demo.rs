@@ -112,7 +112,7 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
     procs.tracker = Some(addr.clone());
 
     step(&format!(
-        "starting three seeders with P2P_TRACKER={addr}: `seeder {NAME}` hashes it, prints `<id> <size> <name>`, registers"
+        "starting three seeders with P2P_TRACKER={addr}: `seeder {NAME}` hashes it, registers, prints `<id> <size> <name>`"
     ));
     let mut seeders = Vec::new();
     for i in 1..=3 {
@@ -148,14 +148,14 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
     expect_seeders(procs, &bins, dir, &id, 3).await?;
 
     step(&format!(
-        "leecher1 downloads {NAME} by name from all three seeders, checking every chunk: leecher {NAME}"
+        "leecher1 downloads {NAME} by name from all three seeders, checking every chunk, and then seeds it with its upload held to 16 MiB/s (as on a busy office link): leecher --max-upload-rate 16M {NAME}"
     ));
     let leecher1_dir = dir.join("leecher1");
     std::fs::create_dir(&leecher1_dir)?;
     let leecher1 = procs.spawn(
         "leecher1",
         &bins.join("leecher"),
-        &[NAME],
+        &["--max-upload-rate", "16M", NAME],
         &leecher1_dir,
         Echo::BOTH,
     )?;
@@ -250,6 +250,7 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
             Echo::BOTH,
         )?);
     }
+    let mut from_leechers = 0;
     for &p in &swarm {
         let status = procs[p].wait_exit().await?;
         ensure!(status.success(), "{} exited with {status}", procs[p].label);
@@ -261,6 +262,11 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
         let sources = summary
             .split("; ")
             .find(|part| part.starts_with("from seeders: "));
+        from_leechers += sources
+            .and_then(|s| s.split("from leechers: ").nth(1))
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
         println!(
             "    {}: {}",
             procs[p].label,
@@ -268,6 +274,12 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
         );
         verify(&source_hash, &dir.join(&procs[p].label).join(NAME))?;
     }
+
+    ensure!(
+        from_leechers > 0,
+        "the three leechers traded no chunk among themselves"
+    );
+    println!("    {from_leechers} chunks went from leecher to leecher, not over leecher1's capped uplink");
 
     step("stopping leecher1 and the tracker with Ctrl-C (SIGINT)");
     for p in [leecher1, tracker] {

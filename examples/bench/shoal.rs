@@ -201,13 +201,14 @@ fn summary_rate(line: &str) -> Option<f64> {
 }
 
 /// Starts a seeder alone (held to `cpu` if given) and times it to its id line (it hashes the
-/// whole file first). Its tracker is a port nobody listens on, so it registers nowhere; it is
-/// killed right after.
+/// whole file first, then registers: a seeder whose tracker does not answer exits, so a tracker
+/// of its own answers, a millisecond's round trip). It is killed right after.
 pub fn seeder_startup(bins: &Path, src: &Path, cpu: Option<usize>) -> Result<f64> {
     let size = std::fs::metadata(src)?.len();
     let name = file_name(src)?;
+    let (_tracker, addr) = start_tracker(bins, &[], None, "warn")?;
     let mut cmd = Command::new(bins.join("seeder"));
-    cmd.args(["--tracker", "127.0.0.1:9"])
+    cmd.args(["--tracker", &addr])
         .arg(src)
         .env("P2P_NO_DISCOVERY", "1")
         .env("RUST_LOG", "warn");

@@ -11,6 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod hostile;
+pub mod hostile_manifest;
+pub mod hostile_tracker;
 
 /// Safety net for every wait: far longer than any step takes, so it only fires on a real hang.
 pub const PATIENCE: Duration = Duration::from_secs(60);

@@ -479,6 +479,18 @@ impl PeerConn {
         limit: Duration,
         ours: &[u8],
     ) -> Result<PeerConn, ConnError> {
+        PeerConn::connect_bounded(addr, file, limit, ours, peer::MAX_FRAME_LEN).await
+    }
+
+    /// [`PeerConn::connect`], refusing any frame longer than `max_frame` until the manifest is
+    /// known (the manifest fetch bounds it by the file's listed size).
+    pub async fn connect_bounded(
+        addr: SocketAddr,
+        file: FileId,
+        limit: Duration,
+        ours: &[u8],
+        max_frame: usize,
+    ) -> Result<PeerConn, ConnError> {
         let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnError::Timeout(limit))??;
@@ -487,7 +499,7 @@ impl PeerConn {
         // Until the manifest is known, the largest frame is a manifest.
         let mut conn = PeerConn {
             addr,
-            reader: FrameSource::new(r, peer::MAX_FRAME_LEN),
+            reader: FrameSource::new(r, max_frame.min(peer::MAX_FRAME_LEN)),
             writer: FrameWriter::new(w),
             complete: false,
             bitfield: Bytes::new(),

@@ -21,6 +21,24 @@ use crate::tracker_client::{RetryPolicy, TrackerClient, TrackerError};
 /// The tracker's default port, where discovery probes go.
 pub const DEFAULT_PORT: u16 = 6969;
 
+/// `--tracker`, else `P2P_TRACKER` if set and not empty. Read here rather than by clap: clap
+/// writes an option it took from the environment into its `Usage:` lines, as if it was typed.
+pub fn tracker_setting(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("P2P_TRACKER").ok().filter(|v| !v.is_empty()))
+}
+
+/// Whether to look for a tracker on the LAN: not with `--no-discovery`, nor with
+/// `P2P_NO_DISCOVERY` set to anything but nothing, `0`, `false`, `no` or `off`.
+pub fn discovery_wanted(no_discovery_flag: bool) -> bool {
+    let off = |v: String| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    };
+    !no_discovery_flag && !std::env::var("P2P_NO_DISCOVERY").is_ok_and(off)
+}
+
 /// Picks the tracker as the CLI contract says. `explicit` is `--tracker` or `P2P_TRACKER`.
 pub async fn choose_tracker(
     explicit: Option<&str>,

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use rustix::fs::{RenameFlags, CWD};
 use rustix::io::Errno;
@@ -207,11 +207,13 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Whether `dest` already is the file `manifest` describes: a regular file (not followed through a
-/// symbolic link) of its size whose every chunk matches. `progress` grows by the bytes checked.
+/// symbolic link) of its size whose every chunk matches. `progress` grows by the bytes checked;
+/// setting `stop` ends the check early.
 pub fn already_complete(
     dest: &Path,
     manifest: &Manifest,
     progress: &AtomicU64,
+    stop: &AtomicBool,
 ) -> Result<bool, StoreError> {
     let file = match OpenOptions::new()
         .read(true)
@@ -226,8 +228,14 @@ pub fn already_complete(
     if !meta.file_type().is_file() || meta.len() != manifest.size() {
         return Ok(false);
     }
-    let hashes = hash_chunks(&file, manifest.size(), manifest.chunk_size(), progress)
-        .map_err(|e| StoreError::io(dest, e))?;
+    let hashes = hash_chunks(
+        &file,
+        manifest.size(),
+        manifest.chunk_size(),
+        progress,
+        stop,
+    )
+    .map_err(|e| StoreError::io(dest, e))?;
     Ok(hashes
         .iter()
         .enumerate()
@@ -395,20 +403,34 @@ mod tests {
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         let manifest = Manifest::of_bytes(&data, 16 * 1024).unwrap();
         let progress = AtomicU64::new(0);
-        assert!(!already_complete(&dest, &manifest, &progress).unwrap());
+        assert!(
+            !already_complete(&dest, &manifest, &progress, &crate::store::hash::NEVER_STOP)
+                .unwrap()
+        );
         std::fs::write(&dest, &data).unwrap();
-        assert!(already_complete(&dest, &manifest, &progress).unwrap());
+        assert!(
+            already_complete(&dest, &manifest, &progress, &crate::store::hash::NEVER_STOP).unwrap()
+        );
         let mut other = data.clone();
         other[39_999] ^= 1;
         std::fs::write(&dest, &other).unwrap();
-        assert!(!already_complete(&dest, &manifest, &progress).unwrap());
+        assert!(
+            !already_complete(&dest, &manifest, &progress, &crate::store::hash::NEVER_STOP)
+                .unwrap()
+        );
         std::fs::write(&dest, &data[1..]).unwrap();
-        assert!(!already_complete(&dest, &manifest, &progress).unwrap());
+        assert!(
+            !already_complete(&dest, &manifest, &progress, &crate::store::hash::NEVER_STOP)
+                .unwrap()
+        );
         // A symbolic link to the right bytes is not the file itself.
         let real = dir.path().join("real");
         std::fs::write(&real, &data).unwrap();
         std::fs::remove_file(&dest).unwrap();
         std::os::unix::fs::symlink(&real, &dest).unwrap();
-        assert!(!already_complete(&dest, &manifest, &progress).unwrap());
+        assert!(
+            !already_complete(&dest, &manifest, &progress, &crate::store::hash::NEVER_STOP)
+                .unwrap()
+        );
     }
 }

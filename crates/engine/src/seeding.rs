@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rate::RateLimit;
 use crate::store::Library;
-use crate::tracker_client::{peer_info, Announcer, TrackerClient};
+use crate::tracker_client::{peer_info, Announcer, Registration, TrackerClient};
 
 pub struct Seeding {
     /// The TCP port chunks are served on.
@@ -18,6 +18,7 @@ pub struct Seeding {
     cancel: CancellationToken,
     server: JoinHandle<()>,
     announcer: JoinHandle<()>,
+    registration: tokio::sync::watch::Receiver<Registration>,
 }
 
 impl Seeding {
@@ -41,10 +42,12 @@ impl Seeding {
             cancel.child_token(),
         ));
         let (ip, advertised_port) = advertise.map_or((None, None), |(ip, p)| (Some(ip), p));
+        let (registration, registered) = tokio::sync::watch::channel(Registration::default());
         let announcer = Announcer {
             client,
             library: library.clone(),
             peer: peer_info(advertised_port.unwrap_or(port), ip),
+            registration,
         };
         let stop = cancel.child_token();
         let announcer = tokio::spawn(async move {
@@ -67,7 +70,13 @@ impl Seeding {
             cancel,
             server,
             announcer,
+            registration: registered,
         })
+    }
+
+    /// What the tracker has registered so far, as it changes.
+    pub fn registration(&self) -> tokio::sync::watch::Receiver<Registration> {
+        self.registration.clone()
     }
 
     /// Unregisters from the tracker and stops serving.

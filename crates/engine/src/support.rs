@@ -3,13 +3,22 @@
 /// Process set-up shared by the three programs: logging to stderr, filtered by `RUST_LOG`
 /// (default: info), and an allocator tuned for chunk-sized buffers.
 pub fn init_logging() {
+    init_logging_to(std::io::stderr);
+}
+
+/// [`init_logging`], with log lines written through `writer` (which ends up on stderr; the
+/// leecher's moves its progress bar out of the way first).
+pub fn init_logging_to<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .with_ansi(ansi)
         .init();

@@ -24,7 +24,7 @@ pub enum TrackerError {
     Unreachable { addr: SocketAddr, attempts: u32 },
     #[error("no tracker answered at {addr} and none answered discovery on the local network; start one with `tracker`, or choose one with --tracker HOST:PORT or P2P_TRACKER")]
     NotFound { addr: SocketAddr },
-    #[error("could not resolve tracker address {0:?}; give it as HOST:PORT")]
+    #[error("could not resolve tracker address {0:?}; give it as HOST[:PORT]")]
     BadAddress(String),
     #[error("the tracker refused: {0}")]
     Refused(ErrorCode),
@@ -94,9 +94,10 @@ pub struct TrackerClient {
 }
 
 impl TrackerClient {
-    /// Resolves `addr` (host names work) and binds a socket of the matching family.
+    /// Resolves `addr` (host names work; without a port, the tracker's default port) and binds a
+    /// socket of the matching family.
     pub async fn connect(addr: &str, retry: RetryPolicy) -> Result<TrackerClient, TrackerError> {
-        let resolved = tokio::net::lookup_host(addr)
+        let resolved = tokio::net::lookup_host(with_default_port(addr))
             .await
             .map_err(|_| TrackerError::BadAddress(addr.to_string()))?;
         let resolved =
@@ -332,6 +333,22 @@ fn v1_probe(connect: &[u8]) -> Vec<u8> {
     probe
 }
 
+/// `HOST:PORT` as given; `HOST` alone (a name, an IPv4 address, an IPv6 address bare or in
+/// brackets) with the tracker's default port, as a person typing `--tracker nas` means.
+fn with_default_port(addr: &str) -> String {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if let Ok(ip) = addr.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return SocketAddr::new(ip, crate::discovery::DEFAULT_PORT).to_string();
+    }
+    match addr.rsplit_once(':') {
+        // A name and a port, or something lookup_host will refuse as it stands.
+        Some(_) => addr.to_string(),
+        None => format!("{addr}:{}", crate::discovery::DEFAULT_PORT),
+    }
+}
+
 /// Of the addresses a name resolves to, the first IPv4 one if there is one. A tracker listens on
 /// 0.0.0.0 unless told otherwise, and one on [::] takes IPv4 as well, so IPv4 reaches both; the
 /// resolver's own order often puts IPv6 first (`localhost` is ::1 on many systems).
@@ -349,9 +366,19 @@ fn prefer_ipv4(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error(
-        "the tracker knows no file named or with id {0:?}; `leecher --list` shows what it has"
+        "the tracker knows no file named or with id {query:?}{}; `leecher --list` shows what it has",
+        .suggestion.as_deref().map(|s| format!(" (did you mean {}?)", shoal_proto::names::printable(s))).unwrap_or_default()
     )]
-    NotFound(String),
+    NotFound {
+        query: String,
+        /// A known name that differs only in case, or by a letter or two.
+        suggestion: Option<String>,
+    },
+    #[error("id prefixes need at least {} hex characters; {query:?} is the start of:\n{}", IdPrefix::MIN_LEN, list_lines(.matches))]
+    ShortPrefix {
+        query: String,
+        matches: Vec<ListEntry>,
+    },
     #[error("{query:?} matches {} files; give more of the id:\n{}", .matches.len(), list_lines(.matches))]
     Ambiguous {
         query: String,
@@ -387,7 +414,7 @@ pub async fn resolve(client: &TrackerClient, query: &str) -> Result<ListEntry, R
     }
     let found = client.list(Filter::NameIs(query.to_string())).await?;
     if found.is_empty() {
-        return Err(ResolveError::NotFound(query.to_string()));
+        return Err(not_found(client, query).await);
     }
     // The listing shows the name most seeders use; the same bytes may be shared under several.
     // Asked for by one of its names, the file keeps the name asked for.
@@ -395,6 +422,55 @@ pub async fn resolve(client: &TrackerClient, query: &str) -> Result<ListEntry, R
         name: query.to_string(),
         ..entry
     })
+}
+
+/// Listed at most, to explain a miss: enough for any tracker a person browses, and bounded so
+/// that a typo never walks a huge tracker.
+const EXPLAIN_ENTRIES: usize = 20_000;
+const EXPLAIN_PAGES: usize = 1_000;
+
+/// Why `query` found nothing: an id prefix too short to be looked up, or a name close to one the
+/// tracker knows. Only this path lists the tracker's files.
+async fn not_found(client: &TrackerClient, query: &str) -> ResolveError {
+    let known = client
+        .list_bounded(Filter::All, EXPLAIN_ENTRIES, EXPLAIN_PAGES)
+        .await
+        .unwrap_or_default();
+    if !query.is_empty()
+        && query.len() < IdPrefix::MIN_LEN
+        && query.bytes().all(|c| c.is_ascii_hexdigit())
+    {
+        let start = query.to_ascii_lowercase();
+        let matches: Vec<ListEntry> = known
+            .iter()
+            .filter(|e| e.id.to_hex().starts_with(&start))
+            .cloned()
+            .collect();
+        if !matches.is_empty() {
+            return ResolveError::ShortPrefix {
+                query: query.to_string(),
+                matches,
+            };
+        }
+    }
+    ResolveError::NotFound {
+        query: query.to_string(),
+        suggestion: closest_name(query, known.iter().map(|e| e.name.as_str())).map(str::to_string),
+    }
+}
+
+/// The known name a person most likely meant: one equal but for case, else the nearest within a
+/// few edits (a quarter of the name's length, 1 to 3), the first in order among equals.
+fn closest_name<'a>(query: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let want = query.to_lowercase();
+    let most = (want.chars().count() / 4).clamp(1, 3);
+    names
+        .filter_map(|n| {
+            let d = strsim::damerau_levenshtein(&want, &n.to_lowercase());
+            (d <= most).then_some((d, n))
+        })
+        .min()
+        .map(|(_, n)| n)
 }
 
 fn one(query: &str, mut found: Vec<ListEntry>) -> Result<ListEntry, ResolveError> {
@@ -417,6 +493,18 @@ pub struct Announcer {
     pub client: Arc<TrackerClient>,
     pub library: Arc<Library>,
     pub peer: PeerInfo,
+    /// Kept up to date with what the tracker has registered, for whoever waits on it.
+    pub registration: tokio::sync::watch::Sender<Registration>,
+}
+
+/// What the tracker has accepted, as the [`Announcer`] last learned it: the seeder prints a file's
+/// id only once it is here, and gives up if the first registration fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// The files the tracker holds for us, complete or in progress.
+    pub files: BTreeSet<FileId>,
+    /// Why the last attempt to register failed; `None` once one succeeds.
+    pub failure: Option<String>,
 }
 
 /// Used until the tracker tells us its interval.
@@ -434,7 +522,15 @@ impl Announcer {
         let mut next_heartbeat = tokio::time::Instant::now() + interval;
         loop {
             let changed = self.library.changed();
-            match self.sync(&mut registered).await {
+            let synced = self.sync(&mut registered).await;
+            self.registration.send_if_modified(|r| {
+                let now = Registration {
+                    files: registered.keys().copied().collect(),
+                    failure: synced.as_ref().err().map(|e| e.to_string()),
+                };
+                std::mem::replace(r, now.clone()) != now
+            });
+            match synced {
                 Ok(Some(i)) => {
                     interval = i;
                     next_heartbeat = tokio::time::Instant::now() + interval;
@@ -623,6 +719,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_host_without_port_means_the_default_port() {
+        assert_eq!(with_default_port("10.0.0.5"), "10.0.0.5:6969");
+        assert_eq!(with_default_port("10.0.0.5:7000"), "10.0.0.5:7000");
+        assert_eq!(with_default_port("nas.local"), "nas.local:6969");
+        assert_eq!(with_default_port("nas.local:7000"), "nas.local:7000");
+        assert_eq!(with_default_port("::1"), "[::1]:6969");
+        assert_eq!(with_default_port("[fd00::5]"), "[fd00::5]:6969");
+        assert_eq!(with_default_port("[fd00::5]:7000"), "[fd00::5]:7000");
+    }
+
+    #[test]
+    fn a_near_name_is_suggested() {
+        let names = ["Big.iso", "notes.txt", "big-old.iso", "Song.mp3"];
+        let best = |q| closest_name(q, names.iter().copied());
+        assert_eq!(best("big.iso"), Some("Big.iso"));
+        assert_eq!(best("BIG.ISO"), Some("Big.iso"));
+        assert_eq!(best("Bgi.iso"), Some("Big.iso"));
+        assert_eq!(best("note.txt"), Some("notes.txt"));
+        assert_eq!(best("holiday.jpg"), None);
+        assert_eq!(best("ab"), None);
+    }
+
+    #[test]
     fn names_resolve_to_ipv4_first() {
         let v6: SocketAddr = "[::1]:6969".parse().unwrap();
         let v4: SocketAddr = "127.0.0.1:6969".parse().unwrap();
@@ -744,6 +863,67 @@ mod hostile_tests {
             seeders: 1,
             leechers: 0,
             name: format!("f{n}"),
+        }
+    }
+
+    /// An announcer over `library`, against the fake tracker at `addr`, and its registrations.
+    async fn announcer(
+        addr: &str,
+        library: Arc<Library>,
+    ) -> (Announcer, tokio::sync::watch::Receiver<Registration>) {
+        let client = TrackerClient::connect(addr, RetryPolicy::default())
+            .await
+            .unwrap();
+        let (registration, watch) = tokio::sync::watch::channel(Registration::default());
+        let announcer = Announcer {
+            client: Arc::new(client),
+            library,
+            peer: peer_info(7000, None),
+            registration,
+        };
+        (announcer, watch)
+    }
+
+    #[tokio::test]
+    async fn registrations_and_refusals_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"some bytes").unwrap();
+        let hashed = || {
+            let done = std::sync::atomic::AtomicU64::new(0);
+            crate::store::SharedFile::hash(&path, 16 * 1024, &done).unwrap()
+        };
+        // Every request is acknowledged, except announcements when told to refuse them.
+        for (answer, accepted) in [(None, true), (Some(ErrorCode::BadName), false)] {
+            let addr = fake(move |req| match (answer, &req.body) {
+                (Some(code), RequestBody::Announce { .. }) => Some(ResponseBody::Error { code }),
+                _ => Some(ResponseBody::Ack { interval_secs: 60 }),
+            })
+            .await;
+            let library = Library::new();
+            let id = library.add(hashed()).id;
+            let (announcer, mut watch) = announcer(&addr, library).await;
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(announcer.run(cancel.clone()));
+            let now = watch
+                .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
+                .await
+                .unwrap()
+                .clone();
+            assert_eq!(now.files.contains(&id), accepted, "{now:?}");
+            match answer {
+                None => assert_eq!(now.failure, None),
+                Some(_) => assert_eq!(
+                    now.failure.as_deref(),
+                    Some(
+                        TrackerError::Refused(ErrorCode::BadName)
+                            .to_string()
+                            .as_str()
+                    )
+                ),
+            }
+            cancel.cancel();
+            task.await.unwrap();
         }
     }
 

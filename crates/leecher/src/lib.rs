@@ -1,47 +1,55 @@
-//! The `leecher` command: finds a file through the tracker, downloads and verifies it while
-//! serving the chunks it has verified to other peers, then keeps seeding it until Ctrl-C (unless
-//! `--no-seed`). `leecher --list` prints what the tracker knows.
+//! The `leecher` command: finds files through the tracker, downloads and verifies each while
+//! serving the chunks it has verified to other peers, then keeps seeding them until Ctrl-C
+//! (unless `--no-seed`). `leecher --list` prints what the tracker knows. With no file on a terminal (or
+//! `--interactive`), it opens a prompt ([`prompt`]).
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
+mod fetch;
+mod progress;
+mod summary;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
-use shoal_engine::discovery::choose_tracker;
-use shoal_engine::download::{download, DownloadError, DownloadOptions, Progress, Summary};
+use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
+use shoal_engine::download::{DownloadError, DownloadOptions};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::Library;
-use shoal_engine::support::{human_bytes, init_logging, shutdown_signal};
-use shoal_engine::tracker_client::resolve;
+use shoal_engine::support::{init_logging_to, shutdown_signal};
 use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
+
+mod prompt;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "leecher",
     version,
-    about = "Download a file from the swarm, verify every chunk, then seed it."
+    about = "Download files from the swarm, verify every chunk, then seed them."
 )]
 struct Args {
-    /// The file: its id, a unique id prefix (8+ hex characters) or its name. With --list, a
+    /// The files: each an id, a unique id prefix (8+ hex characters) or a name. With --list, one
     /// pattern that names must contain.
-    #[arg(value_name = "ID-or-NAME", required_unless_present = "list")]
-    query: Option<String>,
+    #[arg(value_name = "ID-or-NAME", required_unless_present_any = ["list", "interactive"])]
+    queries: Vec<String>,
+    /// Open a prompt to list, get, share and watch files (the default with no file on a terminal).
+    #[arg(long, conflicts_with_all = ["queries", "list", "no_seed", "no_upload"])]
+    interactive: bool,
     /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
     #[arg(long)]
     list: bool,
-    /// Tracker address [env: P2P_TRACKER] (default: 127.0.0.1:6969, else one found on the LAN).
-    #[arg(long, env = "P2P_TRACKER", value_name = "HOST:PORT", hide_env = true)]
+    /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
+    /// else one found on the LAN).
+    #[arg(long, value_name = "HOST[:PORT]")]
     tracker: Option<String>,
     /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
-    #[arg(long, env = "P2P_NO_DISCOVERY", hide_env = true, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long)]
     no_discovery: bool,
     /// Folder to write the file into.
     #[arg(long, default_value = ".", value_name = "DIR")]
@@ -62,7 +70,8 @@ struct Args {
     /// Register this address with the tracker instead of the one it sees.
     #[arg(long, value_name = "HOST[:PORT]")]
     advertise: Option<String>,
-    /// Give up after this many seconds without any peer delivering data.
+    /// Give up after this many seconds: to reach the tracker and find the file (or list), to
+    /// get the manifest, and then without any peer delivering data.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     timeout: u64,
     /// Drop a peer that, while it owes us chunks, sends less than 16 KiB in this many seconds.
@@ -84,8 +93,20 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging();
+    let args = match Args::try_parse() {
+        // No file on a terminal: the prompt. Elsewhere, the usage error as before.
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && prompt::on_terminal() =>
+        {
+            Args::parse_from(std::env::args_os().chain(["--interactive".into()]))
+        }
+        parsed => parsed.unwrap_or_else(|e| e.exit()),
+    };
+    if args.interactive {
+        return prompt::main(args);
+    }
+    init_logging_to(progress::LogWriter);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(code) => code,
@@ -100,25 +121,40 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.window == 0 || args.max_peers == 0 || args.stall_timeout == 0 {
         anyhow::bail!("--window, --max-peers and --stall-timeout must be at least 1");
     }
-    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
+    if args.list && args.queries.len() > 1 {
+        anyhow::bail!("--list takes one pattern; quote a pattern with spaces");
+    }
+    let find = Duration::from_secs(args.timeout);
+    let client = Arc::new(
+        within(find, "finding the tracker", async {
+            let tracker = tracker_setting(args.tracker.clone());
+            Ok(choose_tracker(tracker.as_deref(), discovery_wanted(args.no_discovery)).await?)
+        })
+        .await?,
+    );
     if args.list {
-        let filter = args.query.clone().map_or(Filter::All, Filter::NameContains);
+        let filter = args
+            .queries
+            .first()
+            .cloned()
+            .map_or(Filter::All, Filter::NameContains);
+        let listing = within(find, "listing the tracker's files", async {
+            Ok(client.list(filter).await?)
+        });
         let mut out = std::io::stdout().lock();
-        for e in client.list(filter).await? {
+        for e in listing.await? {
             // One line per file whatever the name holds: scripts split on lines.
             let name = shoal_proto::names::printable(&e.name);
             writeln!(out, "{} {} {} {name}", e.id, e.size, e.seeders)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let query = args.query.clone().expect("clap requires it without --list");
     if !args.out.is_dir() {
         anyhow::bail!("the output folder {} does not exist", args.out.display());
     }
-    let entry = resolve(&client, &query).await?;
     // Everything serving needs is checked now, not after a long download. Verified chunks are
-    // served from the start (partial seeding): the download joins the library once its manifest
-    // is verified, and the announcer registers it.
+    // served from the start (partial seeding): each download joins the one library once its
+    // manifest is verified, and the announcer registers it; all are served on one port.
     let library = Library::new();
     let seeding = if args.no_upload {
         None
@@ -145,14 +181,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
         serving_port: seeding.as_ref().map(|(port, _)| *port),
     };
-    let progress = Arc::new(Progress::default());
+    // The first Ctrl-C stops the download under way and the files after it, or the seeding.
     let cancel = CancellationToken::new();
-    // The name as it will be written, not as the network sent it (control characters).
-    let display = tokio::spawn(show_progress(
-        progress.clone(),
-        shoal_proto::names::safe_file_name(&entry.name, &entry.id),
-        cancel.clone(),
-    ));
     let signal = {
         let (cancel, shutdown) = (cancel.clone(), shutdown_signal());
         tokio::spawn(async move {
@@ -161,154 +191,74 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
     };
     let share = seeding.as_ref().map(|_| library.clone());
-    let result = download(client.clone(), entry, opts, share, progress, cancel.clone()).await;
-    let interrupted = cancel.is_cancelled();
-    cancel.cancel();
-    let _ = display.await;
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some((_, seeding)) = seeding {
-                seeding.stop().await;
+    let (mut fetched, mut failed) = (Vec::new(), 0);
+    for query in &args.queries {
+        let result = match cancel.is_cancelled() {
+            true => Err(DownloadError::Cancelled { part: None }.into()),
+            false => fetch::fetch(&client, query, opts.clone(), share.clone(), &cancel).await,
+        };
+        match result {
+            Ok(summary) => {
+                summary::report(&summary)?;
+                fetched.push(summary.name);
             }
-            if interrupted && matches!(e, DownloadError::Cancelled { .. }) {
-                eprintln!("leecher: {e}");
-                return Ok(ExitCode::from(130));
+            Err(e) => {
+                let interrupted = cancel.is_cancelled()
+                    && matches!(e.downcast_ref(), Some(DownloadError::Cancelled { .. }));
+                if interrupted || args.queries.len() == 1 {
+                    if let Some((_, seeding)) = seeding {
+                        seeding.stop().await;
+                    }
+                    if interrupted {
+                        eprintln!("leecher: {e:#}");
+                        return Ok(ExitCode::from(130));
+                    }
+                    return Err(e);
+                }
+                // One file's failure is its own: the others are still fetched.
+                eprintln!("leecher: {query}: {e:#}");
+                failed += 1;
             }
-            return Err(e.into());
         }
-    };
-    if summary.already_had {
-        eprintln!(
-            "already have {}: every chunk verified, nothing fetched",
-            summary.name
-        );
+    }
+    let code = if failed == 0 {
+        ExitCode::SUCCESS
     } else {
-        eprintln!("{}", summary_line(&summary));
-    }
-    println!(
-        "{} {} {}",
-        summary.id,
-        summary.manifest.size(),
-        summary.path.display()
-    );
-    std::io::stdout().flush()?;
-    let Some((_, seeding)) = seeding else {
-        return Ok(ExitCode::SUCCESS);
+        eprintln!("leecher: {failed} of {} files failed", args.queries.len());
+        ExitCode::FAILURE
     };
-    if args.no_seed {
+    let Some((_, seeding)) = seeding else {
+        return Ok(code);
+    };
+    if args.no_seed || fetched.is_empty() {
         seeding.stop().await;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    // The download's file is in the library already, complete now: no need to hash it again.
+    // The downloads' files are in the library already, complete now: no need to hash them again.
     tracing::info!(
         port = seeding.port,
         "seeding {}; Ctrl-C to stop",
-        summary.name
+        fetched.join(", ")
     );
-    // The download's signal task is still waiting for the first Ctrl-C.
+    // The signal task is still waiting for the first Ctrl-C.
     let _ = signal.await;
     seeding.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-fn summary_line(s: &Summary) -> String {
-    let secs = s.elapsed.as_secs_f64();
-    let fetched: u64 = s.peers.iter().map(|(_, p)| p.bytes).sum();
-    let rate = fetched as f64 / s.data_phase.as_secs_f64().max(1e-6);
-    let per_peer: Vec<String> = s
-        .peers
-        .iter()
-        .filter(|(_, p)| p.chunks > 0)
-        .map(|(a, p)| format!("{a}={}", p.chunks))
-        .collect();
-    let banned = s.banned();
-    let mut line = format!(
-        "downloaded {}: {} in {secs:.2} s ({}/s); chunks per peer: {}",
-        s.name,
-        human_bytes(s.manifest.size()),
-        human_bytes(rate as u64),
-        if per_peer.is_empty() {
-            "none".to_string()
-        } else {
-            per_peer.join(" ")
-        }
-    );
-    line += &format!(
-        "; from seeders: {} chunks, from leechers: {} chunks; uploaded {} chunks while downloading",
-        s.from_seeders, s.from_leechers, s.uploaded
-    );
-    if s.resumed_chunks > 0 {
-        line += &format!(
-            "; resumed {} chunks, fetched {}",
-            s.resumed_chunks, s.fetched_chunks
-        );
-    }
-    if s.hash_failures > 0 {
-        line += &format!("; {} chunks failed verification", s.hash_failures);
-    }
-    if !banned.is_empty() {
-        line += &format!(
-            "; banned: {}",
-            banned
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-    }
-    line
-}
-
-/// A bar on a terminal; otherwise a plain line every few seconds. Ends when `done` fires.
-async fn show_progress(p: Arc<Progress>, name: String, done: CancellationToken) {
-    let tty = std::io::stderr().is_terminal();
-    let bar = if tty {
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {prefix} peers",
+/// `--timeout` around one phase before the download (which bounds its own): a tracker that
+/// answers slowly, or always offers one more page, cannot hold the leecher past it.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    phase: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, phase)
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "{what} took longer than {} s (--timeout); gave up",
+                limit.as_secs()
             )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(name.clone());
-        Some(bar)
-    } else {
-        None
-    };
-    let start = Instant::now();
-    let mut last_line = Instant::now();
-    loop {
-        tokio::select! {
-            _ = done.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(if tty { 100 } else { 500 })) => {}
-        }
-        let (total, got, peers) = (
-            p.total.load(Ordering::Relaxed),
-            p.done.load(Ordering::Relaxed),
-            p.peers.load(Ordering::Relaxed),
-        );
-        match &bar {
-            Some(bar) => {
-                bar.set_length(total);
-                bar.set_position(got);
-                bar.set_prefix(peers.to_string());
-            }
-            None if last_line.elapsed() >= Duration::from_secs(2) && total > 0 => {
-                last_line = Instant::now();
-                let pct = got as f64 * 100.0 / total as f64;
-                let rate = got as f64 / start.elapsed().as_secs_f64().max(1e-6);
-                eprintln!(
-                    "{name}: {pct:.0}% {}/{} {}/s, {peers} peers",
-                    human_bytes(got),
-                    human_bytes(total),
-                    human_bytes(rate as u64)
-                );
-            }
-            None => {}
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+        })
 }

@@ -19,7 +19,7 @@ pub const PART_PREFIX: &str = ".shoal-";
 /// left.
 pub fn safe_file_name(name: &str, id: &FileId) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = last.chars().filter(|c| !unprintable(*c)).collect();
     let mut cleaned = cleaned.trim().to_string();
     if cleaned.starts_with(PART_PREFIX) {
         cleaned.insert(0, '_');
@@ -38,11 +38,18 @@ pub fn safe_file_name(name: &str, id: &FileId) -> String {
 }
 
 /// A name from the network made fit for one line of a terminal: control characters (newlines,
-/// escape sequences) become `?`. Unlike [`safe_file_name`] it keeps the whole name.
+/// escape sequences) and bidirectional overrides become `?`. Unlike [`safe_file_name`] it keeps
+/// the whole name.
 pub fn printable(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if unprintable(c) { '?' } else { c })
         .collect()
+}
+
+/// Control characters, and the bidirectional overrides and isolates (U+202A-U+202E,
+/// U+2066-U+2069), which make a name display as another (`exe.txt` shown as `txt.exe`).
+pub fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -62,6 +69,7 @@ mod tests {
             ("dir/", "file-12121212"),
             ("a\\..\\b", "b"),
             ("bad\u{0}na\u{7}me\n", "badname"),
+            ("evil\u{202E}txt.exe\u{2066}", "eviltxt.exe"),
             ("notes.pdf", "notes.pdf"),
             ("...", "file-12121212"),
             (

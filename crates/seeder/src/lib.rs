@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_engine::discovery::choose_tracker;
+use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::support::{init_logging, shutdown_signal};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
+use shoal_proto::FileId;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,11 +30,12 @@ struct Args {
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Tracker address [env: P2P_TRACKER] (default: 127.0.0.1:6969, else one found on the LAN).
-    #[arg(long, env = "P2P_TRACKER", value_name = "HOST:PORT", hide_env = true)]
+    /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
+    /// else one found on the LAN).
+    #[arg(long, value_name = "HOST[:PORT]")]
     tracker: Option<String>,
     /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
-    #[arg(long, env = "P2P_NO_DISCOVERY", hide_env = true, value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long)]
     no_discovery: bool,
     /// TCP port to serve on (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
@@ -88,7 +90,8 @@ pub fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     debug_assert!(DEFAULT_CHUNK_SIZE.is_power_of_two());
-    // Check every path before hashing anything, so a typo fails at once.
+    // Check every path, the serving port and the tracker before hashing anything, so that a typo
+    // or a tracker that is not there fails at once, not after hashing 20 GiB.
     for path in &args.files {
         let meta =
             std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
@@ -97,26 +100,80 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
     }
-    let library = Library::new();
-    for path in &args.files {
-        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
-        println!("{} {} {}", shared.id, shared.manifest.size(), shared.name);
-        library.add(shared);
-    }
-    std::io::stdout().flush()?;
-
     let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
         .await
         .map_err(anyhow::Error::msg)?;
-    let client = Arc::new(choose_tracker(args.tracker.as_deref(), !args.no_discovery).await?);
-    // Before registering, so that a Ctrl-C from then on unregisters.
+    let client = Arc::new(
+        choose_tracker(
+            tracker_setting(args.tracker.clone()).as_deref(),
+            discovery_wanted(args.no_discovery),
+        )
+        .await?,
+    );
+    // An address that was given has not been tried yet; one found by choose_tracker answered.
+    client.ping().await?;
+    // From here a Ctrl-C stops the hashing, or unregisters.
     let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let library = Library::new();
+    // Every file hashed before the first announcement, so that the announcer registers them in
+    // as few datagrams as fit (a thousand small files: a few dozen, not a thousand).
+    let lines = tokio::select! {
+        r = hash_all(&args, &library) => r?,
+        _ = &mut shutdown => return Ok(()),
+    };
     let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
     let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
-    tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
-    shutdown.await;
+    let printed = tokio::select! {
+        r = print_when_registered(&args, lines, &seeding) => Some(r),
+        _ = &mut shutdown => None,
+    };
+    if let Some(Ok(())) = printed {
+        tracing::info!(port = seeding.port, files = library.entries().len(), tracker = %client.addr(), "serving; Ctrl-C to stop");
+        (&mut shutdown).await;
+    }
     tracing::info!("stopping");
     seeding.stop().await;
+    printed.unwrap_or(Ok(()))
+}
+
+/// Hashes each file into the library; returns each one's id and its stdout line.
+async fn hash_all(args: &Args, library: &Library) -> anyhow::Result<Vec<(FileId, String)>> {
+    let mut lines = Vec::new();
+    for path in &args.files {
+        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
+        let name = shoal_proto::names::printable(&shared.name);
+        lines.push((
+            shared.id,
+            format!("{} {} {name}", shared.id, shared.manifest.size()),
+        ));
+        library.add(shared);
+    }
+    Ok(lines)
+}
+
+/// Prints each file's line once the tracker has it, in the order given: an id on stdout is one
+/// a leecher can fetch at once. A first registration that fails ends the seeder with its reason.
+async fn print_when_registered(
+    args: &Args,
+    lines: Vec<(FileId, String)>,
+    seeding: &Seeding,
+) -> anyhow::Result<()> {
+    let mut registration = seeding.registration();
+    for (path, (id, line)) in args.files.iter().zip(lines) {
+        let now = registration
+            .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
+            .await?
+            .clone();
+        if let (false, Some(why)) = (now.files.contains(&id), now.failure) {
+            anyhow::bail!(
+                "could not register {} with the tracker: {why}",
+                shoal_proto::names::printable(&path.display().to_string())
+            );
+        }
+        println!("{line}");
+        std::io::stdout().flush()?;
+    }
     Ok(())
 }
 

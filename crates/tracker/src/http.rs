@@ -5,18 +5,23 @@
 //! a snapshot takes. The UDP tracker never waits on it: it is off by default, and when it is on,
 //! at most [`MAX_CONNECTIONS`] connections are served at once ([`MAX_PER_SOURCE`] from one
 //! source), idle or old ones are closed (see [`crate::http_conn`]), snapshots are capped at
-//! [`MAX_ROWS`] rows per table (`offset` pages through the rest) and a row at
-//! [`NAMES_PER_ROW`] other names.
+//! [`MAX_ROWS`] rows per table (`offset` pages through the rest), a row at [`NAMES_PER_ROW`]
+//! other names, and every answer at [`MAX_ANSWER`] bytes (rows that would not fit are left for
+//! the next page). Answers are built one at a time, so only one is ever half-built; hyper writes
+//! one answer per connection before it builds the next, so a client that does not read holds
+//! one answer until its connection is closed as idle. [`crate::limits::Limits::HTTP_BYTES`]
+//! adds it up.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use shoal_proto::tracker::Have;
 use tokio::net::TcpListener;
@@ -27,6 +32,7 @@ use crate::registry::{Gauges, Registry};
 
 use crate::http_conn::Limited;
 pub use crate::http_conn::{MAX_CONNECTIONS, MAX_PER_SOURCE};
+use crate::http_cost::Cost;
 
 /// Most files or peers in one snapshot; the totals are always given.
 pub const MAX_ROWS: usize = 2_000;
@@ -38,6 +44,13 @@ const NAMES_PER_PEER: usize = 3;
 pub const NAMES_PER_ROW: usize = 8;
 /// Downloaders shown beside a file (with their progress); the count is always given.
 const DOWNLOADERS_PER_FILE: usize = 8;
+/// The most bytes in any answer's body.
+pub const MAX_ANSWER: usize = 512 * 1024;
+/// Room kept in an answer for what is not rows (tracker info, gauges, totals, the last minute's
+/// activity: about 11 KiB at most).
+const NOT_ROWS: usize = 32 * 1024;
+/// What the rows of one answer may cost (see [`Cost`]).
+const ROW_BUDGET: usize = MAX_ANSWER - NOT_ROWS;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_CSS: &str = include_str!("ui/app.css");
@@ -52,6 +65,8 @@ pub struct Status {
     /// The last unfiltered snapshot, encoded: every open page asks for it each second, and on a
     /// large tracker it is worth building once for all of them.
     cache: Mutex<Option<Cached>>,
+    /// Held while an answer is built and encoded: one at a time, so one transient copy at most.
+    building: Mutex<()>,
 }
 
 struct Cached {
@@ -71,6 +86,7 @@ impl Status {
             registry,
             udp,
             cache: Mutex::new(None),
+            building: Mutex::new(()),
         }
     }
 }
@@ -294,7 +310,13 @@ fn activity(reg: &Registry, now: Instant) -> ActivityView {
     }
 }
 
-fn file_rows(reg: &Registry, q: Option<&str>, offset: usize, limit: usize) -> Rows<FileView> {
+fn file_rows(
+    reg: &Registry,
+    q: Option<&str>,
+    offset: usize,
+    limit: usize,
+    budget: usize,
+) -> Rows<FileView> {
     let q = q
         .map(str::trim)
         .filter(|q| !q.is_empty())
@@ -305,6 +327,8 @@ fn file_rows(reg: &Registry, q: Option<&str>, offset: usize, limit: usize) -> Ro
         .filter(|q| q.len() <= 64 && q.bytes().all(|c| c.is_ascii_hexdigit()));
     let mut total = 0;
     let mut rows = Vec::new();
+    let mut spent = 0;
+    let mut full = false;
     for (id, r) in reg.files() {
         let wanted = match &q {
             None => true,
@@ -317,9 +341,9 @@ fn file_rows(reg: &Registry, q: Option<&str>, offset: usize, limit: usize) -> Ro
             continue;
         }
         total += 1;
-        if total > offset && rows.len() < limit {
+        if total > offset && rows.len() < limit && !full {
             let display = r.display();
-            rows.push(FileView {
+            let row = FileView {
                 id: id.to_hex(),
                 name: display.to_string(),
                 size: r.size,
@@ -343,18 +367,32 @@ fn file_rows(reg: &Registry, q: Option<&str>, offset: usize, limit: usize) -> Ro
                     .map(String::from)
                     .collect(),
                 alias_count: r.names().count().saturating_sub(1),
-            });
+            };
+            spent += row.cost();
+            if spent > budget {
+                // The rest is for the next page (`offset` + the rows given).
+                full = true;
+                continue;
+            }
+            rows.push(row);
         }
     }
     Rows { total, rows }
 }
 
-fn peer_rows(reg: &Registry, now: Instant, offset: usize, limit: usize) -> Rows<PeerView> {
+fn peer_rows(
+    reg: &Registry,
+    now: Instant,
+    offset: usize,
+    limit: usize,
+    budget: usize,
+) -> Rows<PeerView> {
     let mut all: Vec<_> = reg.peers().collect();
     let total = all.len();
     all.sort_unstable_by_key(|p| p.addr);
     all.truncate(offset.saturating_add(limit));
     all.drain(..offset.min(all.len()));
+    let mut spent = 0;
     let rows = all
         .into_iter()
         .map(|p| {
@@ -392,6 +430,10 @@ fn peer_rows(reg: &Registry, now: Instant, offset: usize, limit: usize) -> Rows<
                     / 10.0,
             }
         })
+        .take_while(|row| {
+            spent += row.cost();
+            spent <= budget
+        })
         .collect();
     Rows { total, rows }
 }
@@ -405,6 +447,29 @@ fn with_registry<T>(status: &Status, f: impl FnOnce(&Registry, Instant) -> T) ->
     f(&reg, now)
 }
 
+/// Builds an answer with `f` and encodes it, one answer at a time (see [`Status::building`]);
+/// the bytes are exactly as many as the answer (no spare capacity is kept while it waits to be
+/// written).
+fn answer<T: Serialize>(status: &Status, f: impl FnOnce(&Registry, Instant) -> T) -> Bytes {
+    let _one = status.building.lock().unwrap_or_else(|e| e.into_inner());
+    let value = with_registry(status, f);
+    let mut json = serde_json::to_vec(&value).expect("an answer always serialises");
+    drop(value);
+    json.shrink_to_fit();
+    Bytes::from(json)
+}
+
+fn json(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Response {
     let limit = p.limit();
     let cacheable = p.q.as_deref().is_none_or(|q| q.trim().is_empty()) && p.offset() == 0;
@@ -413,20 +478,18 @@ async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Respons
     let fresh = cache.as_ref().filter(|c| {
         cacheable && c.limit == limit && c.generation == generation && c.at.elapsed() < CACHE_FOR
     });
-    let json = match fresh {
+    let json_bytes = match fresh {
         Some(c) => c.json.clone(),
         None => {
-            let snapshot = with_registry(&s, |reg, now| Snapshot {
+            // The files and the peers share the rows' budget.
+            let json = answer(&s, |reg, now| Snapshot {
                 tracker: tracker_info(reg, s.udp, now),
                 gauges: reg.gauges().into(),
                 totals: *reg.totals(),
                 activity: activity(reg, now),
-                files: file_rows(reg, p.q.as_deref(), p.offset(), limit),
-                peers: peer_rows(reg, now, p.offset(), limit),
+                files: file_rows(reg, p.q.as_deref(), p.offset(), limit, ROW_BUDGET / 2),
+                peers: peer_rows(reg, now, p.offset(), limit, ROW_BUDGET / 2),
             });
-            let json = axum::body::Bytes::from(
-                serde_json::to_vec(&snapshot).expect("a snapshot always serialises"),
-            );
             if cacheable {
                 *cache = Some(Cached {
                     at: Instant::now(),
@@ -438,25 +501,18 @@ async fn swarm(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Respons
             json
         }
     };
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        json,
-    )
-        .into_response()
+    json(json_bytes)
 }
 
-async fn files(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<FileView>> {
-    Json(with_registry(&s, |reg, _| {
-        file_rows(reg, p.q.as_deref(), p.offset(), p.limit())
+async fn files(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Response {
+    json(answer(&s, |reg, _| {
+        file_rows(reg, p.q.as_deref(), p.offset(), p.limit(), ROW_BUDGET)
     }))
 }
 
-async fn peers(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Json<Rows<PeerView>> {
-    Json(with_registry(&s, |reg, now| {
-        peer_rows(reg, now, p.offset(), p.limit())
+async fn peers(State(s): State<Arc<Status>>, Query(p): Query<Params>) -> Response {
+    json(answer(&s, |reg, now| {
+        peer_rows(reg, now, p.offset(), p.limit(), ROW_BUDGET)
     }))
 }
 
@@ -468,8 +524,8 @@ struct Stats {
     activity: ActivityView,
 }
 
-async fn stats(State(s): State<Arc<Status>>) -> Json<Stats> {
-    Json(with_registry(&s, |reg, now| Stats {
+async fn stats(State(s): State<Arc<Status>>) -> Response {
+    json(answer(&s, |reg, now| Stats {
         tracker: tracker_info(reg, s.udp, now),
         gauges: reg.gauges().into(),
         totals: *reg.totals(),

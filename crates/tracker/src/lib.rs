@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod http;
 pub mod http_conn;
+mod http_cost;
 pub mod limits;
 pub mod metrics;
 pub mod ratelimit;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use shoal_proto::tracker::{Have, MAX_NAME_LEN};
 use shoal_proto::FileId;
 
-use crate::ratelimit;
 use crate::registry::{FileRecord, Load, Peer};
+use crate::{http, ratelimit};
 
 /// Caps on what senders can make the tracker hold. Each is a command-line option.
 ///
@@ -35,15 +35,21 @@ use crate::registry::{FileRecord, Load, Peer};
 /// Every figure includes the slack of a hash table just after it doubled (7/8 load, so up to 16/7
 /// slots per item), a `Vec` at twice its length, and 16 bytes of allocator overhead per
 /// allocation; sets and lists shrink when they empty out, so a peer that registers and withdraws
-/// ten thousand files keeps nothing of them. [`Limits::worst_case_bytes`] computes the sum, and
+/// ten thousand files keeps nothing of them. [`Limits::registry_bytes`] computes the sum, and
 /// `crates/tracker/tests/memory.rs` fills a registry to its caps under a counting allocator and
 /// checks the sum holds (it measures about 77% of it). With the defaults (P = 10,000,
 /// F = R = 100,000, N = 255, T = 16,384) it is **130,332,480 bytes, about 124 MiB**, reached
 /// only if a hundred thousand distinct files are registered with 255-byte names; a tracker for a
 /// few machines sharing a few thousand files holds a few MiB.
 /// While the largest table grows, its old copy lives on for a moment: add up to half of it
-/// (about 12 MiB with the defaults). The optional HTTP status page adds at most
-/// [`crate::http::MAX_CONNECTIONS`] connections with their buffers.
+/// (about 12 MiB with the defaults).
+///
+/// The status page, when it is on, adds at most [`Limits::HTTP_BYTES`] (about 88 MiB):
+/// [`crate::http::MAX_CONNECTIONS`] connections, each holding at most one answer of
+/// [`crate::http::MAX_ANSWER`] bytes and hyper's buffers, plus the one answer being built and
+/// the cached one. `worst_case_bytes` includes it, so with the defaults the sum is
+/// **222,082,880 bytes, about 212 MiB**; `crates/tracker/tests/memory.rs` also fills every
+/// connection with answers nobody reads and checks the sum holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Files one peer may register (`--max-files-per-peer`).
@@ -130,9 +136,25 @@ impl Limits {
         + MALLOC;
     /// The activity ring and other fixed state, rounded up.
     pub const FIXED: usize = 8 * 1024;
+    /// One status page connection: the answer it holds until the client reads it, hyper's read
+    /// and write buffers at their largest (8 KiB + 400 KiB each, `DEFAULT_MAX_BUFFER_SIZE`: a
+    /// client may pipeline that many bytes of requests, and hyper may copy an answer into its
+    /// write buffer), and the connection's task and state (24 KiB, rounded up).
+    pub const PER_HTTP_CONNECTION: usize = http::MAX_ANSWER + 2 * 417_792 + 24 * 1024;
+    /// The status page: every connection, plus the answer being built (its rows, at most one
+    /// answer's budget twice over for a `Vec` that doubled, and its JSON, twice over, then copied
+    /// once to shrink it: five answers) and the cached one.
+    pub const HTTP_BYTES: usize =
+        http::MAX_CONNECTIONS * Self::PER_HTTP_CONNECTION + 6 * http::MAX_ANSWER;
 
-    /// The most bytes the registry can hold with these caps (see the type's documentation).
+    /// The most bytes the tracker can hold with these caps, status page included (see the
+    /// type's documentation).
     pub fn worst_case_bytes(&self) -> u64 {
+        self.registry_bytes() + Self::HTTP_BYTES as u64
+    }
+
+    /// The most bytes the registry can hold with these caps.
+    pub fn registry_bytes(&self) -> u64 {
         let name = self.name_len.min(MAX_NAME_LEN).div_ceil(8) * 8;
         let files = self.total_files.min(self.registrations) as u64;
         self.total_peers as u64 * Self::PER_PEER as u64
@@ -162,6 +184,8 @@ mod tests {
         assert_eq!(Limits::PER_FILE, 650);
         assert_eq!(Limits::PER_REGISTRATION, 332);
         assert_eq!(ratelimit::SLOT_BYTES, 32);
-        assert_eq!(Limits::default().worst_case_bytes(), 130_332_480);
+        assert_eq!(Limits::default().registry_bytes(), 130_332_480);
+        assert_eq!(Limits::HTTP_BYTES, 91_750_400);
+        assert_eq!(Limits::default().worst_case_bytes(), 222_082_880);
     }
 }

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ mod worker;
 
 use book::PeerBook;
 use manifest::fetch_manifest;
+pub use manifest::manifest_frame_bound;
 use supervise::{run_workers, RunEnd};
 use verify::{pool_size, spawn_verifiers, Job};
 
@@ -85,8 +86,13 @@ pub struct Progress {
     pub total: AtomicU64,
     /// Bytes verified and written, including those found on disk when resuming.
     pub done: AtomicU64,
-    /// Bytes of an existing `.part` checked so far when resuming.
+    /// Bytes of an existing `.part` (or of the destination, to tell whether it already is the
+    /// file) checked so far.
     pub checked: AtomicU64,
+    /// Whether data already on disk is being checked now (`checked` of `total`).
+    pub checking: AtomicBool,
+    /// Set to end that check early (Ctrl-C).
+    pub stop_checking: AtomicBool,
     /// Peer connections open now.
     pub peers: AtomicUsize,
     /// Chunks that failed their hash.
@@ -163,6 +169,14 @@ pub enum DownloadError {
         name: String,
         waited: Duration,
         part: Option<PathBuf>,
+    },
+    /// Peers offered a manifest frame longer than the tracker's listed size allows: the label
+    /// is wrong (see [`manifest::manifest_frame_bound`]).
+    #[error("the peers offer a manifest for {name} longer than its listed size of {listed} bytes allows ({max} bytes at most); the tracker's size for it is wrong")]
+    ManifestTooLarge {
+        name: String,
+        listed: u64,
+        max: usize,
     },
     #[error("interrupted{}", part_note(.part))]
     Cancelled { part: Option<PathBuf> },
@@ -251,12 +265,18 @@ pub async fn download(
     progress.total.store(manifest.size(), Ordering::Relaxed);
     if maybe_had {
         let (d, m, p) = (dest.clone(), manifest.clone(), progress.clone());
-        let check =
-            tokio::task::spawn_blocking(move || fsafe::already_complete(&d, &m, &p.checked));
+        progress.checking.store(true, Ordering::Relaxed);
+        let check = tokio::task::spawn_blocking(move || {
+            fsafe::already_complete(&d, &m, &p.checked, &p.stop_checking)
+        });
         let had = tokio::select! {
-            _ = cancel.cancelled() => return Err(DownloadError::Cancelled { part: None }),
+            _ = cancel.cancelled() => {
+                progress.stop_checking.store(true, Ordering::Relaxed);
+                return Err(DownloadError::Cancelled { part: None });
+            }
             r = check => r.expect("checking the destination panicked")?,
         };
+        progress.checking.store(false, Ordering::Relaxed);
         if !had {
             return Err(DownloadError::Exists(dest));
         }
@@ -289,13 +309,22 @@ pub async fn download(
     // Resume: whatever is already on disk and matches the manifest is not fetched again.
     let (part, have) = if existed {
         let (m, p) = (manifest.clone(), progress.clone());
+        progress.checked.store(0, Ordering::Relaxed);
+        progress.checking.store(true, Ordering::Relaxed);
         let check = tokio::task::spawn_blocking(move || {
-            part.verify_existing(&m, &p.checked).map(|h| (part, h))
+            part.verify_existing(&m, &p.checked, &p.stop_checking)
+                .map(|h| (part, h))
         });
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(interrupted()),
+        let checked = tokio::select! {
+            _ = cancel.cancelled() => {
+                // The hashing threads stop within a piece; nothing waits for the rest.
+                progress.stop_checking.store(true, Ordering::Relaxed);
+                return Err(interrupted());
+            }
             r = check => r.expect("verification panicked")?,
-        }
+        };
+        progress.checking.store(false, Ordering::Relaxed);
+        checked
     } else {
         (part, vec![false; manifest.num_chunks() as usize])
     };

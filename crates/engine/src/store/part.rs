@@ -94,14 +94,21 @@ impl PartFile {
     }
 
     /// Which chunks already on disk match the manifest (a resumed download). `progress` grows by
-    /// the bytes checked.
+    /// the bytes checked; setting `stop` ends the check early (see [`hash_chunks`]).
     pub fn verify_existing(
         &self,
         manifest: &Manifest,
         progress: &AtomicU64,
+        stop: &AtomicBool,
     ) -> Result<Vec<bool>, StoreError> {
-        let hashes = hash_chunks(&self.file, manifest.size(), manifest.chunk_size(), progress)
-            .map_err(|e| StoreError::io(&self.part, e))?;
+        let hashes = hash_chunks(
+            &self.file,
+            manifest.size(),
+            manifest.chunk_size(),
+            progress,
+            stop,
+        )
+        .map_err(|e| StoreError::io(&self.part, e))?;
         Ok(hashes
             .iter()
             .enumerate()
@@ -236,6 +243,7 @@ mod tests {
             .verify_existing(
                 &Manifest::of_bytes(&data, CHUNK as u32).unwrap(),
                 &AtomicU64::new(0),
+                &crate::store::hash::NEVER_STOP,
             )
             .unwrap();
         assert_eq!(hashes, vec![true; 4]);

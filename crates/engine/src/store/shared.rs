@@ -102,14 +102,20 @@ impl SharedFile {
             path: path.to_path_buf(),
             error,
         })?;
-        let hashes =
-            hash_chunks(&file, before.len, chunk_size, progress).map_err(|e| match e.kind() {
-                // The file shrank under us.
-                std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
-                    path: path.to_path_buf(),
-                },
-                _ => StoreError::io(path, e),
-            })?;
+        let hashes = hash_chunks(
+            &file,
+            before.len,
+            chunk_size,
+            progress,
+            &super::hash::NEVER_STOP,
+        )
+        .map_err(|e| match e.kind() {
+            // The file shrank under us.
+            std::io::ErrorKind::UnexpectedEof => StoreError::ChangedWhileHashing {
+                path: path.to_path_buf(),
+            },
+            _ => StoreError::io(path, e),
+        })?;
         if Snapshot::of(&file).map_err(|e| StoreError::io(path, e))? != before {
             return Err(StoreError::ChangedWhileHashing {
                 path: path.to_path_buf(),
@@ -263,7 +269,10 @@ impl SharedFile {
             id: self.id,
             size: self.manifest.size(),
             name: self.name.clone(),
-            have: shoal_proto::tracker::Have::Complete,
+            have: match self.partial_bytes() {
+                None => shoal_proto::tracker::Have::Complete,
+                Some(bytes) => shoal_proto::tracker::Have::Partial { bytes },
+            },
         }
     }
 
@@ -407,12 +416,18 @@ mod tests {
             Err(ServeError::NotHave(_))
         ));
         assert_eq!(file.partial_bytes(), Some(16384));
+        // What the announcer registers: a partial peer, with its progress.
+        assert_eq!(
+            file.entry().have,
+            shoal_proto::tracker::Have::Partial { bytes: 16384 }
+        );
         assert!(file.reveal().is_none(), "no reveal policy while incomplete");
         file.add_verified(ChunkIndex(0));
         file.add_verified(ChunkIndex(2));
         assert!(file.is_full() && file.reveal().is_some());
         file.now_complete().unwrap();
         assert_eq!(file.partial_bytes(), None);
+        assert_eq!(file.entry().have, shoal_proto::tracker::Have::Complete);
         std::fs::write(&path, vec![1u8; 50_000]).unwrap();
         assert!(matches!(
             file.read_chunk(ChunkIndex(0)),
