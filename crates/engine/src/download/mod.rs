@@ -3,7 +3,8 @@
 //! into the `.part` file; rename it only when every chunk is verified and synced.
 //!
 //! The parts: [`manifest`] (finding a peer with the manifest), [`supervise`] (opening and
-//! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection)
+//! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection,
+//! its requests in flight paced by [`pace`])
 //! and [`verify`] (hashing and writing chunks off the runtime).
 //!
 //! See `SCHEDULER.md` for what happens to a chunk when a peer dies, stalls or lies.
@@ -32,6 +33,7 @@ use crate::tracker_client::{TrackerClient, TrackerError};
 
 mod book;
 mod manifest;
+mod pace;
 mod supervise;
 mod verify;
 mod worker;

@@ -101,7 +101,10 @@ pub(super) async fn run_workers(
             Some(found) = query.join_next() => {
                 let before = book.len();
                 match found {
-                    Ok(Ok(peers)) => book.add(&peers),
+                    Ok(Ok(peers)) => {
+                        book.add(&peers);
+                        tracing::debug!(listed = peers.len(), known = book.len(), "tracker's peers");
+                    }
                     Ok(Err(e)) => tracing::warn!("asking the tracker for peers failed: {e}"),
                     Err(e) => tracing::warn!("asking the tracker for peers failed: {e}"),
                 }

@@ -107,7 +107,7 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
     }
     // Written: from now on it may be served, and announced to every peer.
     shared.store.add_verified(*index);
-    tracing::debug!(chunk = %index, "chunk verified");
+    tracing::debug!(chunk = %index, peer = %addr, "chunk verified");
     if shared
         .sched
         .lock()

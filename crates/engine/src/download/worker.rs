@@ -5,11 +5,12 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_proto::peer::{self, Header};
 use shoal_proto::ChunkIndex;
 
+use super::pace::Pace;
 use super::verify::Job;
 use super::Shared;
 use crate::conn::{max_frame_for, ConnError, Payload, PeerConn};
@@ -18,6 +19,9 @@ use crate::store::Announced;
 /// How long a worker with nothing to ask waits for its peer's next Have. The server drops a
 /// client that asks nothing for two minutes; the supervisor then connects again.
 const IDLE_WAIT: Duration = Duration::from_secs(180);
+/// How long a worker waits on a complete peer that showed it nothing it lacks before asking it
+/// to show more anyway (see `Header::WantMore`).
+const WANT_MORE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
@@ -92,14 +96,17 @@ async fn pull(
     shared.notify();
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
+    let mut pace = Pace::new(shared.opts.window, shared.manifest.chunk_size());
     // Whether we asked this peer to show us more since its last Have (see `Header::WantMore`).
     let mut asked_more = false;
+    // It showed us nothing we lack for WANT_MORE_PATIENCE: ask anyway.
+    let mut impatient = false;
     loop {
         changed.borrow_and_update();
         for index in told.catch_up(shared.store.have()) {
             conn.writer.queue(&Header::Have { index });
         }
-        {
+        let stuck = {
             let mut sched = shared.sched.lock().unwrap();
             if sched.is_banned(&addr) {
                 return Err(PullError::Banned);
@@ -107,21 +114,33 @@ async fn pull(
             if sched.is_complete() {
                 return Ok(());
             }
-            while outstanding.len() < shared.opts.window {
+            while outstanding.len() < pace.window() {
                 match sched.next_for(addr) {
                     Some(i) => {
+                        tracing::debug!(chunk = %i, "requested");
                         conn.writer.queue(&Header::Request { index: i });
+                        pace.requested(outstanding.is_empty(), Instant::now());
                         outstanding.push_back(i);
                     }
                     None => break,
                 }
             }
-        }
-        if outstanding.is_empty() && conn.complete && !asked_more {
             // A complete peer shows us only some of its chunks (its reveal policy); those it
-            // showed may all be asked of other peers already. Ask it for more, once per Have.
+            // showed may all be asked of other peers already: then ask it for more, once per
+            // Have. One that showed us nothing we lack is sending its chunks to others (its
+            // first pass) and shows us more as we gain chunks; asking it then would only get
+            // us chunks it sent already, taking its uplink from chunks the swarm lacks. Unless
+            // it showed us nothing for a while.
+            outstanding.is_empty()
+                && conn.complete
+                && !asked_more
+                && (impatient || sched.peer_has_wanted(addr))
+        };
+        if stuck {
+            tracing::debug!("asking for more");
             conn.writer.queue(&Header::WantMore);
             asked_more = true;
+            impatient = false;
         }
         conn.writer.flush().await?;
         let frame = if outstanding.is_empty() {
@@ -132,6 +151,10 @@ async fn pull(
             tokio::select! {
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
+                _ = tokio::time::sleep(WANT_MORE_PATIENCE), if conn.complete && !asked_more => {
+                    impatient = true;
+                    continue;
+                }
                 f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
         } else {
@@ -163,6 +186,7 @@ async fn pull(
                     });
                 }
                 outstanding.pop_front();
+                pace.arrived(data.len(), !outstanding.is_empty(), Instant::now());
                 let expected = shared.manifest.chunk_len(index);
                 if data.len() != expected as usize {
                     shared.sched.lock().unwrap().hash_failed(addr, index);
