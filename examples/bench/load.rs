@@ -106,13 +106,18 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
     let mut txn = 0u32;
     let file = FileId(std::array::from_fn(|_| fastrand::u8(..)));
 
-    // Register the fake peers, one announce each, from one socket (they differ by port).
-    let reg = blocking_socket(opts.tracker)?;
-    let conn = connect(&reg, &mut txn)?;
+    // Register the fake peers, one announce each, each from a socket of its own: the tracker
+    // binds a registration to the source that made it. The sockets stay open for the run.
+    let mut fakes = Vec::with_capacity(opts.peers);
+    // Ports of a run of their own: the previous run's fake peers still own theirs at the
+    // tracker until their registrations time out.
+    let base = fastrand::u16(10_000..=u16::MAX - opts.peers.min(5_000) as u16);
     for i in 0..opts.peers {
+        let reg = blocking_socket(opts.tracker)?;
+        let conn = connect(&reg, &mut txn)?;
         let body = RequestBody::Announce {
             peer: PeerInfo {
-                port: 20_000 + i as u16,
+                port: base.wrapping_add(i as u16),
                 advertise: None,
             },
             files: vec![FileEntry {
@@ -126,7 +131,10 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
             ResponseBody::Ack { .. } => {}
             other => bail!("the tracker refused fake peer {i}: {other:?}"),
         }
+        fakes.push(reg);
     }
+    let reg = blocking_socket(opts.tracker)?;
+    let conn = connect(&reg, &mut txn)?;
     let expected = match call(&reg, &mut txn, conn, RequestBody::GetPeers { file })? {
         ResponseBody::Peers { peers, .. } if !peers.is_empty() || opts.peers == 0 => peers.len(),
         other => bail!("unexpected answer to a peer-list request: {other:?}"),
