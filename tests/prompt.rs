@@ -105,36 +105,63 @@ impl Pty {
         }
     }
 
-    /// Types `keys` one at a time, as a person does, each once the program has answered the one
-    /// before (every key here changes the screen). rustyline 18 leaves the rest of a burst of
-    /// bytes that is not a bracketed paste unread until the next key (fixed in rustyline 19).
+    /// Types `keys` one at a time, as a person does, each once the prompt has read the one
+    /// before: a typed character once it is echoed at the end of the line, Enter once the line
+    /// is closed by a newline, Ctrl-C once a fresh empty prompt is up. Any change of the screen
+    /// is not enough: a log line printed above the prompt changes it, and so does the terminal's
+    /// own echo of keys typed while a command runs (the line editor is not reading then). Keys
+    /// sent before the previous one is read arrive in one read, and rustyline 18 (with an
+    /// external printer) holds all but the first unread until a further key press (fixed in
+    /// rustyline 19, which needs a newer Rust than ours).
     fn send(&mut self, keys: &str) {
         for c in keys.chars() {
+            let text = self.text();
+            let prev = edit_line(&text).unwrap_or("").to_string();
+            let mark = text.rfind(PROMPT).unwrap_or(0);
             let before = self.out.0.lock().unwrap().len();
             let mut b = [0u8; 4];
             self.master
                 .write_all(c.encode_utf8(&mut b).as_bytes())
                 .unwrap();
-            let deadline = Instant::now() + PATIENCE;
-            let mut out = self.out.0.lock().unwrap();
-            while out.len() == before {
-                let now = Instant::now();
-                assert!(now < deadline, "no answer to the key {c:?}");
-                out = self.out.1.wait_timeout(out, deadline - now).unwrap().0;
-            }
+            let typed = format!("{prev}{c}");
+            let closed = format!("{PROMPT}{prev}\n");
+            self.wait_screen(&format!("the echo of the key {c:?}"), |raw, text| match c {
+                '\r' => text.get(mark..).is_some_and(|t| t.contains(&closed)),
+                '\x03' => raw.len() > before && edit_line(text) == Some(""),
+                c if !c.is_control() => edit_line(text) == Some(typed.as_str()),
+                _ => raw.len() > before,
+            });
         }
     }
 
-    /// Pastes `text` as a terminal does with bracketed paste on: all of it in one write.
+    /// Pastes `text` as a terminal does with bracketed paste on: all of it in one write; returns
+    /// once it is at the end of the line.
     fn paste(&mut self, text: &str) {
-        let before = self.out.0.lock().unwrap().len();
+        let typed = format!("{}{text}", edit_line(&self.text()).unwrap_or(""));
         let burst = format!("\x1b[200~{text}\x1b[201~");
         self.master.write_all(burst.as_bytes()).unwrap();
+        self.wait_screen(&format!("the echo of the paste {text:?}"), |_, t| {
+            edit_line(t) == Some(typed.as_str())
+        });
+    }
+
+    /// Waits until `done` holds for the raw output and its text without escape sequences.
+    fn wait_screen(&self, what: &str, done: impl Fn(&[u8], &str) -> bool) {
         let deadline = Instant::now() + PATIENCE;
         let mut out = self.out.0.lock().unwrap();
-        while out.len() == before {
+        loop {
+            let text = strip_escapes(&String::from_utf8_lossy(&out));
+            if done(&out, &text) {
+                return;
+            }
             let now = Instant::now();
-            assert!(now < deadline, "no echo of the paste {text:?}");
+            if now >= deadline {
+                drop(out);
+                panic!(
+                    "no {what} from the prompt; its screen so far:\n{}",
+                    self.text()
+                );
+            }
             out = self.out.1.wait_timeout(out, deadline - now).unwrap().0;
         }
     }
@@ -143,7 +170,7 @@ impl Pty {
     /// [`Pty::expect`]: a line printed above the prompt redraws the prompt, so the prompt alone
     /// does not say that a command is done.
     fn command(&mut self, line: &str) {
-        self.expect("shoal> ");
+        self.expect(PROMPT);
         self.send(line);
         self.send("\r");
     }
@@ -154,6 +181,15 @@ impl Drop for Pty {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+const PROMPT: &str = "shoal> ";
+
+/// What is typed on the prompt's line (the last line of `text`, after its last prompt); rustyline
+/// redraws the whole line at times, and with `\r` stripped the redraws follow each other.
+fn edit_line(text: &str) -> Option<&str> {
+    let last = text.rsplit('\n').next().unwrap_or(text);
+    last.rfind(PROMPT).map(|at| &last[at + PROMPT.len()..])
 }
 
 /// The screen's text: escape sequences (cursor moves, clearing) and carriage returns removed.
