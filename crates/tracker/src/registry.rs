@@ -538,6 +538,10 @@ impl Registry {
                 result = full;
                 break;
             }
+            if !self.files.contains_key(&f.id) && !self.room_for_file(source) {
+                result = full;
+                break;
+            }
             let known_files = self.files.len();
             let peer = self.peers.get_mut(&key).expect("inserted above");
             let record = match self.files.get_mut(&f.id) {

@@ -141,6 +141,43 @@ impl Registry {
         true
     }
 
+    /// Whether one more distinct file fits, after dropping a file that only the most represented
+    /// source shares (its least recently heard peer's) if that is fair. Without it, a few sources
+    /// that register made-up files until the table is full would keep every new file out.
+    pub(super) fn room_for_file(&mut self, source: IpAddr) -> bool {
+        if self.files.len() < self.config.limits.total_files {
+            return true;
+        }
+        let mine = self.load(source).registrations;
+        let Some((heavy, n)) = self.heaviest(|l| l.registrations) else {
+            return false;
+        };
+        if !over_represented(n, mine) {
+            return false;
+        }
+        // A file that only this source's peers share: dropping its registration frees a place.
+        let mut peers: Vec<&super::Peer> = self
+            .peers
+            .values()
+            .filter(|p| source_of(p.owner.ip()) == heavy)
+            .collect();
+        peers.sort_by_key(|p| p.last_seen);
+        let victim = peers.iter().find_map(|p| {
+            p.files
+                .iter()
+                .find(|id| self.files.get(id).is_some_and(|r| r.peer_count() == 1))
+                .map(|id| (p.addr, *id))
+        });
+        match victim {
+            Some((key, id)) => {
+                self.count_eviction();
+                self.remove_file_of(key, id);
+                self.files.len() < self.config.limits.total_files
+            }
+            None => false,
+        }
+    }
+
     fn count_eviction(&mut self) {
         self.totals.evictions += 1;
     }

@@ -330,6 +330,35 @@ fn one_source_cannot_fill_the_peer_or_registration_tables() {
     honest(&mut reg);
     assert_eq!(reg.gauges().registrations, 30);
     assert_eq!(reg.totals().evictions, 1);
+
+    // One host registers made-up files until the table of distinct files is full: the honest
+    // seeder's new file takes the place of one only that host shares. Today: Full.
+    let mut reg = Registry::new(
+        Config {
+            limits: Limits {
+                total_files: 12,
+                rate: 0,
+                ..Limits::default()
+            },
+            ..Config::default()
+        },
+        t0,
+    );
+    for port in 1..=3u16 {
+        let files = (0..4).map(|n| entry(port as u8 * 10 + n, "junk")).collect();
+        acked(announce_from(&mut reg, t0, [10, 6, 6, 6], port, files));
+    }
+    assert_eq!(reg.gauges().files, 12);
+    honest(&mut reg);
+    assert_eq!(reg.gauges().files, 12);
+    assert_eq!(reg.totals().evictions, 1);
+    // The host cannot push it out again: it is the most represented source itself, so a new
+    // file of its own finds no place it may take.
+    let r = announce_from(&mut reg, t0, [10, 6, 6, 6], 4, vec![entry(99, "junk")]);
+    refused(r, ErrorCode::Full);
+    assert_eq!(reg.matching(&Filter::NameIs("honest".into())).len(), 1);
+    assert_eq!(reg.gauges().files, 12);
+    reg.check_invariants();
 }
 
 #[test]
