@@ -1,7 +1,8 @@
 //! The leecher's interactive prompt, driven through a real pseudo-terminal as a person would type:
 //! list, get (a real download from a seeder, verified), Tab completion, Ctrl-C, share (then a
 //! plain leecher fetches the file from the prompt's process), status, stop and exit (the tracker
-//! no longer lists what the prompt shared). Without a terminal, no file is a usage error.
+//! no longer lists what the prompt shared). Without a terminal, no file is a usage error. A
+//! tracker that never ends its listing cannot hold `list` or `get` past `--timeout`.
 
 mod support;
 use std::fs::File;
@@ -421,4 +422,30 @@ fn without_a_terminal_no_file_is_still_a_usage_error() {
         "{}",
         run.stderr
     );
+}
+
+/// `list` and `get` at the prompt give up at `--timeout` on a tracker that always offers one more
+/// page, as the plain leecher does, and the prompt stays usable.
+#[test]
+fn lookups_at_the_prompt_give_up_at_timeout_on_an_endless_listing() {
+    use support::hostile_tracker::{FakeTracker, Script};
+    let swarm = Swarm::new();
+    let home = swarm.folder("home");
+    let tracker = FakeTracker::start(Script {
+        endless: Some(std::time::Duration::from_millis(100)),
+        ..Script::default()
+    });
+    let t = tracker.arg();
+    let mut p = Pty::leecher(
+        &swarm,
+        &home,
+        &["--interactive", "--tracker", &t, "--timeout", "2"],
+    );
+    p.command("list");
+    p.expect("listing the tracker's files took longer than 2 s (--timeout)");
+    p.command("get some-name");
+    p.expect("looking the file up at the tracker took longer than 2 s (--timeout)");
+    p.command("exit");
+    p.expect("bye");
+    assert!(p.child.wait().unwrap().success());
 }

@@ -39,13 +39,19 @@ pub struct Session {
     console: Console,
     names: Names,
     stop: CancellationToken,
+    /// `--timeout`: a lookup or listing at the tracker gives up after it, as the plain leecher's.
+    timeout: Duration,
 }
 
 impl Session {
     /// Finds the tracker and starts serving (nothing is registered until something is shared).
     pub async fn start(settings: Settings, console: Console, names: Names) -> anyhow::Result<Self> {
-        let client =
-            Arc::new(choose_tracker(settings.tracker.as_deref(), settings.discovery).await?);
+        let timeout = settings.download.timeout;
+        let client = crate::within(timeout, "finding the tracker", async {
+            Ok(choose_tracker(settings.tracker.as_deref(), settings.discovery).await?)
+        })
+        .await?;
+        let client = Arc::new(client);
         let (listener, advertise) = prepare(settings.port, settings.advertise.as_deref())
             .await
             .map_err(anyhow::Error::msg)?;
@@ -58,7 +64,12 @@ impl Session {
         let transfers = Transfers::new(client.clone(), library.clone(), options, console.clone());
         let stop = CancellationToken::new();
         let meter = Meter::start(library.clone(), stop.clone());
-        tokio::spawn(refresh_names(client.clone(), names.clone(), stop.clone()));
+        tokio::spawn(refresh_names(
+            client.clone(),
+            names.clone(),
+            stop.clone(),
+            timeout,
+        ));
         Ok(Session {
             serving: SocketAddr::new(client.addr().ip(), port),
             client,
@@ -69,6 +80,7 @@ impl Session {
             console,
             names,
             stop,
+            timeout,
         })
     }
 
@@ -91,7 +103,11 @@ impl Session {
         match command {
             Command::List(pattern) => self.list(pattern).await?,
             Command::Get { query, dir } => {
-                let entry = resolve(&self.client, &query).await?;
+                let entry =
+                    crate::within(self.timeout, "looking the file up at the tracker", async {
+                        Ok(resolve(&self.client, &query).await?)
+                    })
+                    .await?;
                 self.transfers
                     .start(entry, dir)
                     .map_err(anyhow::Error::msg)?;
@@ -117,10 +133,11 @@ impl Session {
     }
 
     async fn list(&self, pattern: Option<String>) -> anyhow::Result<()> {
-        let entries = self
-            .client
-            .list(pattern.clone().map_or(Filter::All, Filter::NameContains))
-            .await?;
+        let filter = pattern.clone().map_or(Filter::All, Filter::NameContains);
+        let entries = crate::within(self.timeout, "listing the tracker's files", async {
+            Ok(self.client.list(filter).await?)
+        })
+        .await?;
         if pattern.is_none() {
             *self.names.lock().unwrap() = entries.iter().map(|e| e.name.clone()).collect();
         }
@@ -210,9 +227,15 @@ impl Session {
 }
 
 /// Keeps the names Tab offers close to what the tracker lists.
-async fn refresh_names(client: Arc<TrackerClient>, names: Names, stop: CancellationToken) {
+async fn refresh_names(
+    client: Arc<TrackerClient>,
+    names: Names,
+    stop: CancellationToken,
+    timeout: Duration,
+) {
     loop {
-        if let Ok(entries) = client.list(Filter::All).await {
+        let listed = tokio::time::timeout(timeout, client.list(Filter::All)).await;
+        if let Ok(Ok(entries)) = listed {
             *names.lock().unwrap() = entries.into_iter().map(|e| e.name).collect();
         }
         tokio::select! {
