@@ -172,14 +172,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some((port.unwrap_or(seeding.port), seeding))
     };
     let opts = DownloadOptions {
-        out_dir: args.out.clone(),
-        force: args.force,
-        window: args.window,
-        max_peers: args.max_peers,
-        stall_timeout: Duration::from_secs(args.stall_timeout),
-        timeout: Duration::from_secs(args.timeout),
-        download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
         serving_port: seeding.as_ref().map(|(port, _)| *port),
+        ..download_options(&args)
     };
     // The first Ctrl-C stops the download under way and the files after it, or the seeding.
     let cancel = CancellationToken::new();
@@ -244,6 +238,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = signal.await;
     seeding.stop().await;
     Ok(code)
+}
+
+/// The download options the flags set (no serving port yet), for the command and the prompt.
+fn download_options(args: &Args) -> DownloadOptions {
+    DownloadOptions {
+        out_dir: args.out.clone(),
+        force: args.force,
+        window: args.window,
+        max_peers: args.max_peers,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+        timeout: Duration::from_secs(args.timeout),
+        download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
+        serving_port: None,
+    }
 }
 
 /// `--timeout` around one phase before the download (which bounds its own): a tracker that

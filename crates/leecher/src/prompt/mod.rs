@@ -8,14 +8,13 @@
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rustyline::config::Config;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Editor, ExternalPrinter};
 use shoal_engine::download::DownloadOptions;
-use shoal_engine::rate::{Rate, RateLimit};
+use shoal_engine::rate::Rate;
 
 mod command;
 mod console;
@@ -44,6 +43,7 @@ struct Settings {
 
 impl From<super::Args> for Settings {
     fn from(args: super::Args) -> Settings {
+        let download = super::download_options(&args);
         Settings {
             // The environment is read here, not by clap (see `tracker_setting`).
             tracker: shoal_engine::discovery::tracker_setting(args.tracker),
@@ -51,16 +51,7 @@ impl From<super::Args> for Settings {
             port: args.port,
             advertise: args.advertise,
             upload: args.max_upload_rate,
-            download: DownloadOptions {
-                out_dir: args.out,
-                force: args.force,
-                window: args.window,
-                max_peers: args.max_peers,
-                stall_timeout: Duration::from_secs(args.stall_timeout),
-                timeout: Duration::from_secs(args.timeout),
-                download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
-                serving_port: None,
-            },
+            download,
         }
     }
 }

@@ -48,12 +48,20 @@ impl Registry {
         }
     }
 
-    /// The source holding the most by `key`, and how much.
-    fn heaviest(&self, key: impl Fn(&Load) -> u32) -> Option<(IpAddr, u32)> {
-        self.sources
+    /// The source holding the most by `key`, if it holds enough more than `source` that taking
+    /// one of its places for `source` is fair.
+    fn over_represented_source(
+        &self,
+        source: IpAddr,
+        key: impl Fn(&Load) -> u32,
+    ) -> Option<IpAddr> {
+        let mine = key(&self.load(source));
+        let (heavy, n) = self
+            .sources
             .iter()
             .map(|(s, l)| (*s, key(l)))
-            .max_by_key(|(_, n)| *n)
+            .max_by_key(|(_, n)| *n)?;
+        over_represented(n, mine).then_some(heavy)
     }
 
     /// Whether one more peer from `source` fits, after dropping the most represented source's
@@ -62,13 +70,9 @@ impl Registry {
         if self.peers.len() < self.config.limits.total_peers {
             return true;
         }
-        let mine = self.load(source).peers;
-        let Some((heavy, n)) = self.heaviest(|l| l.peers) else {
+        let Some(heavy) = self.over_represented_source(source, |l| l.peers) else {
             return false;
         };
-        if !over_represented(n, mine) {
-            return false;
-        }
         let victim = self
             .peers
             .values()
@@ -90,13 +94,9 @@ impl Registry {
         if self.registrations < self.config.limits.registrations {
             return true;
         }
-        let mine = self.load(source).registrations;
-        let Some((heavy, n)) = self.heaviest(|l| l.registrations) else {
+        let Some(heavy) = self.over_represented_source(source, |l| l.registrations) else {
             return false;
         };
-        if !over_represented(n, mine) {
-            return false;
-        }
         let victim = self
             .peers
             .values()
@@ -148,13 +148,9 @@ impl Registry {
         if self.files.len() < self.config.limits.total_files {
             return true;
         }
-        let mine = self.load(source).registrations;
-        let Some((heavy, n)) = self.heaviest(|l| l.registrations) else {
+        let Some(heavy) = self.over_represented_source(source, |l| l.registrations) else {
             return false;
         };
-        if !over_represented(n, mine) {
-            return false;
-        }
         // A file that only this source's peers share: dropping its registration frees a place.
         let mut peers: Vec<&super::Peer> = self
             .peers
