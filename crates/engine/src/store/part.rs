@@ -3,6 +3,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -47,8 +50,7 @@ impl PartFile {
         let part = PartFile::part_path(dest, id);
         use std::os::unix::fs::OpenOptionsExt;
         let file = crate::fsafe::open_part(&part)?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(StoreError::Locked { path: part });
         }
         let len = file.metadata().map_err(|e| StoreError::io(&part, e))?.len();
@@ -56,9 +58,9 @@ impl PartFile {
             file.set_len(size).map_err(|e| StoreError::io(&part, e))?;
         }
         if size > 0 {
-            // SAFETY: as above. Allocation failure other than ENOSPC (no support) is ignored.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-            if rc == libc::ENOSPC {
+            // Allocation failure other than ENOSPC (no support) is ignored.
+            let rc = nix::fcntl::posix_fallocate(&file, 0, size as nix::libc::off_t);
+            if rc == Err(nix::errno::Errno::ENOSPC) {
                 // Leave the `.part` as it was, not a file-sized hole.
                 let _ = file.set_len(len);
                 return Err(StoreError::DiskFull { path: part });
@@ -69,7 +71,7 @@ impl PartFile {
         // file locked above (not one that replaced it in between).
         let direct = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::DIRECT).bits() as i32)
             .open(&part)
             .ok()
             .filter(|d| same_file(d, &file));
@@ -141,7 +143,7 @@ impl PartFile {
                     }
                     // A short direct write: the rest goes through the page cache below.
                     Ok(n) => written = n,
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
                         tracing::debug!("direct writes refused ({e}); using the page cache");
                         self.direct_ok.store(false, Ordering::Relaxed);
                     }
