@@ -17,7 +17,7 @@
 //! - [`reveal`]: super-seeding, the sans-IO choice of which chunks a complete peer advertises.
 //! - [`download`]: the leecher's download: peers, workers, verification, resume.
 //! - [`seeding`]: serving a library and keeping it registered.
-//! - [`support`]: logging and signals for the command-line programs.
+//! - [`support`]: figures as people read them ([`support::human_bytes`]).
 
 pub mod admission;
 pub mod advert;

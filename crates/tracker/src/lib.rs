@@ -123,7 +123,8 @@ struct Args {
 /// The command line: parses flags, runs, maps errors to one sentence and exit code 1.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    shoal_engine::support::init_logging();
+    shoal_cli::tune_allocator();
+    shoal_cli::init_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -260,7 +261,7 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     registry.set_host_address(Box::new(address_towards));
     let registry = Arc::new(Mutex::new(registry));
     // Before saying we listen, so that a Ctrl-C from then on shuts down cleanly.
-    let shutdown = Box::pin(shoal_engine::support::shutdown_signal());
+    let shutdown = Box::pin(shoal_cli::shutdown_signal());
     println!("tracker listening on {local}");
     tracing::info!("tracker listening on udp {local}");
     let page = match http {
