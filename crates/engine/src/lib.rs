@@ -19,6 +19,10 @@
 //! - [`seeding`]: serving a library and keeping it registered.
 //! - [`support`]: figures as people read them ([`support::human_bytes`]).
 
+// Unsafe code only where no safe wrapper reaches, each place allowed where it stands (one:
+// `store::part`'s sync_file_range).
+#![deny(unsafe_code)]
+
 pub mod admission;
 pub mod advert;
 pub mod conn;

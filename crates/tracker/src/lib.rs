@@ -4,6 +4,9 @@
 //! socket; [`http`] is the optional status page (with [`metrics`]); [`main`] is the command
 //! line.
 
+// Unsafe code only in `udp` (recvmmsg and sendmmsg, which rustix does not wrap).
+#![deny(unsafe_code)]
+
 pub mod activity;
 pub mod http;
 pub mod http_conn;
@@ -12,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
+#[allow(unsafe_code)]
 pub mod udp;
 
 use std::net::{SocketAddr, UdpSocket};

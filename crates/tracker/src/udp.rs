@@ -67,8 +67,9 @@ impl Batch {
         self.received = 0;
         self.to_send = 0;
         self.sent = 0;
-        // SAFETY: iovec and mmsghdr are plain data; all-zero is valid and is filled in below.
+        // SAFETY: iovec is plain data; all-zero is valid and is filled in below.
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as for iovec, mmsghdr (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (i, (buf, (iov, hdr))) in self
             .bufs
@@ -133,6 +134,7 @@ impl Batch {
             let pending = &self.answered[self.sent..self.to_send];
             // SAFETY: as in `recv`.
             let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: as in `recv`.
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for (k, &i) in pending.iter().enumerate() {
                 let reply = &self.replies[i];

@@ -14,6 +14,23 @@ use shoal_proto::{ChunkIndex, FileId, Manifest};
 use super::{hash_chunks, StoreError};
 use crate::pool::ALIGN;
 
+/// Starts writeback of `len` bytes at `offset` (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`),
+/// without waiting for it. Failure only loses the head start.
+///
+/// The engine's one unsafe block: neither rustix nor nix wraps `sync_file_range`.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    // SAFETY: a plain syscall on a descriptor that `file` keeps open; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Whether two descriptors are open on the same file.
 fn same_file(a: &File, b: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -155,15 +172,7 @@ impl PartFile {
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StoreError::io(&self.part, e))?;
-        // SAFETY: a plain syscall on a descriptor we own. Failure only loses the head start.
-        unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                offset as libc::off64_t,
-                data.len() as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        start_writeback(&self.file, offset, data.len());
         Ok(())
     }
 
