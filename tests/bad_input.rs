@@ -211,8 +211,7 @@ fn seeder_path_unreadable() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
     };
     mode(&path, 0o000);
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let mut cmd = if root {
         mode(swarm.dir.path(), 0o755);
         mode(&swarm.path("src"), 0o755);

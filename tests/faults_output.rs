@@ -49,8 +49,7 @@ fn assert_failed_writing_nothing(res: &Output, out: &Path, says_why: impl Fn(&st
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// The `unshare` flags that give a private mount namespace here, where a test can mount a
