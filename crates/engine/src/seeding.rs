@@ -140,3 +140,24 @@ pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), PrepareEr
         .ok_or_else(|| PrepareError::AdvertiseHost(host.to_string()))?;
     Ok((ip, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_and_a_bad_advertise_port_are_named() {
+        let taken = crate::server::bind(0).await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = prepare(port, None).await.unwrap_err();
+        assert!(
+            matches!(e, PrepareError::Bind { port: p, .. } if p == port),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("choose another with --port"), "{e}");
+        let e = prepare(0, Some("peer.lan:99999")).await.unwrap_err();
+        assert_eq!(e.to_string(), r#"bad port in --advertise "peer.lan:99999""#);
+        let (ip, port) = parse_advertise("[::1]:7000").await.unwrap();
+        assert_eq!((ip.to_string(), port), ("::1".to_string(), Some(7000)));
+    }
+}
