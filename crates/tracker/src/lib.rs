@@ -4,8 +4,7 @@
 //! socket; [`http`] is the optional status page (with [`metrics`]); [`main`] is the command
 //! line.
 
-// Unsafe code only in `udp` (recvmmsg and sendmmsg, which rustix does not wrap).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod http;
@@ -15,11 +14,10 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
-#[allow(unsafe_code)]
 pub mod udp;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +45,7 @@ pub fn serve(
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(TICK))?;
     socket.set_write_timeout(Some(TICK))?;
-    let fd = socket.as_raw_fd();
+    let fd = socket.as_fd();
     let mut batch = udp::Batch::new();
     let lock = || registry.lock().unwrap_or_else(|e| e.into_inner());
     let mut next_sweep = std::time::Instant::now() + Duration::from_secs(1);
