@@ -2,11 +2,12 @@
 //! chunks they have verified, so they all finish even when the only seeder dies once every chunk
 //! has reached some leecher.
 
-mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const CHUNK: usize = 16 * 1024;
 const CHUNKS: usize = 256;
@@ -43,7 +44,7 @@ fn sources(summary: &str) -> (u32, u32, u32) {
 
 #[test]
 fn leechers_finish_from_each_other_after_the_seeder_dies() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * CHUNKS, 10);
     swarm.write("seed/big.bin", &data);
     let (mut seeder, lines) =
@@ -55,7 +56,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     let leechers: Vec<Proc> = (0..LEECHERS)
         .map(|i| {
             let out = swarm.folder(&format!("l{i}"));
-            Proc::spawn("leecher", &["--window", "2", &id], &out, &env)
+            Proc::spawn(BINS.leecher, &["--window", "2", &id], &out, &env)
         })
         .collect();
 
@@ -116,7 +117,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
 
 #[test]
 fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * 8, 11);
     swarm.write("seed/small.bin", &data);
     let (_seeder, lines) =
@@ -139,8 +140,8 @@ fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
 /// A protocol 1 peer in the swarm is named in one sentence, and the download goes on without it.
 #[test]
 fn a_protocol_1_peer_is_named_and_skipped() {
-    use support::hostile::{HostilePeer, Mode};
-    let swarm = Swarm::new();
+    use shoal_testkit::hostile::{HostilePeer, Mode};
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * 8, 12);
     swarm.write("seed/f.bin", &data);
     let (_seeder, lines) =
@@ -171,8 +172,8 @@ fn a_protocol_1_peer_is_named_and_skipped() {
 /// right, nothing it sent was kept, and the summary names it.
 #[test]
 fn a_lying_leecher_is_banned_like_a_lying_seeder() {
-    use support::hostile::*;
-    let swarm = Swarm::new();
+    use shoal_testkit::hostile::*;
+    let swarm = Swarm::new(BINS);
     let data = test_file(13);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
     let liar = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::PartialLiar(20));

@@ -1,29 +1,37 @@
-//! Test support for the end-to-end tests: runs the real binaries in a temporary folder, reads
-//! their output line by line, and waits for lines (real signals), never for fixed sleeps. A
-//! failed wait panics with the command, its stdout and its stderr.
-
-#![allow(dead_code)]
+//! The child-process harness: runs a program with its output read line by line as it arrives,
+//! waits for lines (real signals), never for fixed sleeps, and kills it when dropped. A failed
+//! wait panics with the command, its stdout and its stderr.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub mod hostile;
-pub mod hostile_manifest;
-pub mod hostile_tracker;
+use crate::summary::Summary;
 
 /// Safety net for every wait: far longer than any step takes, so it only fires on a real hang.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-pub fn bin(name: &str) -> PathBuf {
-    match name {
-        "tracker" => env!("CARGO_BIN_EXE_tracker").into(),
-        "seeder" => env!("CARGO_BIN_EXE_seeder").into(),
-        "leecher" => env!("CARGO_BIN_EXE_leecher").into(),
-        other => panic!("no binary {other}"),
-    }
+/// Where the three programs are. Only the root package's integration tests and examples see
+/// `CARGO_BIN_EXE_*`, so each test file builds this with [`bins!`](crate::bins) and passes it in.
+#[derive(Clone, Copy, Debug)]
+pub struct Bins {
+    pub tracker: &'static str,
+    pub seeder: &'static str,
+    pub leecher: &'static str,
+}
+
+/// The [`Bins`] of the test crate this is expanded in: `const BINS: Bins = bins!();`.
+#[macro_export]
+macro_rules! bins {
+    () => {
+        $crate::Bins {
+            tracker: env!("CARGO_BIN_EXE_tracker"),
+            seeder: env!("CARGO_BIN_EXE_seeder"),
+            leecher: env!("CARGO_BIN_EXE_leecher"),
+        }
+    };
 }
 
 #[derive(Default)]
@@ -41,22 +49,32 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(bin(name));
-        cmd.args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    /// Starts `program` (a path, such as [`Bins::leecher`]) in `cwd`, with discovery off, no
+    /// tracker from the environment, `RUST_LOG=info`, and then `env`.
+    pub fn spawn(program: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Proc {
+        let name = Path::new(program)
+            .file_name()
+            .map_or(program.into(), |n| n.to_string_lossy());
+        let mut cmd = Command::new(program);
+        cmd.args(args).current_dir(cwd);
         // Never let a test fall back to discovery: its broadcast would leave this machine.
         cmd.env("P2P_NO_DISCOVERY", "1");
         cmd.env_remove("P2P_TRACKER").env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Proc::start(&format!("{name} {}", args.join(" ")), &mut cmd)
+    }
+
+    /// Starts `cmd` as it is set up (stdin closed, stdout and stderr read line by line); `command`
+    /// names it in failure messages.
+    pub fn start(command: &str, cmd: &mut Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
         let lines = Arc::new((Mutex::new(Lines::default()), Condvar::new()));
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
@@ -64,7 +82,7 @@ impl Proc {
         collect(err, lines.clone(), false);
         Proc {
             child,
-            command: format!("{name} {}", args.join(" ")),
+            command: command.to_string(),
             lines,
         }
     }
@@ -274,7 +292,7 @@ impl Run {
 
     /// The leecher's summary line (`downloaded NAME: ...`), if it printed one.
     pub fn summary(&self) -> Option<&str> {
-        self.stderr.lines().find(|l| l.starts_with("downloaded "))
+        self.stderr.lines().find(|l| Summary::is_summary(l))
     }
 
     /// The `chunks per peer:` part of the leecher's summary, as (address, chunks) pairs.
@@ -302,26 +320,16 @@ impl Run {
     }
 }
 
-/// Parses `chunks per peer: ADDR=N ADDR=N` (or `none`) out of a summary line.
+/// The `chunks per peer:` part of a summary line, as (address, chunks) pairs in its order.
 pub fn chunks_per_peer(summary: &str) -> Vec<(String, u32)> {
-    let (_, rest) = summary
-        .split_once("chunks per peer: ")
-        .unwrap_or_else(|| panic!("no chunks per peer in {summary:?}"));
-    let part = rest.split(';').next().unwrap().trim();
-    if part == "none" {
-        return Vec::new();
-    }
-    part.split_whitespace()
-        .map(|kv| {
-            let (addr, n) = kv
-                .rsplit_once('=')
-                .unwrap_or_else(|| panic!("bad entry {kv:?} in {summary:?}"));
-            (addr.to_string(), n.parse().unwrap())
-        })
+    Summary::parse(summary)
+        .per_peer
+        .iter()
+        .map(|(a, n)| (a.to_string(), *n))
         .collect()
 }
 
-/// Runs a program to completion.
+/// Runs a program (a path, as for [`Proc::spawn`]) to completion.
 pub fn run(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     finish(&mut Proc::spawn(name, args, cwd, env))
 }
@@ -335,206 +343,4 @@ pub fn finish(p: &mut Proc) -> Run {
         stderr: p.stderr().join("\n"),
         command: p.command.clone(),
     }
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v);
-    v
-}
-
-/// A tracker on 127.0.0.1 with a one-second heartbeat interval, in its own temporary folder.
-pub struct Swarm {
-    pub dir: tempfile::TempDir,
-    pub tracker: Proc,
-    pub tracker_addr: String,
-}
-
-impl Swarm {
-    pub fn new() -> Swarm {
-        Swarm::with_tracker_args(&[])
-    }
-
-    pub fn with_tracker_args(extra: &[&str]) -> Swarm {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = vec!["--listen", "127.0.0.1:0", "--interval", "1"];
-        args.extend_from_slice(extra);
-        let tracker = Proc::spawn("tracker", &args, dir.path(), &[]);
-        let line = tracker.wait_stdout("tracker listening on", |l| {
-            l.starts_with("tracker listening on ")
-        });
-        let tracker_addr = line.rsplit(' ').next().unwrap().to_string();
-        Swarm {
-            dir,
-            tracker,
-            tracker_addr,
-        }
-    }
-
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes `data` to `rel` inside the swarm's folder (creating folders) and returns the path.
-    pub fn write(&self, rel: &str, data: &[u8]) -> PathBuf {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-
-    /// A folder inside the swarm's folder.
-    pub fn folder(&self, rel: &str) -> PathBuf {
-        let p = self.path(rel);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    pub fn env(&self) -> [(&str, &str); 1] {
-        [("P2P_TRACKER", self.tracker_addr.as_str())]
-    }
-
-    /// The tracker's port.
-    pub fn tracker_port(&self) -> u16 {
-        self.tracker_addr
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// `leecher --list [PATTERN]`, asserted to succeed, parsed line by line.
-    pub fn list(&self, pattern: Option<&str>) -> Vec<Listed> {
-        let mut args = vec!["--list"];
-        args.extend(pattern);
-        let run = self.run_leecher(self.dir.path(), &args);
-        run.assert_ok();
-        run.stdout
-            .lines()
-            .map(|l| {
-                Listed::parse(l).unwrap_or_else(|| panic!("bad list line {l:?}\n{}", run.dump()))
-            })
-            .collect()
-    }
-
-    /// How many seeders the tracker lists for `id` (0 when it does not list it at all).
-    pub fn seeders_of(&self, id: &str) -> u32 {
-        self.list(None)
-            .iter()
-            .find(|l| l.id == id)
-            .map_or(0, |l| l.seeders)
-    }
-
-    /// Starts a leecher that downloads and then keeps seeding, and waits until it has registered
-    /// with the tracker (it does so while downloading) and finished its download.
-    pub fn seeding_leecher_in(&self, cwd: &Path, args: &[&str]) -> Proc {
-        let p = self.leecher_in(cwd, args);
-        p.wait_stderr("registered with the tracker");
-        p.wait_line(false, "the line saying it seeds", |l| {
-            l.contains(" seeding ") && l.contains("Ctrl-C to stop")
-        });
-        p
-    }
-
-    /// Starts a seeder in `cwd` and waits until it has registered with the tracker. Returns it and
-    /// its stdout lines (`<id> <size> <name>`).
-    pub fn seeder_in(&self, cwd: &Path, args: &[&str]) -> (Proc, Vec<String>) {
-        let p = Proc::spawn("seeder", args, cwd, &self.env());
-        p.wait_stderr("registered with the tracker");
-        // The lines were printed before registering, but stdout and stderr are read by two
-        // threads: wait until the stdout reader has caught up.
-        let files = seeder_files(args);
-        p.wait_stdout_count(files);
-        let out = p.stdout();
-        (p, out)
-    }
-
-    pub fn seeder(&self, args: &[&str]) -> (Proc, Vec<String>) {
-        self.seeder_in(self.dir.path(), args)
-    }
-
-    /// Starts a leecher in `cwd` (which it downloads into unless `--out` says otherwise).
-    pub fn leecher_in(&self, cwd: &Path, args: &[&str]) -> Proc {
-        Proc::spawn("leecher", args, cwd, &self.env())
-    }
-
-    /// Runs a leecher to completion.
-    pub fn run_leecher(&self, cwd: &Path, args: &[&str]) -> Run {
-        run("leecher", args, cwd, &self.env())
-    }
-}
-
-/// How many files a seeder command line names (its positional arguments). Keep `WITH_VALUE` in
-/// step with the seeder's options that take a value, or `seeder_in` waits for a line too many.
-fn seeder_files(args: &[&str]) -> usize {
-    const WITH_VALUE: [&str; 5] = [
-        "--tracker",
-        "--port",
-        "--chunk-size",
-        "--advertise",
-        "--max-upload-rate",
-    ];
-    let mut n = 0;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if WITH_VALUE.contains(a) {
-            it.next();
-        } else if !a.starts_with("--") {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// The id (first word) of a seeder's stdout line.
-pub fn id_of(line: &str) -> String {
-    line.split(' ').next().unwrap().to_string()
-}
-
-/// One line of `leecher --list`: `<id> <size> <seeders> <name>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listed {
-    pub id: String,
-    pub size: u64,
-    pub seeders: u32,
-    pub name: String,
-}
-
-impl Listed {
-    pub fn parse(line: &str) -> Option<Listed> {
-        let mut it = line.splitn(4, ' ');
-        Some(Listed {
-            id: it.next()?.to_string(),
-            size: it.next()?.parse().ok()?,
-            seeders: it.next()?.parse().ok()?,
-            name: it.next()?.to_string(),
-        })
-    }
-}
-
-/// Where a leecher in `dir` writes `name` (the file `id`, in hex) until it is verified.
-pub fn part_of(dir: &Path, name: &str, id: &str) -> PathBuf {
-    let id = shoal_proto::FileId::from_hex(id).expect("a file id");
-    shoal_engine::fsafe::part_path(&dir.join(name), &id)
-}
-
-/// The names in a folder, sorted.
-pub fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A UDP socket on 127.0.0.1 that never answers: hold it for as long as nothing else may take
-/// its port, so a "tracker" there is certainly silent.
-pub fn silent_udp() -> (std::net::UdpSocket, String) {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = s.local_addr().unwrap().to_string();
-    (s, addr)
 }

@@ -12,8 +12,6 @@
 //! Both count what they do in [`Events`]; tests wait on those counts (real signals), never on
 //! sleeps.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -33,7 +31,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{Proc, Run, Swarm, PATIENCE};
+use crate::{Proc, Run, Swarm, PATIENCE};
 
 /// What a hostile peer or proxy has done so far.
 #[derive(Clone, Debug, Default)]
@@ -827,7 +825,7 @@ pub const CHUNK: usize = 16 * 1024;
 
 /// The fault tests' file: 65 chunks of 16 KiB, the last one short.
 pub fn test_file(seed: u64) -> Vec<u8> {
-    super::pattern(64 * CHUNK + 1000, seed)
+    crate::pattern(64 * CHUNK + 1000, seed)
 }
 
 pub fn chunks_in(data: &[u8]) -> u32 {
@@ -843,7 +841,7 @@ pub fn gated_seeder(swarm: &Swarm, dir: &str, data: &[u8], gate: Gate) -> (Proc,
         &["--chunk-size", "16K", "f.bin"],
         gate,
     );
-    (p, super::id_of(&lines[0]), proxy)
+    (p, crate::id_of(&lines[0]), proxy)
 }
 
 /// Whether `line` is the leecher's log of dropping its connection to `peer`.
@@ -862,65 +860,6 @@ pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let key = format!("{name}=");
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key.as_str()))
-}
-
-/// The leecher's summary line, taken apart.
-#[derive(Debug)]
-pub struct Summary {
-    pub line: String,
-    /// Verified chunks delivered by each peer.
-    pub per_peer: HashMap<SocketAddr, u32>,
-    /// `resumed N chunks, fetched M`.
-    pub resumed: Option<(u32, u32)>,
-    /// `K chunks failed verification`.
-    pub failed: u32,
-    pub banned: Vec<SocketAddr>,
-}
-
-impl Summary {
-    pub fn from_stderr(stderr: &str) -> Summary {
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("downloaded "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"))
-            .to_string();
-        let mut s = Summary {
-            line: line.clone(),
-            per_peer: HashMap::new(),
-            resumed: None,
-            failed: 0,
-            banned: Vec::new(),
-        };
-        let tail = &line[line.find("; chunks per peer: ").expect("per-peer part")..];
-        for part in tail.split("; ").filter(|p| !p.is_empty()) {
-            if let Some(list) = part.strip_prefix("chunks per peer: ") {
-                for item in list.split(' ').filter(|i| *i != "none") {
-                    let (a, n) = item.rsplit_once('=').expect("ADDR=N");
-                    s.per_peer
-                        .insert(a.parse().expect("an address"), n.parse().unwrap());
-                }
-            } else if let Some(r) = part.strip_prefix("resumed ") {
-                let (n, m) = r
-                    .split_once(" chunks, fetched ")
-                    .expect("resumed N, fetched M");
-                s.resumed = Some((n.parse().unwrap(), m.parse().unwrap()));
-            } else if let Some(k) = part.strip_suffix(" chunks failed verification") {
-                s.failed = k.parse().unwrap();
-            } else if let Some(list) = part.strip_prefix("banned: ") {
-                s.banned = list.split(' ').map(|a| a.parse().unwrap()).collect();
-            }
-        }
-        s
-    }
-
-    /// Chunks credited to `peer` (0 if it delivered none).
-    pub fn chunks_from(&self, peer: SocketAddr) -> u32 {
-        self.per_peer.get(&peer).copied().unwrap_or(0)
-    }
-
-    pub fn total(&self) -> u32 {
-        self.per_peer.values().sum()
-    }
 }
 
 /// Waits until the file at `path` holds chunk `i` of `data` for every `i` in `indices`: the
@@ -997,7 +936,7 @@ pub fn restart_tracker(swarm: &mut Swarm) {
     swarm.tracker.kill();
     let addr = swarm.tracker_addr.clone();
     let tracker = Proc::spawn(
-        "tracker",
+        swarm.bins.tracker,
         &["--listen", &addr, "--interval", "1"],
         swarm.dir.path(),
         &[],
