@@ -1,7 +1,7 @@
 //! Test support for shoal's end-to-end tests (tests/*.rs), compiled once for all of them: the
 //! child-process harness ([`Proc`], [`Run`]), a tracker of the tests' own ([`Swarm`]), the one
 //! parser of the leecher's summary line ([`Summary`]), hostile peers, trackers and floods, and the
-//! tracker page's helpers. Nothing here is part of the shipped programs.
+//! tracker page's helpers, and the proptest strategies of the wire types ([`strategies`]). Nothing here is part of the shipped programs.
 //!
 //! A test file starts with `use shoal_testkit::*;` and `const BINS: Bins = bins!();`, and passes
 //! `BINS` to [`Swarm::new`] or one of its paths to [`Proc::spawn`] and [`run`]: only the test crate
@@ -13,6 +13,7 @@ pub mod hostile;
 pub mod hostile_manifest;
 pub mod hostile_tracker;
 mod proc;
+pub mod strategies;
 mod summary;
 mod swarm;
 pub mod tracker;
