@@ -2,12 +2,11 @@
 //! waits for lines (real signals), never for fixed sleeps, and kills it when dropped. A failed
 //! wait panics with the command, its stdout and its stderr.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::output::{Output, Stream};
 use crate::summary::Summary;
 
 /// Safety net for every wait: far longer than any step takes, so it only fires on a real hang.
@@ -34,18 +33,11 @@ macro_rules! bins {
     };
 }
 
-#[derive(Default)]
-struct Lines {
-    stdout: Vec<String>,
-    stderr: Vec<String>,
-    closed: usize,
-}
-
 /// A running program whose output is collected as it arrives. Killed when dropped.
 pub struct Proc {
     pub child: Child,
     pub command: String,
-    lines: Arc<(Mutex<Lines>, Condvar)>,
+    pub output: Output,
 }
 
 impl Proc {
@@ -75,15 +67,13 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
-        let lines = Arc::new((Mutex::new(Lines::default()), Condvar::new()));
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        collect(out, lines.clone(), true);
-        collect(err, lines.clone(), false);
+        let output = Output::default();
+        output.read(Stream::Out, child.stdout.take().expect("piped"), None);
+        output.read(Stream::Err, child.stderr.take().expect("piped"), None);
         Proc {
             child,
             command: command.to_string(),
-            lines,
+            output,
         }
     }
 
@@ -92,61 +82,40 @@ impl Proc {
     }
 
     pub fn stdout(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().stdout.clone()
+        self.output.lines(Stream::Out)
     }
 
     pub fn stderr(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().stderr.clone()
+        self.output.lines(Stream::Err)
     }
 
     /// What to print when something goes wrong.
     pub fn dump(&self) -> String {
-        let l = self.lines.0.lock().unwrap();
         format!(
             "--- command: {}\n--- stdout:\n{}\n--- stderr:\n{}\n",
             self.command,
-            l.stdout.join("\n"),
-            l.stderr.join("\n")
+            self.stdout().join("\n"),
+            self.stderr().join("\n")
         )
     }
 
     /// Waits for a line (on stdout if `on_stdout`, else stderr) for which `pred` holds; returns it.
     pub fn wait_line(&self, on_stdout: bool, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let (lock, cvar) = &*self.lines;
-        let mut l = lock.lock().unwrap();
-        let mut seen = 0;
-        loop {
-            let stream = if on_stdout { &l.stdout } else { &l.stderr };
-            if let Some(found) = stream[seen..].iter().find(|s| pred(s)) {
-                return found.clone();
-            }
-            seen = stream.len();
-            let now = Instant::now();
-            if now >= deadline || l.closed == 2 {
-                drop(l);
-                panic!(
-                    "no line {what:?} on {}\n{}",
-                    if on_stdout { "stdout" } else { "stderr" },
-                    self.dump()
-                );
-            }
-            l = cvar.wait_timeout(l, deadline - now).unwrap().0;
+        let stream = if on_stdout { Stream::Out } else { Stream::Err };
+        match self.output.wait_line(stream, PATIENCE, pred) {
+            Ok(line) => line.text,
+            Err(e) => panic!(
+                "no line {what:?} on {} ({e})\n{}",
+                if on_stdout { "stdout" } else { "stderr" },
+                self.dump()
+            ),
         }
     }
 
     /// Waits until stdout has at least `n` lines.
     pub fn wait_stdout_count(&self, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        let (lock, cvar) = &*self.lines;
-        let mut l = lock.lock().unwrap();
-        while l.stdout.len() < n {
-            let now = Instant::now();
-            if now >= deadline || l.closed == 2 {
-                drop(l);
-                panic!("expected {n} lines on stdout\n{}", self.dump());
-            }
-            l = cvar.wait_timeout(l, deadline - now).unwrap().0;
+        if let Err(e) = self.output.wait_count(Stream::Out, n, PATIENCE) {
+            panic!("expected {n} lines on stdout ({e})\n{}", self.dump());
         }
     }
 
@@ -169,10 +138,12 @@ impl Proc {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Let the reader threads drain the pipes.
-                let (lock, cvar) = &*self.lines;
-                let mut l = lock.lock().unwrap();
-                while l.closed < 2 {
-                    l = cvar.wait_timeout(l, Duration::from_secs(5)).unwrap().0;
+                if !self.output.wait_closed(PATIENCE) {
+                    panic!(
+                        "{} exited, its output stayed open\n{}",
+                        self.command,
+                        self.dump()
+                    );
                 }
                 return status;
             }
@@ -180,9 +151,7 @@ impl Proc {
                 panic!("{} did not exit\n{}", self.command, self.dump());
             }
             // Waiting on a child without a pidfd API: wake on output or every few ms.
-            let (lock, cvar) = &*self.lines;
-            let l = lock.lock().unwrap();
-            let _ = cvar.wait_timeout(l, Duration::from_millis(20)).unwrap();
+            self.output.wait_change(Duration::from_millis(20));
         }
     }
 
@@ -247,26 +216,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn collect(pipe: impl Read + Send + 'static, lines: Arc<(Mutex<Lines>, Condvar)>, stdout: bool) {
-    std::thread::spawn(move || {
-        let reader = BufReader::new(pipe);
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            let (lock, cvar) = &*lines;
-            let mut l = lock.lock().unwrap();
-            if stdout {
-                l.stdout.push(line);
-            } else {
-                l.stderr.push(line);
-            }
-            cvar.notify_all();
-        }
-        let (lock, cvar) = &*lines;
-        lock.lock().unwrap().closed += 1;
-        cvar.notify_all();
-    });
 }
 
 /// A finished run: status and output.
