@@ -30,7 +30,7 @@ fn several_files_in_one_command_each_fetched_and_one_failure_counted() {
     assert_eq!(
         run.stderr
             .lines()
-            .filter(|l| l.starts_with("downloaded "))
+            .filter(|l| Summary::is_summary(l))
             .count(),
         2,
         "{}",

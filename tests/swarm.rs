@@ -28,18 +28,8 @@ fn verified(leechers: &[Proc]) -> BTreeSet<u32> {
 
 /// `from seeders: S chunks, from leechers: L chunks; uploaded U chunks while downloading`.
 fn sources(summary: &str) -> (u32, u32, u32) {
-    let number_after = |label: &str| -> u32 {
-        let rest = &summary[summary
-            .find(label)
-            .unwrap_or_else(|| panic!("no {label:?} in {summary:?}"))
-            + label.len()..];
-        rest.split_whitespace().next().unwrap().parse().unwrap()
-    };
-    (
-        number_after("from seeders: "),
-        number_after("from leechers: "),
-        number_after("uploaded "),
-    )
+    let s = Summary::parse(summary);
+    (s.from_seeders, s.from_leechers, s.uploaded)
 }
 
 #[test]
@@ -77,14 +67,14 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     seeder.kill();
     let unfinished = leechers
         .iter()
-        .filter(|p| !p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+        .filter(|p| !p.stderr().iter().any(|l| Summary::is_summary(l)))
         .count();
     eprintln!("the seeder died with {unfinished} of {LEECHERS} leechers unfinished");
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while !leechers
         .iter()
-        .all(|p| p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+        .all(|p| p.stderr().iter().any(|l| Summary::is_summary(l)))
     {
         assert!(
             Instant::now() < deadline,
