@@ -111,8 +111,13 @@ fn a_folder_without_write_permission_is_one_clear_error() {
     // As nobody, the build's own copy may be out of reach (a checkout under a 0700 folder, as
     // in `mktemp -d`), so nobody runs a copy inside the test's folder.
     let leecher = if is_root() {
+        // A hard link where the file system allows: a copy is a file open for writing for a
+        // moment, and a child another test thread forks in that moment keeps it open until it
+        // execs, which makes running the copy fail with ETXTBSY (see `output_retrying_busy`).
         let copy = swarm.dir.path().join("leecher-copy");
-        std::fs::copy(BINS.leecher, &copy).expect("copying the leecher");
+        if std::fs::hard_link(BINS.leecher, &copy).is_err() {
+            std::fs::copy(BINS.leecher, &copy).expect("copying the leecher");
+        }
         mode(&copy, 0o755).unwrap();
         copy
     } else {
@@ -127,7 +132,7 @@ fn a_folder_without_write_permission_is_one_clear_error() {
         eprintln!("note: running as root, which ignores modes: the leecher runs as nobody");
         cmd.uid(65534).gid(65534);
     }
-    let res = cmd.output().expect("running the leecher");
+    let res = output_retrying_busy(&mut cmd);
     mode(&out, 0o755).unwrap();
     assert_failed_writing_nothing(&res, &out, |error| {
         error.contains("f.bin.part: permission denied")
@@ -339,4 +344,20 @@ fn names_from_the_network_never_reach_the_terminal_raw() {
         !log.contains(['\u{1b}', '\u{7}']) && !log.contains("\nforged line"),
         "{log:?}"
     );
+}
+
+/// Runs `cmd`, trying again while the kernel says its program is busy (ETXTBSY): a copy of a
+/// program just written stays open for writing in any child forked meanwhile until that child
+/// execs, a matter of milliseconds.
+fn output_retrying_busy(cmd: &mut Command) -> std::process::Output {
+    const ETXTBSY: i32 = 26;
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            res => return res.expect("running the leecher"),
+        }
+    }
+    panic!("the copy of the leecher stayed busy (ETXTBSY) for 2 s");
 }
