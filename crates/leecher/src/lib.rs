@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
-use shoal_engine::download::{DownloadError, DownloadOptions};
+use shoal_engine::download::{DownloadError, DownloadOptions, PathFilter};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::Library;
@@ -41,9 +41,18 @@ struct Args {
     /// Open a prompt to list, get, share and watch files (the default with no file on a terminal).
     #[arg(long, conflicts_with_all = ["queries", "list", "no_seed", "no_upload"])]
     interactive: bool,
-    /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
+    /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file (a
+    /// folder's name ends in `/`).
     #[arg(long)]
     list: bool,
+    /// Print what a folder holds: `<size-in-bytes> <path>` per file, `- <path>/` per empty
+    /// folder.
+    #[arg(long, conflicts_with = "list")]
+    files: bool,
+    /// Of a folder, fetch only the files whose relative paths match GLOB (`*` within a
+    /// folder, `**` across folders); may be given several times.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
     /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
     /// else one found on the LAN).
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -54,7 +63,8 @@ struct Args {
     /// Folder to write the file into.
     #[arg(long, default_value = ".", value_name = "DIR")]
     out: PathBuf,
-    /// Replace the destination file if it exists.
+    /// Replace the destination file or folder if it exists (a folder only once the new one is
+    /// complete and verified).
     #[arg(long)]
     force: bool,
     /// Exit as soon as the verified file is in place instead of seeding it.
@@ -124,6 +134,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.list && args.queries.len() > 1 {
         anyhow::bail!("--list takes one pattern; quote a pattern with spaces");
     }
+    let only = match args.only.is_empty() {
+        true => None,
+        false => Some(PathFilter::new(&args.only).map_err(|e| anyhow::anyhow!("--only: {e}"))?),
+    };
     let find = Duration::from_secs(args.timeout);
     let client = Arc::new(
         within(find, "finding the tracker", async {
@@ -146,6 +160,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             // One line per file whatever the name holds: scripts split on lines.
             let name = shoal_proto::names::printable(&e.name);
             writeln!(out, "{} {} {} {name}", e.id, e.size, e.seeders)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.files {
+        for query in &args.queries {
+            fetch::list_files(&client, query, &download_options(&args)).await?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -173,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let opts = DownloadOptions {
         serving_port: seeding.as_ref().map(|(port, _)| *port),
+        only,
         ..download_options(&args)
     };
     // The first Ctrl-C stops the download under way and the files after it, or the seeding.
@@ -251,6 +272,7 @@ fn download_options(args: &Args) -> DownloadOptions {
         timeout: Duration::from_secs(args.timeout),
         download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
         serving_port: None,
+        only: None,
     }
 }
 
