@@ -94,3 +94,83 @@ pub fn share_name(name: &str, manifest: &AnyManifest) -> String {
         AnyManifest::Tree(_) => format!("{}/", name.trim_end_matches('/')),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{PartTree, ServeError};
+    use shoal_proto::{ChunkIndex, FileId};
+
+    const K: usize = 16 * 1024;
+
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        std::fs::write(root.join("a/b/one"), vec![1u8; 2 * K + 3]).unwrap();
+        std::fs::write(root.join("a/two"), vec![2u8; 10]).unwrap();
+        std::fs::write(root.join("zero"), b"").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("a/link")).unwrap();
+        dir
+    }
+
+    /// Chunks map to their files; a file changed after hashing withdraws the whole share.
+    #[test]
+    fn a_folder_serves_each_chunk_from_its_file_until_one_changes() {
+        let dir = folder();
+        let root = dir.path().join("share");
+        let hashed = hash_folder(&root, K as u32, &AtomicU64::new(0)).unwrap();
+        assert_eq!(hashed.notes.len(), 1, "{:?}", hashed.notes);
+        assert!(hashed.notes[0].contains("symbolic link"));
+        let shared = hashed.shared;
+        assert_eq!(shared.name, "share/");
+        let tree = shared.manifest.tree().unwrap();
+        let paths: Vec<&str> = tree.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a/b/one", "a/two", "empty", "zero"]);
+        assert_eq!(tree.num_chunks(), 4);
+        assert_eq!(&shared.read_chunk(ChunkIndex(2)).unwrap()[..], &[1u8; 3]);
+        assert_eq!(&shared.read_chunk(ChunkIndex(3)).unwrap()[..], &[2u8; 10]);
+        std::fs::write(root.join("a/two"), vec![9u8; 11]).unwrap();
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(3)),
+            Err(ServeError::Changed)
+        ));
+        assert!(shared.is_withdrawn());
+    }
+
+    /// A symbolic link planted in a download's `.part` folder is never written through.
+    #[test]
+    fn a_part_folder_never_writes_through_a_planted_link() {
+        let dir = folder();
+        let hashed = hash_folder(&dir.path().join("share"), K as u32, &AtomicU64::new(0)).unwrap();
+        let AnyManifest::Tree(tree) = &hashed.shared.manifest else {
+            panic!("a tree")
+        };
+        let dest = dir.path().join("out");
+        let id = FileId([3; 32]);
+        let part = crate::fsafe::part_path(&dest, &id);
+        std::fs::create_dir_all(part.join("a")).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, part.join("a/two")).unwrap();
+        let all = vec![true; tree.entries().len()];
+        let err = PartTree::open(&dest, &id, tree, &all)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        // Without the link, the whole tree is created, written and renamed into place.
+        std::fs::remove_file(part.join("a/two")).unwrap();
+        let (part_tree, existed) = PartTree::open(&dest, &id, tree, &all).unwrap();
+        assert!(existed);
+        for i in 0..tree.num_chunks() {
+            let data = hashed.shared.read_chunk(ChunkIndex(i)).unwrap();
+            part_tree.write_chunk(tree, ChunkIndex(i), &data).unwrap();
+        }
+        part_tree.finish(false).unwrap();
+        assert_eq!(std::fs::read(dest.join("a/two")).unwrap(), vec![2u8; 10]);
+        assert!(dest.join("empty").is_dir() && dest.join("zero").is_file());
+        assert!(!part.exists());
+    }
+}
