@@ -168,6 +168,9 @@ fn jobs(args: &Args) -> anyhow::Result<Vec<Job>> {
         for note in &walked.notes {
             eprintln!("seeder: {note}");
         }
+        if !walked.entries.iter().any(|w| w.file.is_some()) {
+            anyhow::bail!("{} holds no file to share", path.display());
+        }
         jobs.extend(
             walked
                 .entries
