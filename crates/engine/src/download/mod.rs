@@ -1,11 +1,12 @@
 //! The leecher's download: find peers, fetch and check the manifest, then let one worker per peer
 //! pull chunks from the shared [`Scheduler`], verify them off the runtime threads and write them
-//! into the `.part` file; rename it only when every chunk is verified and synced.
+//! into the `.part` file (or, for a folder, into their files in the `.part` folder); rename it only
+//! when every chunk is verified and synced.
 //!
 //! The parts: [`manifest`] (finding a peer with the manifest), [`supervise`] (opening and
 //! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection,
-//! its requests in flight paced by [`pace`])
-//! and [`verify`] (hashing and writing chunks off the runtime).
+//! its requests in flight paced by [`pace`]), [`verify`] (hashing and writing chunks off the
+//! runtime), [`part`] (where they are written) and [`select`] (`--only`).
 //!
 //! See `SCHEDULER.md` for what happens to a chunk when a peer dies, stalls or lies.
 
@@ -104,8 +105,6 @@ pub struct Progress {
     pub peers: AtomicUsize,
     /// Chunks that failed their hash.
     pub hash_failures: AtomicU32,
-    /// Files in the download, once the manifest is known (1 for a single file).
-    pub files: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -341,7 +340,6 @@ pub async fn download(
     };
     let skipped = unwanted.iter().filter(|u| **u).count() as u32;
     progress.total.store(total, Ordering::Relaxed);
-    progress.files.store(files, Ordering::Relaxed);
     if maybe_had {
         let (d, m, p) = (dest.clone(), manifest.clone(), progress.clone());
         progress.checking.store(true, Ordering::Relaxed);

@@ -93,3 +93,45 @@ impl Part {
         }
     }
 }
+
+/// Most requests in flight per peer, and the chunk length the pace measures in. A folder of small
+/// files has chunks far below its chunk size (a 4 KiB file is a 4 KiB chunk): `--window` such
+/// chunks would leave the link idle between round trips, so the window grows to keep as many
+/// bytes in flight as `--window` whole chunks would (at most [`MOST_SMALL`] requests).
+pub(super) fn pace_unit(manifest: &AnyManifest, window: usize) -> (usize, u32) {
+    let chunk = manifest.chunk_size();
+    let n = u64::from(manifest.num_chunks().max(1));
+    let mean = (manifest.size() / n).clamp(1, u64::from(chunk)) as u32;
+    let most = (window * (chunk / mean) as usize).clamp(window, MOST_SMALL.max(window));
+    (most, mean)
+}
+
+/// The most requests in flight at one peer for a folder of small files.
+const MOST_SMALL: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::relpath::RelPath;
+    use shoal_proto::tree::{Entry, EntryKind, TreeManifest};
+    use shoal_proto::Manifest;
+
+    #[test]
+    fn small_chunks_get_a_wider_window_of_the_same_bytes() {
+        let cs = 512 * 1024;
+        let file = Manifest::new(2 * u64::from(cs), cs, vec![[0; 32]; 2]).unwrap();
+        assert_eq!(pace_unit(&file.into(), 6), (6, cs));
+        let entries = (0..100)
+            .map(|i| Entry {
+                path: RelPath::new(format!("f{i:03}")).unwrap(),
+                kind: EntryKind::File {
+                    size: 4096,
+                    executable: false,
+                    hashes: vec![[0; 32]],
+                },
+            })
+            .collect();
+        let tree = TreeManifest::new(cs, entries).unwrap();
+        assert_eq!(pace_unit(&tree.into(), 6), (512, 4096));
+    }
+}

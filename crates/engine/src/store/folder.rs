@@ -169,6 +169,11 @@ mod tests {
             part_tree.write_chunk(tree, ChunkIndex(i), &data).unwrap();
         }
         part_tree.finish(false).unwrap();
+        // A finished download is snapshotted by path, a hashed folder by descriptor: the same.
+        let root = crate::store::tree::open_root(&dest).unwrap();
+        let by_path = crate::store::shared::Snapshot::at(&root, "a/two").unwrap();
+        let file = std::fs::File::open(dest.join("a/two")).unwrap();
+        assert_eq!(by_path, crate::store::shared::Snapshot::of(&file).unwrap());
         assert_eq!(std::fs::read(dest.join("a/two")).unwrap(), vec![2u8; 10]);
         assert!(dest.join("empty").is_dir() && dest.join("zero").is_file());
         assert!(!part.exists());

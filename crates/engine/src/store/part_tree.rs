@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustix::fs::{FlockOperation, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
@@ -20,12 +20,22 @@ use super::tree::{
 };
 use super::StoreError;
 use crate::fsafe::{names_file, FsError};
+use crate::pool::ALIGN;
+
+/// Chunks smaller than this go through the page cache even when aligned: a direct write waits for
+/// the disk, and a folder of small files would wait once per file where the page cache and one
+/// final `syncfs` wait once for all.
+const DIRECT_MIN: usize = 64 * 1024;
 
 /// A folder download's `.part` folder (named by [`crate::fsafe::part_path`]), locked so two
 /// leechers cannot write it at once, renamed to the final name only once every chunk is verified
 /// and synced.
 pub struct PartTree {
     files: OpenFiles,
+    /// The same files opened with `O_DIRECT`, for whole aligned chunks (see
+    /// [`super::PartFile::write_at`] for why); `None` once the file system refused one.
+    direct: OpenFiles,
+    direct_ok: AtomicBool,
     part: PathBuf,
     dest: PathBuf,
 }
@@ -69,10 +79,18 @@ impl PartTree {
         }
         let bytes = wanted_bytes(tree, wanted);
         check_space(&root, &part, bytes)?;
-        create_all(&root, &part, tree, wanted)?;
+        // A new download creates its folders now and each file at its first chunk (one open per
+        // file, not two); a resumed one checks everything there now, before a byte is read.
+        create_all(&root, &part, tree, wanted, existed)?;
+        let direct_root = root.try_clone().map_err(|e| StoreError::io(&part, e))?;
         Ok((
             PartTree {
-                files: OpenFiles::with_access(root, true),
+                files: OpenFiles::with_access(root, OFlags::RDWR | OFlags::CREATE),
+                direct: OpenFiles::with_access(
+                    direct_root,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::DIRECT,
+                ),
+                direct_ok: AtomicBool::new(true),
                 part,
                 dest: dest.to_path_buf(),
             },
@@ -90,8 +108,9 @@ impl PartTree {
         Ok(OpenFiles::new(self.files.root().try_clone()?))
     }
 
-    /// Writes a verified chunk into its file (blocking), and starts its writeback so that the
-    /// final sync has little left to wait for.
+    /// Writes a verified chunk into its file (blocking): a whole aligned chunk straight to the
+    /// disk (`O_DIRECT`) where the file system takes it, anything else through the page cache with
+    /// its writeback started at once, so that the final sync has little left to wait for.
     pub fn write_chunk(
         &self,
         tree: &TreeManifest,
@@ -99,14 +118,44 @@ impl PartTree {
         data: &[u8],
     ) -> Result<(), StoreError> {
         let span = tree.locate(index).expect("a verified chunk is in the tree");
-        let path = &tree.entries()[span.entry as usize].path;
+        let e = &tree.entries()[span.entry as usize];
+        let path = &e.path;
+        let mode = match e.kind {
+            EntryKind::File { executable, .. } => file_mode(executable),
+            EntryKind::EmptyDir => 0,
+        };
         let shown = || self.part.join(path.as_str());
+        let aligned = |n: usize| n & (ALIGN - 1) == 0;
+        if self.direct_ok.load(Ordering::Relaxed)
+            && data.len() >= DIRECT_MIN
+            && aligned(span.offset as usize)
+            && aligned(data.len())
+            && aligned(data.as_ptr() as usize)
+        {
+            match self
+                .direct
+                .get_or_create(span.entry, path, mode)
+                .and_then(|f| f.write_all_at(data, span.offset))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!("direct writes refused ({e}); using the page cache");
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(StoreError::io(&shown(), e)),
+            }
+        }
         let file = self
             .files
-            .get(span.entry, path)
+            .get_or_create(span.entry, path, mode)
             .map_err(|e| StoreError::io(&shown(), e))?;
         file.write_all_at(data, span.offset)
             .map_err(|e| StoreError::io(&shown(), e))?;
+        if data.len() < DIRECT_MIN {
+            // A small file's writeback waits for the one final `syncfs` with all the others: a
+            // system call per file to start it early costs more than it saves.
+            return Ok(());
+        }
         // SAFETY: a plain syscall on a descriptor we own. Failure only loses the head start.
         unsafe {
             libc::sync_file_range(
@@ -268,14 +317,15 @@ fn check_space(root: &File, part: &Path, size: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates every folder and file of `tree` beneath `root` (what exists already is kept: a
-/// resumed download), each file at its size. Anything that is not what we would have created
+/// Creates every folder of `tree` beneath `root`, and its empty files; with `files_too` every
+/// file, at its size (what exists already is kept: a resumed download). Anything that is not what we would have created
 /// (a symbolic link, a special file, a file with other names) is refused before it is written.
 fn create_all(
     root: &File,
     part: &Path,
     tree: &TreeManifest,
     wanted: &[bool],
+    files_too: bool,
 ) -> Result<(), StoreError> {
     let mut made: HashSet<&str> = HashSet::new();
     let mkdir = |path: &str| -> Result<(), StoreError> {
@@ -316,6 +366,10 @@ fn create_all(
             mkdir(e.path.as_str())?;
             continue;
         };
+        // Empty files get no chunk, so no first write creates them.
+        if !files_too && size > 0 {
+            continue;
+        }
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK;
         let file = match open_beneath(root, e.path.as_str(), flags, file_mode(executable)) {
             Ok(f) => f,

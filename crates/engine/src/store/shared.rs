@@ -32,6 +32,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The snapshot of `path` beneath the folder open as `root`, without opening it (a folder of
+    /// ten thousand files is snapshotted when its download finishes) and without following a
+    /// symbolic link at its end. Equal to [`Snapshot::of`] the same file.
+    pub fn at(root: &File, path: &str) -> io::Result<Snapshot> {
+        let st = rustix::fs::statat(root, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        let modified = SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
+            st.st_mtime as u64,
+            st.st_mtime_nsec as u32,
+        ));
+        Ok(Snapshot {
+            len: st.st_size as u64,
+            modified,
+            ino: st.st_ino,
+        })
+    }
+
     pub fn of(file: &File) -> io::Result<Snapshot> {
         let meta = file.metadata()?;
         Ok(Snapshot {
@@ -252,11 +268,10 @@ impl SharedFile {
             (Data::File(f), _) => vec![Some(Snapshot::of(f)?)],
             (Data::Tree(files), AnyManifest::Tree(tree)) => {
                 let mut all = Vec::with_capacity(tree.entries().len());
-                for (i, e) in tree.entries().iter().enumerate() {
+                for e in tree.entries() {
                     all.push(match e.kind {
                         EntryKind::File { .. } => {
-                            let f = files.get(i as u32, &e.path)?;
-                            Some(Snapshot::of(&f)?)
+                            Some(Snapshot::at(files.root(), e.path.as_str())?)
                         }
                         EntryKind::EmptyDir => None,
                     });

@@ -258,8 +258,9 @@ const OPEN_FILES: usize = 64;
 /// A tree's root and a few of its files kept open, the least recently opened closed first.
 pub struct OpenFiles {
     root: File,
-    /// Opened for reading and writing (a download's folder), or for reading only.
-    write: bool,
+    /// How files are opened: for reading only, or for writing (a download's folder), perhaps
+    /// with `O_DIRECT`.
+    access: OFlags,
     open: Mutex<Recent>,
 }
 
@@ -268,13 +269,13 @@ type Recent = (HashMap<u32, Arc<File>>, VecDeque<u32>);
 
 impl OpenFiles {
     pub fn new(root: File) -> OpenFiles {
-        OpenFiles::with_access(root, false)
+        OpenFiles::with_access(root, OFlags::RDONLY)
     }
 
-    pub fn with_access(root: File, write: bool) -> OpenFiles {
+    pub fn with_access(root: File, access: OFlags) -> OpenFiles {
         OpenFiles {
             root,
-            write,
+            access,
             open: Mutex::new((HashMap::new(), VecDeque::new())),
         }
     }
@@ -283,17 +284,28 @@ impl OpenFiles {
         &self.root
     }
 
-    /// The file of entry `entry` at `path`, opened for reading beneath the root if it is not open.
+    /// The file of entry `entry` at `path`, opened beneath the root if it is not open.
     pub fn get(&self, entry: u32, path: &RelPath) -> io::Result<Arc<File>> {
+        self.get_or_create(entry, path, 0)
+    }
+
+    /// [`Self::get`], creating the file with `mode` if the access says `O_CREAT`. A file opened
+    /// for writing must be a regular file with one name: a hard link planted in the folder would
+    /// send our writes into another file.
+    pub fn get_or_create(&self, entry: u32, path: &RelPath, mode: u32) -> io::Result<Arc<File>> {
         if let Some(f) = self.open.lock().unwrap().0.get(&entry) {
             return Ok(f.clone());
         }
-        let access = if self.write {
-            OFlags::RDWR
-        } else {
-            OFlags::RDONLY
-        };
-        let file = Arc::new(open_beneath(&self.root, path.as_str(), access, 0)?);
+        let file = open_beneath(&self.root, path.as_str(), self.access, mode)?;
+        if self.access.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            let meta = file.metadata()?;
+            if !meta.is_file() || meta.nlink() != 1 {
+                return Err(io::Error::other(
+                    "not a regular file with one name; refusing to write through it",
+                ));
+            }
+        }
+        let file = Arc::new(file);
         let mut open = self.open.lock().unwrap();
         let (map, order) = &mut *open;
         if map.insert(entry, file.clone()).is_none() {
