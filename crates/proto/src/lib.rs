@@ -10,6 +10,7 @@
 //!   [`AnyManifest`], what an id stands for.
 //! - [`names`]: turning a file name that came from the network into a safe local file name.
 
+pub mod folded;
 pub mod id;
 pub mod manifest;
 pub mod names;

@@ -68,11 +68,6 @@ impl RelPath {
     pub fn ancestors(&self) -> impl Iterator<Item = &str> {
         self.0.match_indices('/').map(move |(at, _)| &self.0[..at])
     }
-
-    /// The form compared to find two paths a case-insensitive file system would take for one.
-    pub fn folded(&self) -> String {
-        self.0.to_lowercase()
-    }
 }
 
 impl std::fmt::Display for RelPath {

@@ -11,10 +11,9 @@
 //! Everything a peer could use to write outside the destination, or to make us allocate without
 //! bound, is refused at decode time, before anything touches the disk: see [`TreeError`].
 
-use std::collections::HashSet;
-
 use serde::{Deserialize, Serialize};
 
+use crate::folded::FoldedSet;
 use crate::manifest::{
     chunk_count, id_of_encoding, ChunkHash, Manifest, ManifestError, MAX_CHUNKS, MAX_ENCODED_LEN,
 };
@@ -104,7 +103,7 @@ impl TreeManifest {
             return Err(TreeError::TooManyEntries);
         }
         let shown = |p: &RelPath| printable(p.as_str());
-        let mut folded: HashSet<String> = HashSet::with_capacity(entries.len());
+        let mut folded = FoldedSet::with_capacity(entries.len());
         let (mut starts, mut next, mut size) = (Vec::new(), 0u64, 0u64);
         for (i, e) in entries.iter().enumerate() {
             // Paths deserialized from the wire did not pass through `RelPath::new`.
@@ -117,10 +116,9 @@ impl TreeManifest {
                     path: shown(&e.path),
                 });
             }
-            if !folded.insert(e.path.folded()) {
-                let other = entries.iter().find(|o| o.path.folded() == e.path.folded());
+            if let Err(earlier) = folded.insert(e.path.as_str()) {
                 return Err(TreeError::SameIgnoringCase {
-                    a: other.map(|o| shown(&o.path)).unwrap_or_default(),
+                    a: printable(earlier),
                     b: shown(&e.path),
                 });
             }
@@ -155,7 +153,7 @@ impl TreeManifest {
         // Every entry's folders must be folders: not a file, not an "empty" folder.
         for e in &entries {
             for a in e.path.ancestors() {
-                if folded.contains(&a.to_lowercase()) {
+                if folded.find(a).is_some() {
                     return Err(TreeError::InsideNonFolder {
                         outer: printable(a),
                         inner: shown(&e.path),
