@@ -21,6 +21,8 @@
 //!    capped at 50 Mbit/s: T1 (one leecher alone), the first and last finish times, TN/T1, the
 //!    Kumar-Ross bound, the seeder's upload as a multiple of the file (`bench/swarm.rs`).
 //!
+//! 8. with `--folders` (instead of 1-6): the folder cases of issue 12 (`bench/folders.rs`).
+//!
 //! Each case runs `--runs` times (default 3); the table shows median, min and max, and the
 //! issue's target with PASS or MISS. Results also go to `target/bench.json`. It is a benchmark,
 //! not a test: a missed target does not fail it. Every child is killed and the temporary folder
@@ -32,6 +34,8 @@
 mod aria;
 #[path = "common/build.rs"]
 mod build;
+#[path = "bench/folders.rs"]
+mod folders;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/machine.rs"]
@@ -74,7 +78,10 @@ usage: cargo run --release --example bench -- [FLAGS]
   --swarm          run only the swarm case instead (needs root: network namespaces; skipped,
                    with a note, otherwise): N leechers of a 32 MiB file at once, every upload
                    capped at 50 Mbit/s with tc; results in target/bench-swarm.json by default
-  --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)";
+  --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)
+  --folders        run only the folder cases instead (issue 12): 10,000 files of 4 KiB beside
+                   tar | tar + sync, seeder start-up in files/s, 8 x 128 MiB beside one 1 GiB
+                   file from 4 seeders; results in target/bench-folders.json by default";
 
 const NAME: &str = "bench.bin";
 const GIB: u64 = 1 << 30;
@@ -96,6 +103,7 @@ struct Args {
     json: Option<Option<PathBuf>>,
     swarm: bool,
     swarm_sizes: Vec<usize>,
+    folders: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -113,6 +121,7 @@ fn parse_args() -> Result<Args> {
         json: Some(None),
         swarm: false,
         swarm_sizes: vec![8, 16, 32],
+        folders: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -144,6 +153,7 @@ fn parse_args() -> Result<Args> {
             "--json" => a.json = Some(Some(PathBuf::from(value()?))),
             "--no-json" => a.json = None,
             "--swarm" => a.swarm = true,
+            "--folders" => a.folders = true,
             "--swarm-sizes" => {
                 a.swarm_sizes = value()?
                     .split(',')
@@ -242,7 +252,7 @@ fn bench(args: &Args) -> Result<()> {
     }
     let (bins, target_dir) = machine::build()?;
 
-    let aria2 = if args.swarm {
+    let aria2 = if args.swarm || args.folders {
         Err("not in --swarm".to_string())
     } else if args.aria2 {
         aria::ensure_tools(args.install).map_err(|e| {
@@ -270,7 +280,9 @@ fn bench(args: &Args) -> Result<()> {
     let free = free_bytes(tmp.path()).unwrap_or(u64::MAX);
     // Three copies of the file, or one per host of the swarm case, and a margin.
     let most = args.swarm_sizes.iter().copied().max().unwrap_or(0) as u64;
-    let need = if args.swarm {
+    let need = if args.folders {
+        4 * GIB
+    } else if args.swarm {
         (most + 2) * SWARM_FILE + GIB
     } else {
         3 * args.size + GIB
@@ -283,7 +295,13 @@ fn bench(args: &Args) -> Result<()> {
         human(need)
     );
 
-    let report = if args.swarm {
+    let report = if args.folders {
+        step("folders: 10,000 small files, and 8 x 128 MiB beside one 1 GiB file");
+        let results = folders::run(&bins, tmp.path(), args.runs).map_err(|e| failed("", &e));
+        let mut report = report::Report::default();
+        folders::tabulate(&mut report, &results);
+        report
+    } else if args.swarm {
         swarm_case(args, &bins, tmp.path())
     } else {
         table::tabulate(&run_cases(args, &bins, tmp.path(), aria2)?)
@@ -298,7 +316,9 @@ fn bench(args: &Args) -> Result<()> {
     println!("load average after: {}", machine::loadavg());
     if let Some(json) = &args.json {
         let path = json.clone().unwrap_or_else(|| {
-            target_dir.join(if args.swarm {
+            target_dir.join(if args.folders {
+                "bench-folders.json"
+            } else if args.swarm {
                 "bench-swarm.json"
             } else {
                 "bench.json"

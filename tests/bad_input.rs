@@ -190,7 +190,8 @@ fn seeder_path_missing_or_a_directory() {
     swarm.write("src/ok.bin", b"fine");
     swarm.folder("src/sub");
     seeder_refuses(&swarm, &["nosuch.bin"], "nosuch.bin: no such file");
-    seeder_refuses(&swarm, &["sub"], "sub is a directory");
+    // A folder is one share now (tests/folders.rs); with --each, one with no file is refused.
+    seeder_refuses(&swarm, &["--each", "sub"], "sub holds no file to share");
     // One bad path among good ones: nothing is shared.
     seeder_refuses(
         &swarm,

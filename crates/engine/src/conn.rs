@@ -11,7 +11,7 @@ use futures::StreamExt;
 use shoal_proto::peer::{
     self, Frame, FrameError, Header, RejectReason, HEADER_ROOM, PROTOCOL_V1, PROTOCOL_VERSION,
 };
-use shoal_proto::{ChunkIndex, FileId, Manifest};
+use shoal_proto::{AnyManifest, ChunkIndex, FileId};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -44,6 +44,10 @@ pub enum ConnError {
     Unexpected(Header),
     #[error("the peer's manifest does not match the file id")]
     BadManifest,
+    /// The manifest matches the id but breaks a rule (a hostile path in a tree): the id itself
+    /// stands for something that must not be written, whoever serves it.
+    #[error("the manifest this id stands for is refused: {0}")]
+    Refused(shoal_proto::TreeError),
     #[error("{0}")]
     Serve(#[from] crate::store::ServeError),
 }
@@ -432,7 +436,7 @@ impl Watchdog {
 }
 
 /// Largest frame a peer may send once the manifest is known: a chunk, or a Bitfield.
-pub fn max_frame_for(manifest: &Manifest) -> usize {
+pub fn max_frame_for(manifest: &AnyManifest) -> usize {
     peer::max_frame_for_chunk_size(manifest.chunk_size())
         .max(HEADER_ROOM + manifest.num_chunks().div_ceil(8) as usize)
 }
@@ -519,7 +523,7 @@ impl PeerConn {
     }
 
     /// The peer's Bitfield as a have-set of the file `manifest` describes.
-    pub fn peer_has(&self, manifest: &Manifest) -> Result<Vec<bool>, ConnError> {
+    pub fn peer_has(&self, manifest: &AnyManifest) -> Result<Vec<bool>, ConnError> {
         peer::decode_bitfield(&self.bitfield, manifest.num_chunks()).ok_or(ConnError::BadBitfield)
     }
 
@@ -528,13 +532,15 @@ impl PeerConn {
         &mut self,
         file: &FileId,
         limit: Duration,
-    ) -> Result<Manifest, ConnError> {
+    ) -> Result<AnyManifest, ConnError> {
         self.writer.send(&Header::GetManifest).await?;
         loop {
             match self.reader.next(limit, None).await? {
                 (Header::Manifest, Payload::Bytes(bytes)) => {
-                    let manifest =
-                        Manifest::decode_verified(&bytes, file).ok_or(ConnError::BadManifest)?;
+                    if shoal_proto::manifest::id_of_encoding(&bytes) != *file {
+                        return Err(ConnError::BadManifest);
+                    }
+                    let manifest = AnyManifest::decode(&bytes).map_err(ConnError::Refused)?;
                     // From now on no honest frame is larger than one chunk (or a Bitfield).
                     self.reader.set_max_frame(max_frame_for(&manifest));
                     return Ok(manifest);

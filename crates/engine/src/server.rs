@@ -316,7 +316,7 @@ async fn send_chunk(
         Some(RejectReason::NoSuchChunk)
     } else if !file.has(index) {
         Some(RejectReason::NotHave)
-    } else if file.check().is_err() {
+    } else if file.check(index).is_err() {
         library.touch();
         Some(RejectReason::Unavailable)
     } else {
@@ -331,11 +331,12 @@ async fn send_chunk(
             .await?;
         return Ok(false);
     }
-    let offset = file.manifest.offset(index);
+    // A folder's chunk is read from its own file (a single file is entry 0).
+    let (source, span) = file.source(index)?;
     writer
-        .send_file(&Header::Chunk { index }, file.file(), offset, len as usize)
+        .send_file(&Header::Chunk { index }, &source, span.offset, len as usize)
         .await?;
-    if file.check().is_err() {
+    if file.check(index).is_err() {
         library.touch();
         return Err(ServeError::Changed.into());
     }
@@ -482,7 +483,7 @@ mod tests {
             .expect("a protocol 1 server refuses us");
         assert_eq!(
             err.to_string(),
-            format!("peer {old_addr} speaks protocol 1, this leecher speaks 2")
+            format!("peer {old_addr} speaks protocol 1, this leecher speaks 3")
         );
     }
 

@@ -1,11 +1,13 @@
-//! One file of a `leecher` command: resolve what the user typed, download it with a progress
-//! display, and hand back the summary.
+//! One file or folder of a `leecher` command: resolve what the user typed, download it with a
+//! progress display, and hand back the summary; or list what a folder holds (`--files`).
 
 use std::sync::Arc;
 
-use shoal_engine::download::{download, DownloadOptions, Progress, Summary};
+use shoal_engine::download::{download, manifest_of, DownloadOptions, Progress, Summary};
 use shoal_engine::store::Library;
 use shoal_engine::tracker_client::{resolve, TrackerClient};
+use shoal_proto::tree::EntryKind;
+use shoal_proto::AnyManifest;
 use tokio_util::sync::CancellationToken;
 
 /// Resolves `query` and downloads it into `opts.out_dir`, sharing its verified chunks through
@@ -27,11 +29,43 @@ pub async fn fetch(
     // The name as it will be written, not as the network sent it (control characters).
     let display = tokio::spawn(crate::progress::show(
         progress.clone(),
-        shoal_proto::names::safe_file_name(&entry.name, &entry.id),
+        shoal_proto::names::safe_file_name(entry.name.trim_end_matches('/'), &entry.id),
         done.clone(),
     ));
     let result = download(client.clone(), entry, opts, share, progress, done.clone()).await;
     done.cancel();
     let _ = display.await;
     Ok(result?)
+}
+
+/// `leecher --files`: what the folder `query` holds, one line each, from its verified manifest
+/// (a single file is one line, its name).
+pub async fn list_files(
+    client: &Arc<TrackerClient>,
+    query: &str,
+    opts: &DownloadOptions,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let entry = super::within(opts.timeout, "looking the file up at the tracker", async {
+        Ok(resolve(client, query).await?)
+    })
+    .await?;
+    let manifest = manifest_of(client, &entry, opts).await?;
+    let mut out = std::io::stdout().lock();
+    match &manifest {
+        AnyManifest::File(m) => {
+            let name = shoal_proto::names::safe_file_name(&entry.name, &entry.id);
+            writeln!(out, "{} {name}", m.size())?;
+        }
+        AnyManifest::Tree(t) => {
+            for e in t.entries() {
+                // The path rules leave nothing a terminal would act on.
+                match &e.kind {
+                    EntryKind::File { size, .. } => writeln!(out, "{size} {}", e.path)?,
+                    EntryKind::EmptyDir => writeln!(out, "- {}/", e.path)?,
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use clap::Parser;
 use shoal_cli::flags::TrackerFlags;
 use shoal_cli::{init_logging_to, shutdown_signal};
 use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
-use shoal_engine::download::{DownloadError, DownloadOptions};
+use shoal_engine::download::{DownloadError, DownloadOptions, PathFilter};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::Library;
@@ -42,15 +42,25 @@ struct Args {
     /// Open a prompt to list, get, share and watch files (the default with no file on a terminal).
     #[arg(long, conflicts_with_all = ["queries", "list", "no_seed", "no_upload"])]
     interactive: bool,
-    /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
+    /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file (a
+    /// folder's name ends in `/`).
     #[arg(long)]
     list: bool,
     #[command(flatten)]
     find: TrackerFlags,
+    /// Print what a folder holds: `<size-in-bytes> <path>` per file, `- <path>/` per empty
+    /// folder.
+    #[arg(long, conflicts_with = "list")]
+    files: bool,
+    /// Of a folder, fetch only the files whose relative paths match GLOB (`*` within a
+    /// folder, `**` across folders); may be given several times.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
     /// Folder to write the file into.
     #[arg(long, default_value = ".", value_name = "DIR")]
     out: PathBuf,
-    /// Replace the destination file if it exists.
+    /// Replace the destination file or folder if it exists (a folder only once the new one is
+    /// complete and verified).
     #[arg(long)]
     force: bool,
     /// Exit as soon as the verified file is in place instead of seeding it.
@@ -122,6 +132,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.list && args.queries.len() > 1 {
         anyhow::bail!("--list takes one pattern; quote a pattern with spaces");
     }
+    let only = match args.only.is_empty() {
+        true => None,
+        false => Some(PathFilter::new(&args.only).map_err(|e| anyhow::anyhow!("--only: {e}"))?),
+    };
     let find = Duration::from_secs(args.timeout);
     let client = Arc::new(
         within(find, "finding the tracker", async {
@@ -150,6 +164,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if args.files {
+        for query in &args.queries {
+            fetch::list_files(&client, query, &download_options(&args)).await?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.out.is_dir() {
         anyhow::bail!("the output folder {} does not exist", args.out.display());
     }
@@ -172,6 +192,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let opts = DownloadOptions {
         serving_port: seeding.as_ref().map(|(port, _)| *port),
+        only,
         ..download_options(&args)
     };
     // The first Ctrl-C stops the download under way and the files after it, or the seeding.
@@ -250,6 +271,7 @@ fn download_options(args: &Args) -> DownloadOptions {
         timeout: Duration::from_secs(args.timeout),
         download_rate: args.max_download_rate.map(|r| Arc::new(RateLimit::new(r))),
         serving_port: None,
+        only: None,
     }
 }
 

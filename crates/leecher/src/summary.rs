@@ -19,7 +19,7 @@ pub fn report(summary: &Summary) -> std::io::Result<()> {
         out,
         "{} {} {}",
         summary.id,
-        summary.manifest.size(),
+        summary.bytes,
         summary.path.display()
     )?;
     out.flush()
@@ -36,10 +36,15 @@ pub fn summary_line(s: &Summary) -> String {
         .map(|(a, p)| format!("{a}={}", p.chunks))
         .collect();
     let banned = s.banned();
+    let files = match s.files {
+        Some(1) => "1 file, ".to_string(),
+        Some(n) => format!("{n} files, "),
+        None => String::new(),
+    };
     let mut line = format!(
-        "downloaded {}: {} in {secs:.2} s ({}/s); chunks per peer: {}",
+        "downloaded {}: {files}{} in {secs:.2} s ({}/s); chunks per peer: {}",
         s.name,
-        human_bytes(s.manifest.size()),
+        human_bytes(s.bytes),
         human_bytes(rate as u64),
         if per_peer.is_empty() {
             "none".to_string()

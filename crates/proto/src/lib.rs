@@ -6,18 +6,24 @@
 //! - [`manifest`]: how a file is cut into chunks, its manifest and its [`FileId`].
 //! - [`tracker`]: the UDP datagrams between peers and the tracker.
 //! - [`peer`]: the framed TCP messages between peers.
+//! - [`tree`]: a folder shared as one thing, its tree manifest ([`relpath`]: the paths in it), and
+//!   [`AnyManifest`], what an id stands for.
 //! - [`names`]: turning a file name that came from the network into a safe local file name.
 
 // Unsafe code only in `sha256` (the SHA-NI intrinsics).
 #![deny(unsafe_code)]
 
+pub mod folded;
 pub mod id;
 pub mod manifest;
 pub mod names;
 pub mod peer;
+pub mod relpath;
 #[allow(unsafe_code)]
 pub mod sha256;
 pub mod tracker;
+pub mod tree;
 
 pub use id::{ChunkIndex, ConnectionId, FileId, IdPrefix, TransactionId};
 pub use manifest::{Manifest, ManifestError};
+pub use tree::{AnyManifest, TreeError, TreeManifest};

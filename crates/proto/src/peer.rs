@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{MAX_CHUNK_SIZE, MAX_ENCODED_LEN};
 use crate::{ChunkIndex, FileId};
 
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: a manifest may be a tree (a folder shared as one thing), which a version 2 peer cannot read.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The first version; its peers know [`RejectReason::VersionMismatch`] but not
 /// [`RejectReason::WrongVersion`].
 pub const PROTOCOL_V1: u16 = 1;

@@ -1,4 +1,4 @@
-//! The `seeder` command: hashes files, prints their ids, registers them with the tracker and
+//! The `seeder` command: hashes files and folders (a folder is one share), prints their ids, registers them with the tracker and
 //! serves their chunks until Ctrl-C.
 
 #![forbid(unsafe_code)]
@@ -17,6 +17,7 @@ use shoal_cli::{init_logging, shutdown_signal};
 use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
+use shoal_engine::store::folder::hash_folder;
 use shoal_engine::store::{Library, SharedFile};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
 use shoal_proto::FileId;
@@ -25,14 +26,18 @@ use shoal_proto::FileId;
 #[command(
     name = "seeder",
     version,
-    about = "Share files: hash them, register them with the tracker, serve their chunks."
+    about = "Share files and folders: hash them, register them with the tracker, serve their chunks."
 )]
 struct Args {
-    /// Files to share.
-    #[arg(required = true, value_name = "FILE")]
+    /// Files and folders to share; a folder is one share (its name ends in `/`).
+    #[arg(required = true, value_name = "FILE-or-FOLDER")]
     files: Vec<PathBuf>,
     #[command(flatten)]
     find: TrackerFlags,
+    /// Share every file inside a folder (subfolders too) as an entry of its own, instead of the
+    /// folder as one.
+    #[arg(long)]
+    each: bool,
     /// TCP port to serve on (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -104,9 +109,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let meta =
             std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         if meta.is_dir() {
-            anyhow::bail!("{} is a directory; seeder shares files", path.display());
+            std::fs::read_dir(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+        } else {
+            std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         }
-        std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
     }
     let (listener, advertise) = prepare(args.port, args.advertise.as_deref()).await?;
     let client = Arc::new(
@@ -131,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
     let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
     let printed = tokio::select! {
-        r = print_when_registered(&args, lines, &seeding) => Some(r),
+        r = print_when_registered(lines, &seeding) => Some(r),
         _ = &mut shutdown => None,
     };
     if let Some(Ok(())) = printed {
@@ -143,16 +149,66 @@ async fn run(args: Args) -> anyhow::Result<()> {
     printed.unwrap_or(Ok(()))
 }
 
-/// Hashes each file into the library; returns each one's id and its stdout line.
-async fn hash_all(args: &Args, library: &Library) -> anyhow::Result<Vec<(FileId, String)>> {
-    let mut lines = Vec::new();
+/// One share to hash: a file, or a folder as one.
+struct Job {
+    path: PathBuf,
+    folder: bool,
+}
+
+/// What the command line asks to share: each file, each folder as one share, or with `--each`
+/// every file inside a folder on its own. Symbolic links and special files inside a folder are
+/// skipped, with a note on stderr for each.
+fn jobs(args: &Args) -> anyhow::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
     for path in &args.files {
-        let shared = hash_with_progress(path.clone(), args.chunk_size).await?;
+        let is_dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+        if !is_dir || !args.each {
+            jobs.push(Job {
+                path: path.clone(),
+                folder: is_dir,
+            });
+            continue;
+        }
+        let walked = shoal_engine::store::tree::walk(path)
+            .map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+        for note in &walked.notes {
+            eprintln!("seeder: {note}");
+        }
+        if !walked.entries.iter().any(|w| w.file.is_some()) {
+            anyhow::bail!("{} holds no file to share", path.display());
+        }
+        jobs.extend(
+            walked
+                .entries
+                .iter()
+                .filter(|w| w.file.is_some())
+                .map(|w| Job {
+                    path: path.join(w.path.as_str()),
+                    folder: false,
+                }),
+        );
+    }
+    Ok(jobs)
+}
+
+/// A line printed once the share is registered, and the path it is for.
+struct Line {
+    id: FileId,
+    text: String,
+    path: PathBuf,
+}
+
+/// Hashes each share into the library; returns each one's id and its stdout line.
+async fn hash_all(args: &Args, library: &Library) -> anyhow::Result<Vec<Line>> {
+    let mut lines = Vec::new();
+    for job in jobs(args)? {
+        let shared = hash_with_progress(&job, args.chunk_size).await?;
         let name = shoal_proto::names::printable(&shared.name);
-        lines.push((
-            shared.id,
-            format!("{} {} {name}", shared.id, shared.manifest.size()),
-        ));
+        lines.push(Line {
+            id: shared.id,
+            text: format!("{} {} {name}", shared.id, shared.manifest.size()),
+            path: job.path,
+        });
         library.add(shared);
     }
     Ok(lines)
@@ -160,13 +216,14 @@ async fn hash_all(args: &Args, library: &Library) -> anyhow::Result<Vec<(FileId,
 
 /// Prints each file's line once the tracker has it, in the order given: an id on stdout is one
 /// a leecher can fetch at once. A first registration that fails ends the seeder with its reason.
-async fn print_when_registered(
-    args: &Args,
-    lines: Vec<(FileId, String)>,
-    seeding: &Seeding,
-) -> anyhow::Result<()> {
+async fn print_when_registered(lines: Vec<Line>, seeding: &Seeding) -> anyhow::Result<()> {
     let mut registration = seeding.registration();
-    for (path, (id, line)) in args.files.iter().zip(lines) {
+    for Line {
+        id,
+        text: line,
+        path,
+    } in lines
+    {
         let now = registration
             .wait_for(|r| r.files.contains(&id) || r.failure.is_some())
             .await?
@@ -184,12 +241,33 @@ async fn print_when_registered(
 }
 
 /// Hashes on a blocking thread while a progress bar (on a terminal) shows how far it got.
-async fn hash_with_progress(path: PathBuf, chunk_size: u32) -> anyhow::Result<SharedFile> {
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+async fn hash_with_progress(job: &Job, chunk_size: u32) -> anyhow::Result<SharedFile> {
+    let path = job.path.clone();
+    let size = match job.folder {
+        // A first walk for the total: cheap beside hashing what it finds.
+        true => shoal_engine::store::tree::walk(&path)
+            .map(|w| {
+                w.entries
+                    .iter()
+                    .filter_map(|e| e.file)
+                    .map(|(s, _)| s)
+                    .sum()
+            })
+            .unwrap_or(0),
+        false => std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+    };
     let done = Arc::new(AtomicU64::new(0));
     let task = {
-        let (path, done) = (path.clone(), done.clone());
-        tokio::task::spawn_blocking(move || SharedFile::hash(&path, chunk_size, &done))
+        let (path, done, folder) = (path.clone(), done.clone(), job.folder);
+        tokio::task::spawn_blocking(move || match folder {
+            true => hash_folder(&path, chunk_size, &done).map(|h| {
+                for note in &h.notes {
+                    eprintln!("seeder: {note}");
+                }
+                h.shared
+            }),
+            false => SharedFile::hash(&path, chunk_size, &done),
+        })
     };
     let bar = ProgressBar::new(size).with_style(
         ProgressStyle::with_template(

@@ -21,7 +21,7 @@ use shoal_proto::manifest::{MAX_CHUNKS, MAX_ENCODED_LEN, MIN_CHUNK_SIZE};
 use shoal_proto::names::safe_file_name;
 use shoal_proto::peer::{FrameError, HEADER_ROOM};
 use shoal_proto::tracker::ListEntry;
-use shoal_proto::{FileId, Manifest};
+use shoal_proto::{AnyManifest, FileId};
 
 use super::book::PeerBook;
 use super::{DownloadError, DownloadOptions};
@@ -69,9 +69,14 @@ pub(super) async fn fetch_manifest(
     entry: &ListEntry,
     opts: &DownloadOptions,
     book: &mut PeerBook,
-) -> Result<(Manifest, PeerConn), DownloadError> {
+) -> Result<(AnyManifest, PeerConn), DownloadError> {
     let deadline = tokio::time::Instant::now() + opts.timeout;
-    let max_frame = manifest_frame_bound(entry.size);
+    // A folder's manifest carries its paths, and its chunk count is not bounded by its size
+    // (every file starts a chunk, and empty files count too): only the frame bound holds.
+    let max_frame = match entry.name.ends_with('/') {
+        true => MAX_ENCODED_LEN + HEADER_ROOM,
+        false => manifest_frame_bound(entry.size),
+    };
     let attempt_limit = opts.stall_timeout * ATTEMPT_WINDOWS;
     let mut attempts = FuturesUnordered::new();
     // When each attempt in flight started.
@@ -133,6 +138,14 @@ pub(super) async fn fetch_manifest(
                         book.ended(addr, true, Instant::now());
                         return Ok(found);
                     }
+                    // The manifest is the one the id stands for, and it is refused: no other
+                    // peer can offer another one, so give up at once, having written nothing.
+                    Err(ConnError::Refused(error)) => {
+                        return Err(DownloadError::Refused {
+                            name: safe_file_name(entry.name.trim_end_matches('/'), &entry.id),
+                            error,
+                        });
+                    }
                     Err(e) => {
                         if matches!(e, ConnError::Frame(FrameError::TooLong { .. })) {
                             too_large += 1;
@@ -186,11 +199,23 @@ async fn get_manifest(
     id: FileId,
     limit: Duration,
     max_frame: usize,
-) -> Result<(Manifest, PeerConn), ConnError> {
+) -> Result<(AnyManifest, PeerConn), ConnError> {
     // We know nothing yet: an empty Bitfield.
     let mut conn = PeerConn::connect_bounded(addr, id, limit, &[], max_frame).await?;
     let manifest = conn.manifest(&id, limit).await?;
     Ok((manifest, conn))
+}
+
+/// The manifest of `entry` alone (`leecher --files`): asked of its peers as a download would.
+pub async fn manifest_of(
+    client: &TrackerClient,
+    entry: &ListEntry,
+    opts: &DownloadOptions,
+) -> Result<AnyManifest, DownloadError> {
+    let mut book = PeerBook::new(opts.serving_port);
+    fetch_manifest(client, entry, opts, &mut book)
+        .await
+        .map(|(m, _)| m)
 }
 
 #[cfg(test)]
@@ -201,7 +226,7 @@ mod tests {
     /// A manifest of `size` bytes at `chunk_size`, with made-up hashes (only the length counts).
     fn encoded_len(size: u64, chunk_size: u32) -> usize {
         let n = shoal_proto::manifest::chunk_count(size, chunk_size).unwrap();
-        let m = Manifest::new(size, chunk_size, vec![[7; 32]; n as usize]).unwrap();
+        let m = shoal_proto::Manifest::new(size, chunk_size, vec![[7; 32]; n as usize]).unwrap();
         m.encode().len() + HEADER_ROOM
     }
 

@@ -1,11 +1,12 @@
 //! The leecher's download: find peers, fetch and check the manifest, then let one worker per peer
 //! pull chunks from the shared [`Scheduler`], verify them off the runtime threads and write them
-//! into the `.part` file; rename it only when every chunk is verified and synced.
+//! into the `.part` file (or, for a folder, into their files in the `.part` folder); rename it only
+//! when every chunk is verified and synced.
 //!
 //! The parts: [`manifest`] (finding a peer with the manifest), [`supervise`] (opening and
 //! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection,
-//! its requests in flight paced by [`pace`])
-//! and [`verify`] (hashing and writing chunks off the runtime).
+//! its requests in flight paced by [`pace`]), [`verify`] (hashing and writing chunks off the
+//! runtime), [`part`] (where they are written) and [`select`] (`--only`).
 //!
 //! See `SCHEDULER.md` for what happens to a chunk when a peer dies, stalls or lies.
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::names::safe_file_name;
 use shoal_proto::tracker::ListEntry;
-use shoal_proto::{ChunkIndex, FileId, Manifest};
+use shoal_proto::{AnyManifest, ChunkIndex, FileId};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -28,19 +29,23 @@ use crate::fsafe::{self, Destination};
 use crate::pool::BufferPool;
 use crate::rate::RateLimit;
 use crate::scheduler::{PeerStats, Scheduler};
-use crate::store::{Library, PartFile, SharedFile, StoreError};
+use crate::store::{Library, SharedFile, StoreError};
 use crate::tracker_client::{TrackerClient, TrackerError};
 
 mod book;
 mod manifest;
 mod pace;
+mod part;
+pub mod select;
 mod supervise;
 mod verify;
 mod worker;
 
 use book::PeerBook;
 use manifest::fetch_manifest;
-pub use manifest::manifest_frame_bound;
+pub use manifest::{manifest_frame_bound, manifest_of};
+use part::Part;
+pub use select::PathFilter;
 use supervise::{run_workers, RunEnd};
 use verify::{pool_size, spawn_verifiers, Job};
 
@@ -62,6 +67,8 @@ pub struct DownloadOptions {
     /// The port this peer serves on while it downloads, as registered with the tracker: the
     /// tracker lists us among the file's peers, and we must not connect to ourselves.
     pub serving_port: Option<u16>,
+    /// `--only`: of a folder, fetch only the entries whose relative paths match.
+    pub only: Option<PathFilter>,
 }
 
 impl Default for DownloadOptions {
@@ -75,6 +82,7 @@ impl Default for DownloadOptions {
             timeout: Duration::from_secs(60),
             download_rate: None,
             serving_port: None,
+            only: None,
         }
     }
 }
@@ -104,7 +112,7 @@ pub struct Summary {
     pub id: FileId,
     pub name: String,
     pub path: PathBuf,
-    pub manifest: Manifest,
+    pub manifest: AnyManifest,
     pub elapsed: Duration,
     /// From the first chunk request to the last chunk written.
     pub data_phase: Duration,
@@ -123,6 +131,10 @@ pub struct Summary {
     pub peers: Vec<(SocketAddr, PeerStats)>,
     /// The destination already was this very file (every chunk verified): nothing was fetched.
     pub already_had: bool,
+    /// Of a folder, the files fetched (all, or those `--only` chose); `None` for a single file.
+    pub files: Option<usize>,
+    /// Bytes of what was fetched (of a folder with `--only`, less than the manifest's size).
+    pub bytes: u64,
 }
 
 impl Summary {
@@ -130,9 +142,10 @@ impl Summary {
         id: FileId,
         name: String,
         path: PathBuf,
-        manifest: Manifest,
+        manifest: AnyManifest,
         elapsed: Duration,
     ) -> Summary {
+        let (files, bytes) = (manifest.tree().map(|t| t.file_count()), manifest.size());
         Summary {
             id,
             name,
@@ -148,6 +161,8 @@ impl Summary {
             uploaded: 0,
             peers: Vec::new(),
             already_had: true,
+            files,
+            bytes,
         }
     }
 
@@ -178,6 +193,17 @@ pub enum DownloadError {
         listed: u64,
         max: usize,
     },
+    /// The verified manifest breaks a rule (a path that would land outside the destination, two
+    /// names one file system would take for one, ...): nothing was written.
+    #[error("{name}: {error}; nothing was written")]
+    Refused {
+        name: String,
+        error: shoal_proto::TreeError,
+    },
+    #[error("--only chooses files inside a folder, and {0} is a file")]
+    OnlyForFolders(String),
+    #[error("--only matches nothing in {0}; `leecher --files` lists what is inside")]
+    NothingChosen(String),
     #[error("interrupted{}", part_note(.part))]
     Cancelled { part: Option<PathBuf> },
     #[error(transparent)]
@@ -199,8 +225,8 @@ fn part_note(part: &Option<PathBuf>) -> String {
 /// Everything the workers share.
 struct Shared {
     id: FileId,
-    manifest: Manifest,
-    part: PartFile,
+    manifest: AnyManifest,
+    part: Part,
     /// The chunks verified and written so far, served to others if the download is shared.
     store: Arc<SharedFile>,
     from_seeders: AtomicU32,
@@ -242,11 +268,25 @@ pub async fn download(
     cancel: CancellationToken,
 ) -> Result<Summary, DownloadError> {
     let start = Instant::now();
-    let name = safe_file_name(&entry.name, &entry.id);
+    // A folder is registered under its name and a `/` (see `shoal_proto::tree`): what stands at
+    // the destination is checked for a folder, and its manifest may be long.
+    let folder = entry.name.ends_with('/');
+    let name = safe_file_name(entry.name.trim_end_matches('/'), &entry.id);
     let dest = opts.out_dir.join(&name);
-    let maybe_had = match fsafe::destination(&dest, opts.force, entry.size)? {
-        Destination::Taken => return Err(DownloadError::Exists(dest)),
-        d => d == Destination::MaybeTheFile,
+    if folder {
+        // Anything but a folder is replaced only with --force; a folder may already be the tree,
+        // which only its manifest can tell.
+        match std::fs::symlink_metadata(&dest) {
+            Ok(m) if !m.is_dir() && !opts.force => return Err(DownloadError::Exists(dest)),
+            _ => {}
+        }
+    }
+    let mut maybe_had = match folder {
+        true => false,
+        false => match fsafe::destination(&dest, opts.force, entry.size)? {
+            Destination::Taken => return Err(DownloadError::Exists(dest)),
+            d => d == Destination::MaybeTheFile,
+        },
     };
     let span = tracing::info_span!("download", file = %entry.id.short());
     let mut book = PeerBook::new(opts.serving_port);
@@ -262,12 +302,52 @@ pub async fn download(
             "the tracker listed another size than the verified manifest says; using the manifest"
         );
     }
-    progress.total.store(manifest.size(), Ordering::Relaxed);
+    // The label may have been wrong about the kind: the verified manifest decides.
+    match (&manifest, folder) {
+        (AnyManifest::File(_), true) => {
+            maybe_had = match fsafe::destination(&dest, opts.force, manifest.size())? {
+                Destination::Taken => return Err(DownloadError::Exists(dest)),
+                d => d == Destination::MaybeTheFile,
+            }
+        }
+        (AnyManifest::Tree(_), _) => {
+            maybe_had = match std::fs::symlink_metadata(&dest) {
+                Err(_) => false,
+                Ok(_) if opts.force => false,
+                // Part of a folder is never "already had": the folder there may hold more.
+                Ok(m) if m.is_dir() && opts.only.is_none() => true,
+                Ok(_) => return Err(DownloadError::Exists(dest)),
+            }
+        }
+        (AnyManifest::File(_), false) => {}
+    }
+    let wanted = match (&manifest, &opts.only) {
+        (AnyManifest::Tree(t), only) => select::wanted(t, only.as_ref()),
+        (AnyManifest::File(_), None) => vec![true],
+        (AnyManifest::File(_), Some(_)) => return Err(DownloadError::OnlyForFolders(name)),
+    };
+    let (total, files) = match &manifest {
+        AnyManifest::Tree(t) => select::chosen(t, &wanted),
+        AnyManifest::File(m) => (m.size(), 1),
+    };
+    if files == 0 && opts.only.is_some() {
+        return Err(DownloadError::NothingChosen(name));
+    }
+    // Chunks of entries left out count as done for the scheduler, never for the have-set.
+    let unwanted = match &manifest {
+        AnyManifest::Tree(t) => select::unwanted_chunks(t, &wanted),
+        AnyManifest::File(m) => vec![false; m.num_chunks() as usize],
+    };
+    let skipped = unwanted.iter().filter(|u| **u).count() as u32;
+    progress.total.store(total, Ordering::Relaxed);
     if maybe_had {
         let (d, m, p) = (dest.clone(), manifest.clone(), progress.clone());
         progress.checking.store(true, Ordering::Relaxed);
-        let check = tokio::task::spawn_blocking(move || {
-            fsafe::already_complete(&d, &m, &p.checked, &p.stop_checking)
+        let check = tokio::task::spawn_blocking(move || match &m {
+            AnyManifest::File(m) => fsafe::already_complete(&d, m, &p.checked, &p.stop_checking),
+            AnyManifest::Tree(t) => {
+                crate::store::part_tree::already_complete(&d, t, &p.checked, &p.stop_checking)
+            }
         });
         let had = tokio::select! {
             _ = cancel.cancelled() => {
@@ -289,18 +369,16 @@ pub async fn download(
         ));
     }
 
-    let part_path = PartFile::part_path(&dest, &entry.id);
-    // Opening (space is reserved) and re-checking a resumed `.part` can take long: Ctrl-C must
-    // not wait for them. The blocking work then finishes on its own and lets go of the file.
+    let part_path = fsafe::part_path(&dest, &entry.id);
+    // Opening (space is reserved, a folder's files are created) and re-checking a resumed
+    // `.part` can take long: Ctrl-C must not wait for them. The blocking work then finishes on
+    // its own and lets go of the file.
     let interrupted = || DownloadError::Cancelled {
         part: Some(part_path.clone()),
     };
     let open = {
-        let (dest, size, id, part) = (dest.clone(), manifest.size(), entry.id, part_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let existed = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
-            PartFile::open(&dest, &id, size).map(|p| (p, existed))
-        })
+        let (dest, m, id, w) = (dest.clone(), manifest.clone(), entry.id, wanted.clone());
+        tokio::task::spawn_blocking(move || Part::open(&dest, &id, &m, &w))
     };
     let (part, existed) = tokio::select! {
         _ = cancel.cancelled() => return Err(interrupted()),
@@ -308,11 +386,11 @@ pub async fn download(
     };
     // Resume: whatever is already on disk and matches the manifest is not fetched again.
     let (part, have) = if existed {
-        let (m, p) = (manifest.clone(), progress.clone());
+        let (m, p, w) = (manifest.clone(), progress.clone(), wanted.clone());
         progress.checked.store(0, Ordering::Relaxed);
         progress.checking.store(true, Ordering::Relaxed);
         let check = tokio::task::spawn_blocking(move || {
-            part.verify_existing(&m, &p.checked, &p.stop_checking)
+            part.verify_existing(&m, &w, &p.checked, &p.stop_checking)
                 .map(|h| (part, h))
         });
         let checked = tokio::select! {
@@ -341,20 +419,21 @@ pub async fn download(
     let reader = part.reader().map_err(|e| StoreError::io(part.path(), e))?;
     let store = Arc::new(SharedFile::in_progress(
         &dest,
-        name.clone(),
+        crate::store::folder::share_name(&name, &manifest),
         manifest.clone(),
         reader,
         &have,
     ));
     let sharing = share.map(|library| Sharing::start(library, store.clone()));
 
+    let sched_have: Vec<bool> = have.iter().zip(&unwanted).map(|(h, u)| *h || *u).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk_size = manifest.chunk_size();
     let shared = Arc::new(Shared {
         id: entry.id,
         sched: Mutex::new(Scheduler::new(
             manifest.num_chunks(),
-            &have,
+            &sched_have,
             fastrand::u64(..),
         )),
         manifest,
@@ -408,10 +487,14 @@ pub async fn download(
     let path = tokio::task::spawn_blocking(move || shared.part.finish(shared.opts.force))
         .await
         .expect("finishing panicked")?;
-    store.now_complete().map_err(|e| StoreError::io(&path, e))?;
+    // Part of a folder stays a partial share: it vouches only for the chunks it fetched.
+    if store.is_full() {
+        store.now_complete().map_err(|e| StoreError::io(&path, e))?;
+    }
     if let Some(sharing) = sharing {
         sharing.keep();
     }
+    let is_tree = shared.manifest.tree().is_some();
     let sched = shared.sched.into_inner().unwrap();
     let mut peers: Vec<(SocketAddr, PeerStats)> =
         sched.stats().iter().map(|(a, s)| (*a, s.clone())).collect();
@@ -424,13 +507,15 @@ pub async fn download(
         elapsed: start.elapsed(),
         data_phase,
         resumed_chunks,
-        fetched_chunks: sched.done_count() - resumed_chunks,
+        fetched_chunks: sched.done_count() - resumed_chunks - skipped,
         hash_failures: progress.hash_failures.load(Ordering::Relaxed),
         from_seeders: shared.from_seeders.into_inner(),
         from_leechers: shared.from_leechers.into_inner(),
         uploaded: store.uploaded(),
         peers,
         already_had: false,
+        files: is_tree.then_some(files),
+        bytes: total,
     })
 }
 

@@ -99,7 +99,7 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
         shared.sched.lock().unwrap().completed(*addr, *index, 0);
         return;
     }
-    if let Err(e) = shared.part.write_at(shared.manifest.offset(*index), data) {
+    if let Err(e) = shared.part.write_chunk(&shared.manifest, *index, data) {
         shared.fatal.lock().unwrap().get_or_insert(e);
         shared.cancel.cancel();
         shared.notify();

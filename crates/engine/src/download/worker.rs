@@ -96,7 +96,8 @@ async fn pull(
     shared.notify();
     let mut changed = shared.changed.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
-    let mut pace = Pace::new(shared.opts.window, shared.manifest.chunk_size());
+    let (most, unit) = super::part::pace_unit(&shared.manifest, shared.opts.window);
+    let mut pace = Pace::new(most, unit);
     // Whether we asked this peer to show us more since its last Have (see `Header::WantMore`).
     let mut asked_more = false;
     // It showed us nothing we lack for WANT_MORE_PATIENCE: ask anyway.

@@ -1,6 +1,8 @@
-//! Files on disk: hashing a file into its manifest ([`hash`]), the chunks a peer can vouch for
-//! ([`have`]), a file this peer shares, complete or being downloaded ([`shared`]), the files a
-//! peer shares ([`library`]), and the `.part` file a download writes into ([`part`]).
+//! Files on disk: hashing a file into its manifest ([`hash`]) or a folder into its tree manifest
+//! ([`folder`], on [`tree`]: walking a folder and opening files strictly beneath it), the chunks
+//! a peer can vouch for ([`have`]), a file or folder this peer shares, complete or being
+//! downloaded ([`shared`]), the shares of a peer ([`library`]), and the `.part` file or folder a
+//! download writes into ([`part`], [`part_tree`]).
 //!
 //! Everything here is blocking I/O; callers run it on `spawn_blocking` or on threads of its own,
 //! never on the async runtime's workers.
@@ -10,16 +12,20 @@ use std::path::{Path, PathBuf};
 
 use shoal_proto::ManifestError;
 
+pub mod folder;
 pub mod hash;
 pub mod have;
 pub mod library;
 pub mod part;
+pub mod part_tree;
 pub mod shared;
+pub mod tree;
 
 pub use hash::hash_chunks;
 pub use have::{Announced, HaveSet};
 pub use library::Library;
 pub use part::PartFile;
+pub use part_tree::PartTree;
 pub use shared::{ServeError, SharedFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,11 @@ pub enum StoreError {
     Io { path: PathBuf, error: io::Error },
     #[error("{path}: {error}")]
     Manifest { path: PathBuf, error: ManifestError },
+    #[error("{path}: {error}")]
+    Tree {
+        path: PathBuf,
+        error: shoal_proto::TreeError,
+    },
     #[error("{path} changed while it was being hashed; try again once nothing writes to it")]
     ChangedWhileHashing { path: PathBuf },
     #[error("not enough space on the disk for {path}")]

@@ -19,7 +19,7 @@ use crate::pool::ALIGN;
 ///
 /// The engine's one unsafe block: neither rustix nor nix wraps `sync_file_range`.
 #[allow(unsafe_code)]
-fn start_writeback(file: &File, offset: u64, len: usize) {
+pub(crate) fn start_writeback(file: &File, offset: u64, len: usize) {
     // SAFETY: a plain syscall on a descriptor that `file` keeps open; no memory is passed.
     unsafe {
         libc::sync_file_range(

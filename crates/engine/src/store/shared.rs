@@ -1,37 +1,58 @@
-//! A file this peer shares, complete or still being downloaded: its manifest, the chunks it can
-//! vouch for ([`HaveSet`]), and, once complete, the check that withdraws it when it changes on
-//! disk.
+//! A file or folder this peer shares, complete or still being downloaded: its manifest, the
+//! chunks it can vouch for ([`HaveSet`]), and, once complete, the check that withdraws it when a
+//! file of it changes on disk.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use shoal_proto::manifest::chunk_count;
 use shoal_proto::tracker::FileEntry;
-use shoal_proto::{ChunkIndex, FileId, Manifest};
+use shoal_proto::tree::{EntryKind, Span};
+use shoal_proto::{AnyManifest, ChunkIndex, FileId, Manifest};
 use tokio::sync::watch;
 
+use super::tree::OpenFiles;
 use super::{hash_chunks, HaveSet, StoreError};
 use crate::reveal::Reveal;
 
-/// What we remember of a file's metadata to notice that it changed under us.
+/// What we remember of a file's metadata to notice that it changed under us (or, for a file of a
+/// tree opened again, that it is another file now).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Snapshot {
-    len: u64,
+pub struct Snapshot {
+    pub len: u64,
     modified: Option<SystemTime>,
+    ino: u64,
 }
 
 impl Snapshot {
-    fn of(file: &File) -> io::Result<Snapshot> {
+    /// The snapshot of `path` beneath the folder open as `root`, without opening it (a folder of
+    /// ten thousand files is snapshotted when its download finishes) and without following a
+    /// symbolic link at its end. Equal to [`Snapshot::of`] the same file.
+    pub fn at(root: &File, path: &str) -> io::Result<Snapshot> {
+        let st = rustix::fs::statat(root, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        let modified = SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
+            st.st_mtime as u64,
+            st.st_mtime_nsec as u32,
+        ));
+        Ok(Snapshot {
+            len: st.st_size as u64,
+            modified,
+            ino: st.st_ino,
+        })
+    }
+
+    pub fn of(file: &File) -> io::Result<Snapshot> {
         let meta = file.metadata()?;
         Ok(Snapshot {
             len: meta.len(),
             modified: meta.modified().ok(),
+            ino: meta.ino(),
         })
     }
 }
@@ -48,30 +69,37 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-/// A file this peer shares, with its manifest: either complete (hashed, or downloaded and
-/// finished), or a download in progress whose `.part` is being written, of which only verified
-/// and written chunks are in [`SharedFile::has`]. The same value goes from the second kind to the
-/// first when the download finishes ([`SharedFile::now_complete`]), so connections serving it
-/// carry on.
+/// Where the bytes are: one open file, or a folder's root with a few of its files open.
+pub enum Data {
+    File(Arc<File>),
+    Tree(OpenFiles),
+}
+
+/// A file or folder this peer shares, with its manifest: either complete (hashed, or downloaded
+/// and finished), or a download in progress whose `.part` is being written, of which only
+/// verified and written chunks are in [`SharedFile::has`]. The same value goes from the second
+/// kind to the first when the download finishes ([`SharedFile::now_complete`]), so connections
+/// serving it carry on.
 pub struct SharedFile {
     pub id: FileId,
     pub name: String,
-    pub manifest: Manifest,
+    pub manifest: AnyManifest,
     /// The manifest's canonical encoding, sent as is to every peer that asks.
     pub manifest_bytes: Bytes,
-    /// Where the complete file is (for a download in progress: where it will be).
+    /// Where the complete file or folder is (for a download in progress: where it will be).
     pub path: PathBuf,
-    /// Open for reading; for a download, the `.part` (renaming it keeps the descriptor valid).
-    file: File,
+    /// Open for reading; for a download, the `.part` file or folder (renaming it keeps the
+    /// descriptors valid).
+    data: Data,
     have: HaveSet,
     /// Bytes of the chunks in `have`.
     have_bytes: AtomicU64,
     /// Bumped after every chunk added, so that connections serving the file announce it.
     news: watch::Sender<()>,
-    /// What the complete file looked like when it was hashed or finished. A download in progress
-    /// has none: its size and time change with every write, and only its have-set says what
-    /// may be served.
-    snapshot: OnceLock<Snapshot>,
+    /// What each file looked like when it was hashed or finished, by entry (a single file is
+    /// entry 0; a tree's folders have none). A download in progress has none at all: its sizes
+    /// and times change with every write, and only its have-set says what may be served.
+    snapshot: OnceLock<Vec<Option<Snapshot>>>,
     withdrawn: AtomicBool,
     /// Chunks sent to other peers.
     uploaded: AtomicU64,
@@ -132,49 +160,45 @@ impl SharedFile {
         Ok(SharedFile::from_parts(
             path,
             name,
-            manifest,
-            file,
-            Some(before),
+            manifest.into(),
+            Data::File(Arc::new(file)),
+            Some(vec![Some(before)]),
             None,
         ))
     }
 
-    /// A file a download has just verified chunk by chunk: no need to hash it again.
-    pub fn verified(
+    /// A folder hashed into a tree manifest (see [`super::folder`]), with the snapshot of every
+    /// file as it was hashed.
+    pub fn folder(
         path: &Path,
         name: String,
-        manifest: Manifest,
-    ) -> Result<SharedFile, StoreError> {
-        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        let snapshot = Snapshot::of(&file).map_err(|e| StoreError::io(path, e))?;
-        Ok(SharedFile::from_parts(
-            path,
-            name,
-            manifest,
-            file,
-            Some(snapshot),
-            None,
-        ))
+        manifest: AnyManifest,
+        root: File,
+        snapshots: Vec<Option<Snapshot>>,
+    ) -> SharedFile {
+        let data = Data::Tree(OpenFiles::new(root));
+        SharedFile::from_parts(path, name, manifest, data, Some(snapshots), None)
     }
 
-    /// A download in progress: `file` reads its `.part`, `have` says which chunks in it are
-    /// verified (those found on disk when resuming). `dest` is where the file will be.
+    /// A download in progress: `data` reads its `.part` (a file, or the root of a folder), `have`
+    /// says which chunks in it are verified (those found on disk when resuming). `dest` is where
+    /// the file or folder will be.
     pub fn in_progress(
         dest: &Path,
         name: String,
-        manifest: Manifest,
-        file: File,
+        manifest: impl Into<AnyManifest>,
+        data: impl Into<Data>,
         have: &[bool],
     ) -> SharedFile {
-        SharedFile::from_parts(dest, name, manifest, file, None, Some(have))
+        SharedFile::from_parts(dest, name, manifest.into(), data.into(), None, Some(have))
     }
 
     fn from_parts(
         path: &Path,
         name: String,
-        manifest: Manifest,
-        file: File,
-        snapshot: Option<Snapshot>,
+        manifest: AnyManifest,
+        data: Data,
+        snapshot: Option<Vec<Option<Snapshot>>>,
         have: Option<&[bool]>,
     ) -> SharedFile {
         let manifest_bytes = Bytes::from(manifest.encode());
@@ -190,7 +214,7 @@ impl SharedFile {
             manifest,
             manifest_bytes,
             path: path.to_path_buf(),
-            file,
+            data,
             have,
             have_bytes: AtomicU64::new(have_bytes),
             news: watch::channel(()).0,
@@ -235,11 +259,27 @@ impl SharedFile {
         self.news.subscribe()
     }
 
-    /// The download finished: the file is in place, complete and synced. From now on it is
-    /// checked for changes as any complete file.
+    /// The download finished: the file or folder is in place, complete and synced. From now on
+    /// it is checked for changes as any complete one.
     pub fn now_complete(&self) -> io::Result<()> {
         assert!(self.is_full(), "only a complete download is complete");
-        let _ = self.snapshot.set(Snapshot::of(&self.file)?);
+        let snapshots = match (&self.data, &self.manifest) {
+            (Data::File(f), _) => vec![Some(Snapshot::of(f)?)],
+            (Data::Tree(files), AnyManifest::Tree(tree)) => {
+                let mut all = Vec::with_capacity(tree.entries().len());
+                for e in tree.entries() {
+                    all.push(match e.kind {
+                        EntryKind::File { .. } => {
+                            Some(Snapshot::at(files.root(), e.path.as_str())?)
+                        }
+                        EntryKind::EmptyDir => None,
+                    });
+                }
+                all
+            }
+            (Data::Tree(_), AnyManifest::File(_)) => unreachable!("a folder has a tree manifest"),
+        };
+        let _ = self.snapshot.set(snapshots);
         Ok(())
     }
 
@@ -287,67 +327,103 @@ impl SharedFile {
         self.withdrawn.load(Ordering::Relaxed)
     }
 
-    /// Fails (and withdraws the file, logging why, the first time) if the file's size or
-    /// modification time is no longer what was hashed. A download in progress passes (its
-    /// have-set, not its metadata, says what may be served).
-    pub fn check(&self) -> Result<(), ServeError> {
+    /// Fails (and withdraws the whole share, logging why, the first time) if the file that holds
+    /// chunk `index` no longer has the size, modification time and inode that were hashed. A
+    /// download in progress passes (its have-set, not its metadata, says what may be served).
+    pub fn check(&self, index: ChunkIndex) -> Result<(), ServeError> {
         if self.is_withdrawn() {
             return Err(ServeError::Changed);
         }
-        let Some(snapshot) = self.snapshot.get() else {
+        let Some(snapshots) = self.snapshot.get() else {
             return Ok(());
         };
-        if Snapshot::of(&self.file).ok() != Some(*snapshot) {
+        let Some(span) = self.manifest.locate(index) else {
+            return Ok(());
+        };
+        let now = self
+            .descriptor(span.entry)
+            .and_then(|f| Snapshot::of(&f))
+            .ok();
+        if now.is_none() || now != snapshots.get(span.entry as usize).copied().flatten() {
             if !self.withdrawn.swap(true, Ordering::Relaxed) {
-                tracing::warn!(file = %self.id.short(), path = %self.path.display(), "the file changed on disk since it was hashed; no longer serving it");
+                let path = match self.manifest.tree() {
+                    Some(t) => self
+                        .path
+                        .join(t.entries()[span.entry as usize].path.as_str()),
+                    None => self.path.clone(),
+                };
+                tracing::warn!(file = %self.id.short(), path = %path.display(), "the file changed on disk since it was hashed; no longer serving it");
             }
             return Err(ServeError::Changed);
         }
         Ok(())
     }
 
-    /// The open file, for sending chunks straight from the page cache.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The open file that holds entry `entry`.
+    fn descriptor(&self, entry: u32) -> io::Result<Arc<File>> {
+        match (&self.data, &self.manifest) {
+            (Data::File(f), _) => Ok(f.clone()),
+            (Data::Tree(files), AnyManifest::Tree(tree)) => {
+                let e = tree
+                    .entries()
+                    .get(entry as usize)
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                files.get(entry, &e.path)
+            }
+            (Data::Tree(_), AnyManifest::File(_)) => unreachable!("a folder has a tree manifest"),
+        }
+    }
+
+    /// The open file that holds chunk `index` and where in it the chunk is, for sending it
+    /// straight from the page cache.
+    pub fn source(&self, index: ChunkIndex) -> Result<(Arc<File>, Span), ServeError> {
+        let span = self.manifest.locate(index).ok_or(ServeError::NoSuchChunk)?;
+        Ok((self.descriptor(span.entry)?, span))
     }
 
     /// Asks the kernel to start reading a chunk into the page cache (never blocks for long), so
     /// that `sendfile` finds it there instead of blocking a runtime thread on the disk.
     pub fn prefetch(&self, index: ChunkIndex) {
-        let len = self.manifest.chunk_len(index);
-        if len == 0 {
-            // Not a chunk of this file (a length of 0 would mean "to the end").
+        // A chunk past the end has no source (a length of 0 would mean "to the end").
+        let Ok((file, span)) = self.source(index) else {
             return;
-        }
+        };
         // Advice only: a failure costs the head start, nothing else.
         let _ = rustix::fs::fadvise(
-            &self.file,
-            self.manifest.offset(index),
-            std::num::NonZeroU64::new(u64::from(len)),
+            file,
+            span.offset,
+            std::num::NonZeroU64::new(u64::from(span.len)),
             rustix::fs::Advice::WillNeed,
         );
     }
 
-    /// Reads one chunk (blocking). If the file's size or modification time is no longer what was
-    /// hashed, the file is withdrawn: from then on every read fails with [`ServeError::Changed`].
-    /// A chunk not verified here is never read.
+    /// Reads one chunk (blocking). If its file's size, modification time or inode is no longer
+    /// what was hashed, the share is withdrawn: from then on every read fails with
+    /// [`ServeError::Changed`]. A chunk not verified here is never read.
     pub fn read_chunk(&self, index: ChunkIndex) -> Result<Bytes, ServeError> {
-        self.check()?;
-        let len = self.manifest.chunk_len(index) as usize;
-        if len == 0 {
-            return Err(ServeError::NoSuchChunk);
-        }
+        self.check(index)?;
+        let (file, span) = self.source(index)?;
         if !self.has(index) {
             return Err(ServeError::NotHave(index));
         }
-        let mut buf = BytesMut::zeroed(len);
-        let read = self
-            .file
-            .read_exact_at(&mut buf, self.manifest.offset(index));
+        let mut buf = BytesMut::zeroed(span.len as usize);
+        let read = file.read_exact_at(&mut buf, span.offset);
         // Checked after the read too, so a write that raced with it is caught.
-        self.check()?;
+        self.check(index)?;
         read?;
         Ok(buf.freeze())
+    }
+}
+
+impl From<File> for Data {
+    fn from(f: File) -> Data {
+        Data::File(Arc::new(f))
+    }
+}
+
+impl From<OpenFiles> for Data {
+    fn from(f: OpenFiles) -> Data {
+        Data::Tree(f)
     }
 }
 
@@ -365,7 +441,7 @@ mod tests {
         let shared = SharedFile::hash(&path, 16 * 1024, &progress).unwrap();
         assert_eq!(
             shared.manifest,
-            Manifest::of_bytes(&data, 16 * 1024).unwrap()
+            AnyManifest::File(Manifest::of_bytes(&data, 16 * 1024).unwrap())
         );
         assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
         assert_eq!(

@@ -54,9 +54,19 @@ pub async fn resolve(client: &TrackerClient, query: &str) -> Result<ListEntry, R
             return one(query, found);
         }
     }
-    let found = client.list(Filter::NameIs(query.to_string())).await?;
+    let mut query = query.to_string();
+    let mut found = client.list(Filter::NameIs(query.clone())).await?;
+    if found.is_empty() && !query.ends_with('/') {
+        // A folder is registered as its name and a `/`: `photos` finds `photos/`.
+        let folder = format!("{query}/");
+        found = client.list(Filter::NameIs(folder.clone())).await?;
+        if !found.is_empty() {
+            query = folder;
+        }
+    }
+    let query = query.as_str();
     if found.is_empty() {
-        return Err(not_found(client, query).await);
+        return Err(not_found(client, query.trim_end_matches('/')).await);
     }
     // The listing shows the name most seeders use; the same bytes may be shared under several.
     // Asked for by one of its names, the file keeps the name asked for.

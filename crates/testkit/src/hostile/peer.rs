@@ -38,6 +38,20 @@ impl Served {
         }
     }
 
+    /// A share whose manifest is `manifest_bytes` as they are (a hostile tree manifest, say),
+    /// registered under `name` at `size` bytes; its id is their hash. It has no chunks to serve.
+    pub fn with_manifest_bytes(name: &str, size: u64, manifest_bytes: Vec<u8>) -> Served {
+        let id = shoal_proto::manifest::id_of_encoding(&manifest_bytes);
+        Served {
+            name: name.to_string(),
+            data: Bytes::from(vec![0u8; size as usize]),
+            manifest: Manifest::of_bytes(&[], shoal_proto::manifest::MIN_CHUNK_SIZE)
+                .expect("an empty manifest"),
+            manifest_bytes: Bytes::from(manifest_bytes),
+            id,
+        }
+    }
+
     pub fn entry(&self) -> FileEntry {
         FileEntry {
             id: self.id,

@@ -1,0 +1,80 @@
+//! `--only`: the part of a folder a download fetches, chosen by globs on relative paths.
+
+use std::sync::Arc;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use shoal_proto::tree::{EntryKind, TreeManifest};
+
+/// Globs on the relative paths inside a folder: `*` and `?` stay within one component, `**`
+/// crosses any number (`raw/*.cr2`, `**/*.jpg`). A path is chosen if any glob matches it.
+#[derive(Clone)]
+pub struct PathFilter(Arc<GlobSet>);
+
+impl std::fmt::Debug for PathFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PathFilter({} globs)", self.0.len())
+    }
+}
+
+impl PathFilter {
+    pub fn new(globs: &[String]) -> Result<PathFilter, globset::Error> {
+        let mut set = GlobSetBuilder::new();
+        for g in globs {
+            set.add(GlobBuilder::new(g).literal_separator(true).build()?);
+        }
+        Ok(PathFilter(Arc::new(set.build()?)))
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+/// Which entries of `tree` a download fetches: all of them without a filter.
+pub fn wanted(tree: &TreeManifest, filter: Option<&PathFilter>) -> Vec<bool> {
+    tree.entries()
+        .iter()
+        .map(|e| filter.is_none_or(|f| f.matches(e.path.as_str())))
+        .collect()
+}
+
+/// Chunk by chunk, whether it belongs to an entry not wanted.
+pub fn unwanted_chunks(tree: &TreeManifest, wanted: &[bool]) -> Vec<bool> {
+    let mut out = Vec::with_capacity(tree.num_chunks() as usize);
+    for (e, w) in tree.entries().iter().zip(wanted) {
+        if let EntryKind::File { hashes, .. } = &e.kind {
+            out.extend(std::iter::repeat_n(!w, hashes.len()));
+        }
+    }
+    debug_assert_eq!(out.len(), tree.num_chunks() as usize);
+    out
+}
+
+/// Bytes and files chosen.
+pub fn chosen(tree: &TreeManifest, wanted: &[bool]) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut files = 0;
+    for (e, w) in tree.entries().iter().zip(wanted) {
+        if let (EntryKind::File { size, .. }, true) = (&e.kind, w) {
+            bytes += size;
+            files += 1;
+        }
+    }
+    (bytes, files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_within_components_and_across_with_two_stars() {
+        let f = PathFilter::new(&["raw/*.cr2".into(), "**/keep.txt".into()]).unwrap();
+        assert!(f.matches("raw/a.cr2"));
+        assert!(!f.matches("raw/sub/a.cr2"));
+        assert!(!f.matches("jpg/a.jpg"));
+        assert!(f.matches("a/b/keep.txt"));
+        assert!(f.matches("keep.txt"));
+        assert!(PathFilter::new(&["a[".into()]).is_err());
+    }
+}
