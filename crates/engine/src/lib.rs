@@ -12,6 +12,7 @@
 //! - [`advert`]: what the server tells each client about the chunks it has.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
+//! - [`private`]: this process's private swarm keys, if any (`--secret-file`, `P2P_SECRET`).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
 //! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
 //! - [`reveal`]: super-seeding, the sans-IO choice of which chunks a complete peer advertises.
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod download;
 pub mod fsafe;
 pub mod pool;
+pub mod private;
 pub mod rate;
 pub mod reveal;
 pub mod scheduler;
