@@ -5,6 +5,7 @@
 //! - [`fsafe`]: the file-system checks that keep anything unverified or unintended from standing
 //!   under a final name (`.part` names, what is written through, the final rename).
 //! - [`conn`]: framed peer connections over TCP.
+//! - [`transport`]: the stream under them: plain TCP, or Noise in a private swarm.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`admission`]: which connections a server takes: caps in total and per source, idleness.
@@ -36,6 +37,7 @@ pub mod server;
 pub mod store;
 pub mod support;
 pub mod tracker_client;
+pub mod transport;
 
 /// Default tracker address when neither `--tracker` nor `P2P_TRACKER` says otherwise.
 pub const DEFAULT_TRACKER: &str = "127.0.0.1:6969";
