@@ -1,8 +1,10 @@
 //! A private swarm, end to end with the real programs: with the secret everything works; without
 //! it, or with another, the tracker does not answer and the programs say why in one sentence; a
-//! replayed, tampered or plain datagram gets no reply.
+//! replayed, tampered or plain datagram gets no reply; the status page, its API and /metrics
+//! answer only with the key the tracker printed.
 
 mod support;
+mod tracker_support;
 
 use std::net::UdpSocket;
 use std::time::{Duration, SystemTime};
@@ -28,11 +30,17 @@ fn new_secret(dir: &std::path::Path) -> String {
 
 /// A tracker of a private swarm, its secret given by file; and the secret.
 fn private_swarm() -> (Swarm, String) {
+    private_swarm_with(&[])
+}
+
+fn private_swarm_with(extra: &[&str]) -> (Swarm, String) {
     let keydir = tempfile::tempdir().unwrap();
     let secret = new_secret(keydir.path());
     let file = keydir.path().join("swarm.secret");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
-    let swarm = Swarm::with_tracker_args(&["--secret-file", file.to_str().unwrap()]);
+    let mut args = vec!["--secret-file", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let swarm = Swarm::with_tracker_args(&args);
     (swarm, secret)
 }
 
@@ -213,4 +221,70 @@ fn replayed_tampered_plain_and_foreign_datagrams_get_no_reply() {
         )
         .unwrap();
     client.assert_ignored(&old, "an hour-old request", 11);
+}
+
+/// `GET path` with an `Authorization` header; the status code.
+fn get_with_bearer(addr: &str, path: &str, key: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
+    use tracker_support::http_get;
+    let (swarm, secret) = private_swarm_with(&["--http", "127.0.0.1:0"]);
+    let line = swarm.tracker.wait_stdout("the status page URL", |l| {
+        l.starts_with("status page: http://")
+    });
+    let url = line.trim_start_matches("status page: http://");
+    let (addr, query) = url.split_once('/').unwrap();
+    let key = query.strip_prefix("?key=").unwrap();
+    assert_eq!(
+        key,
+        Keys::derive(&Secret::parse(&secret).unwrap().0).page_token
+    );
+
+    for path in [
+        "/",
+        "/api/swarm",
+        "/api/files",
+        "/api/peers",
+        "/api/stats",
+        "/metrics",
+    ] {
+        let r = http_get(addr, path);
+        assert_eq!(r.status, 403, "GET {path} without the key: {}", r.body);
+        assert!(r.body.contains("private swarm"), "{}", r.body);
+        let wrong = http_get(
+            addr,
+            &format!("{path}?key=0123456789abcdef0123456789abcdef"),
+        );
+        assert_eq!(wrong.status, 403, "GET {path} with another key");
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let ok = http_get(addr, &format!("{path}{sep}key={key}"));
+        assert_eq!(ok.status, 200, "GET {path} with the key: {}", ok.body);
+        assert_eq!(
+            get_with_bearer(addr, path, key),
+            200,
+            "{path} with a bearer key"
+        );
+        assert_eq!(
+            get_with_bearer(addr, path, "nope"),
+            403,
+            "{path} with a wrong bearer"
+        );
+    }
+    // The script asks the API with the key the page was opened with; it holds no data itself.
+    let js = http_get(addr, "/app.js");
+    assert_eq!(js.status, 200);
+    assert!(js.body.contains("keyParam"));
 }

@@ -8,6 +8,7 @@ pub mod activity;
 pub mod http;
 pub mod http_conn;
 mod http_cost;
+mod http_key;
 pub mod limits;
 pub mod metrics;
 pub mod private;
@@ -327,8 +328,17 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
         Some(listener) => {
             let at = listener.local_addr()?;
             println!("http listening on {at}");
-            tracing::info!("status page at http://{at}/");
-            let status = Arc::new(http::Status::new(registry.clone(), local));
+            let mut status = http::Status::new(registry.clone(), local);
+            match &keys {
+                Some(k) => {
+                    // Only the URL with the key shows anything: print it where the operator
+                    // looks.
+                    println!("status page: http://{at}/?key={}", k.page_token);
+                    status = status.with_key(&k.page_token);
+                }
+                None => tracing::info!("status page at http://{at}/"),
+            }
+            let status = Arc::new(status);
             Some((listener, status))
         }
         None => None,
