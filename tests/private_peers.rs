@@ -271,3 +271,71 @@ fn a_peer_without_the_secret_gets_nothing() {
     .assert_ok();
     assert_eq!(std::fs::read(out.join(NAME)).unwrap(), data);
 }
+
+/// The chunks the leechers have logged as verified (`chunk verified chunk=N`), all together.
+fn verified(leechers: &[Proc]) -> HashSet<u32> {
+    leechers
+        .iter()
+        .flat_map(|p| p.stderr())
+        .filter(|l| l.contains("chunk verified"))
+        .filter_map(|l| {
+            let rest = &l[l.find("chunk=")? + "chunk=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Partial seeding over Noise: leechers started together serve each other the chunks they have
+/// verified, and all finish after the only seeder dies once every chunk has reached one of them.
+#[test]
+fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
+    const CHUNKS: usize = 128;
+    let secret = Secret::generate().unwrap().to_text();
+    let (swarm, _k) = tracker(Some(&secret));
+    let data = pattern(16 * 1024 * CHUNKS, 21);
+    let path = swarm.write("seed/big.bin", &data);
+    let mut env = env(&swarm, Some(&secret));
+    let mut seeder = Proc::spawn(
+        "seeder",
+        &["--chunk-size", "16K", path.to_str().unwrap()],
+        swarm.dir.path(),
+        &env,
+    );
+    seeder.wait_stdout_count(1);
+    let id = id_of(&seeder.stdout()[0]);
+    env.push(("RUST_LOG", "info,shoal_engine::download::verify=debug"));
+    let leechers: Vec<Proc> = (0..3)
+        .map(|i| {
+            let out = swarm.folder(&format!("l{i}"));
+            Proc::spawn("leecher", &["--window", "2", &id], &out, &env)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while verified(&leechers).len() < CHUNKS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every chunk reached a leecher\n{}",
+            leechers.iter().map(Proc::dump).collect::<String>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    seeder.kill();
+    let mut from_leechers = 0;
+    for (i, mut p) in leechers.into_iter().enumerate() {
+        let summary = p.wait_stderr("downloaded big.bin: ");
+        let got = std::fs::read(swarm.path(&format!("l{i}/big.bin"))).unwrap();
+        assert!(got == data, "leecher {i}: bytes differ\n{}", p.dump());
+        let rest = &summary[summary.find("from leechers: ").unwrap() + 15..];
+        from_leechers += rest
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap();
+        p.stop_cleanly();
+    }
+    assert!(
+        from_leechers > 0,
+        "no chunk went from one leecher to another"
+    );
+}

@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 /// The alternative suite, for CPUs without AES instructions and for the measurement.
 pub const PATTERN_CHACHA: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
-/// Binds the handshake to this protocol: a Noise peer of something else fails it.
-const PROLOGUE: &[u8] = b"shoal peer protocol 3, private swarm 1";
+/// Binds the handshake to this use: a Noise peer of something else fails it. Not to the peer
+/// protocol's version, which the hello inside still carries, so that a peer of another version
+/// gets the version sentence rather than a failed handshake.
+const PROLOGUE: &[u8] = b"shoal private swarm, noise stream 1";
 /// Largest Noise message, the tag included.
 pub const MAX_MESSAGE: usize = 65_535;
 const TAG: usize = 16;
