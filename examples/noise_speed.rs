@@ -74,7 +74,20 @@ async fn case(pattern: Option<&str>, total: usize) -> std::io::Result<f64> {
     }
 }
 
-/// The cipher alone, in memory: seal then open 64 KiB messages on one thread.
+/// CPU time of the calling thread, in seconds: on a busy machine, what the work cost rather than
+/// how long it waited.
+fn thread_cpu() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// The cipher alone, in memory: seal then open 64 KiB messages on one thread; MB/s of that
+/// thread's CPU time.
 async fn cipher_only(pattern: &str, total: usize) -> std::io::Result<f64> {
     let (mut x, mut y) = tokio::io::duplex(1 << 16);
     let (i, r) = tokio::join!(
@@ -88,7 +101,7 @@ async fn cipher_only(pattern: &str, total: usize) -> std::io::Result<f64> {
     let plain = vec![0x5au8; noise::MAX_PLAIN];
     let mut wire = vec![0u8; noise::MAX_MESSAGE];
     let mut back = vec![0u8; noise::MAX_PLAIN];
-    let start = Instant::now();
+    let start = thread_cpu();
     let mut done = 0;
     let mut nonce = 0;
     while done < total {
@@ -100,7 +113,7 @@ async fn cipher_only(pattern: &str, total: usize) -> std::io::Result<f64> {
         nonce += 1;
         done += plain.len();
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64() / 1e6)
+    Ok(total as f64 / (thread_cpu() - start) / 1e6)
 }
 
 #[tokio::main]
@@ -121,7 +134,7 @@ async fn main() -> std::io::Result<()> {
     }
     for pattern in [PATTERN, PATTERN_CHACHA] {
         let rate = cipher_only(pattern, total / 4).await?;
-        println!("{pattern:40} {rate:8.0} MB/s sealed and opened in memory, one thread");
+        println!("{pattern:40} {rate:8.0} MB/s sealed and opened in memory, per CPU second");
     }
     Ok(())
 }
