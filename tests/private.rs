@@ -288,3 +288,53 @@ fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
     assert_eq!(js.status, 200);
     assert!(js.body.contains("keyParam"));
 }
+
+/// A UDP relay in front of the tracker at `to` that drops the first `lose` replies, as a lossy
+/// network would; its address.
+fn lossy_relay(to: &str, lose: usize) -> String {
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    back.connect(to).unwrap();
+    let addr = front.local_addr().unwrap().to_string();
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (front2, back2, client2) = (
+        front.try_clone().unwrap(),
+        back.try_clone().unwrap(),
+        client.clone(),
+    );
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = front2.recv_from(&mut buf) {
+            *client2.lock().unwrap() = Some(from);
+            let _ = back2.send(&buf[..n]);
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut lost = 0;
+        while let Ok(n) = back.recv(&mut buf) {
+            if lost < lose {
+                lost += 1;
+                continue;
+            }
+            if let Some(c) = *client.lock().unwrap() {
+                let _ = front.send_to(&buf[..n], c);
+            }
+        }
+    });
+    addr
+}
+
+/// A reply lost on the way: the client's next try is sealed anew, so the tracker does not take
+/// it for a replay of the first, and answers.
+#[test]
+fn a_lost_reply_is_made_up_by_the_next_try() {
+    let (swarm, secret) = private_swarm();
+    let relay = lossy_relay(&swarm.tracker_addr, 2);
+    let env = [
+        ("P2P_TRACKER", relay.as_str()),
+        ("P2P_SECRET", secret.as_str()),
+    ];
+    let r = run("leecher", &["--list"], swarm.dir.path(), &env);
+    r.assert_ok();
+}

@@ -80,22 +80,21 @@ pub async fn discover(port: u16) -> io::Result<Option<SocketAddr>> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).await?;
     socket.set_broadcast(true)?;
     let txn = TransactionId(fastrand::u32(..));
-    // In a private swarm sealed, so only trackers of the swarm can open it, and only their
-    // replies open here.
-    let probe = crate::private::outgoing(
-        Request {
-            txn,
-            conn: ConnectionId(0),
-            body: RequestBody::Connect {
-                padding: [0; CONNECT_PADDING],
-            },
-        }
-        .encode(),
-    );
+    let probe = Request {
+        txn,
+        conn: ConnectionId(0),
+        body: RequestBody::Connect {
+            padding: [0; CONNECT_PADDING],
+        },
+    }
+    .encode();
     let mut buf = vec![0u8; crate::private::DATAGRAM_ROOM];
     for wait in [250, 500, 1000].map(Duration::from_millis) {
+        // In a private swarm sealed (anew each round: a tracker drops a repeat as a replay), so
+        // only trackers of the swarm can open it, and only their replies open here.
+        let sealed = crate::private::outgoing(probe.clone());
         for t in &targets {
-            if let Err(e) = socket.send_to(&probe, SocketAddrV4::new(*t, port)).await {
+            if let Err(e) = socket.send_to(&sealed, SocketAddrV4::new(*t, port)).await {
                 tracing::debug!("discovery probe to {t} failed: {e}");
             }
         }

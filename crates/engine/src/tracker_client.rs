@@ -250,13 +250,16 @@ impl TrackerClient {
     ) -> Result<ResponseBody, TrackerError> {
         let txn = TransactionId(fastrand::u32(..));
         let connect = matches!(body, RequestBody::Connect { .. });
-        let bytes = crate::private::outgoing(Request { txn, conn, body }.encode());
+        let bytes = Request { txn, conn, body }.encode();
         let private = crate::private::keys().is_some();
         let mut buf = vec![0u8; crate::private::DATAGRAM_ROOM];
         for (attempt, wait) in self.retry.waits.iter().enumerate() {
             let deadline = tokio::time::Instant::now() + *wait;
             // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
-            let _ = socket.send(&bytes).await;
+            // Sealed anew for every try in a private swarm: the tracker drops a datagram it has
+            // seen as a replay, so resending the same bytes after a lost reply would never be
+            // answered.
+            let _ = socket.send(&crate::private::outgoing(bytes.clone())).await;
             if connect && attempt > 0 && !private {
                 // A version 1 tracker drops our datagrams unanswered. Its connect request was
                 // the same bytes under its own magic, so ask that way too: its answer lets us
