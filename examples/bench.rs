@@ -445,6 +445,13 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
     ));
     let mut swarm = shoal::Swarm::start(bins, &src, args.seeders)?;
     println!("    tracker on {}, file id {}", swarm.addr, swarm.id);
+    let secret = shoal_secret::Secret::generate()?.to_text();
+    step(&format!(
+        "starting a private shoal swarm (P2P_SECRET): tracker and {} seeders of {label}",
+        args.seeders
+    ));
+    let mut private = shoal::Swarm::start_with(bins, &src, args.seeders, Some(&secret))?;
+    println!("    tracker on {}, file id {}", private.addr, private.id);
 
     let mut aria_swarm = aria2.and_then(|()| {
         step(&format!(
@@ -456,6 +463,7 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
 
     // Interleaved, so that both programs and dd see the same machine, busy or not.
     let mut shoal_runs = Vec::new();
+    let mut private_runs = Vec::new();
     let mut aria_runs = Vec::new();
     let mut aria_error = None;
     let mut dd_runs = Vec::new();
@@ -478,6 +486,23 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
             }
             Err(e) => {
                 failed("shoal: ", &e);
+            }
+        }
+        clear_dir(&out_dir)?;
+        warm(&src)?;
+        match shoal::download(bins, &private, &out_dir, size) {
+            Ok(d) => {
+                println!(
+                    "    shoal, private swarm: {:.2} s, data phase {}, CPU leecher {:.2} s, seeders {} s",
+                    d.wall,
+                    gbps(d.rate),
+                    d.cpu_leecher,
+                    list(&d.cpu_seeders)
+                );
+                private_runs.push(d);
+            }
+            Err(e) => {
+                failed("shoal, private swarm: ", &e);
             }
         }
         clear_dir(&out_dir)?;
@@ -517,6 +542,23 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
         .map_or(Vec::new(), |a| shoal::peak_rss(&a.seeders));
     swarm.stop();
     drop(swarm);
+    private.stop();
+    drop(private);
+    let rates =
+        |runs: &[shoal::Download]| -> Vec<f64> { runs.iter().filter_map(|d| d.rate).collect() };
+    let (plain_rate, private_rate) = (
+        report::median(&rates(&shoal_runs)),
+        report::median(&rates(&private_runs)),
+    );
+    if let (Some(plain), Some(private)) = (plain_rate, private_rate) {
+        let ratio = private / plain;
+        println!(
+            "    private swarm vs plain, data phase (medians): {} vs {}: {ratio:.2} x (goal >= 0.7 x: {})",
+            gbps(Some(private)),
+            gbps(Some(plain)),
+            if ratio >= 0.7 { "PASS" } else { "MISS" }
+        );
+    }
     if let Ok(a) = &mut aria_swarm {
         a.stop();
     }
@@ -531,7 +573,24 @@ fn run_cases(args: &Args, bins: &Path, dir: &Path, aria2: Outcome<()>) -> Result
             "tracker throughput: {} s of peer-list requests per run, tracker on CPU 0, load on CPU 1",
             args.load_secs
         ));
-        shoal::tracker_load(bins, args.runs, args.load_secs).map_err(|e| failed("", &e))
+        let plain =
+            shoal::tracker_load(bins, args.runs, args.load_secs, None).map_err(|e| failed("", &e));
+        step("tracker throughput, private swarm: the same load, every datagram sealed");
+        match shoal::tracker_load(bins, args.runs, args.load_secs, Some(&secret)) {
+            Ok(runs) => {
+                let per_sec: Vec<f64> = runs.iter().map(|r| r.per_sec).collect();
+                let per_cpu: Vec<f64> = runs.iter().map(|r| r.per_cpu_sec).collect();
+                println!(
+                    "    private swarm: {:.0} replies/s, {:.0} per tracker CPU second (medians)",
+                    report::median(&per_sec).unwrap_or(0.0),
+                    report::median(&per_cpu).unwrap_or(0.0)
+                );
+            }
+            Err(e) => {
+                failed("private swarm: ", &e);
+            }
+        }
+        plain
     } else {
         Err("skipped (--skip-tracker)".to_string())
     };

@@ -10,6 +10,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +19,7 @@ use shoal_proto::tracker::{
     MAGIC, MAX_DATAGRAM,
 };
 use shoal_proto::{ConnectionId, FileId, TransactionId};
+use shoal_secret::datagram::{self, Direction, Sealer};
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -33,6 +35,33 @@ pub struct LoadOptions {
     pub peers: usize,
     /// Pin the generator's thread to this CPU.
     pub cpu: Option<usize>,
+    /// A private swarm's tracker: requests sealed, replies opened with this.
+    pub sealer: Option<Arc<Sealer>>,
+}
+
+/// Largest datagram either way, sealed or not.
+const ROOM: usize = MAX_DATAGRAM + datagram::OVERHEAD + 1;
+
+fn now_ms() -> u64 {
+    datagram::unix_ms(std::time::SystemTime::now())
+}
+
+/// A request as it goes out: sealed for a private swarm.
+fn outgoing(sealer: Option<&Sealer>, plain: Vec<u8>) -> Vec<u8> {
+    match sealer {
+        Some(s) => s
+            .seal(Direction::Request, &plain, now_ms())
+            .expect("the OS has randomness"),
+        None => plain,
+    }
+}
+
+/// A reply as it came, opened for a private swarm (`None`: it does not open).
+fn incoming(sealer: Option<&Sealer>, buf: &[u8]) -> Option<Vec<u8>> {
+    match sealer {
+        Some(s) => s.open(Direction::Reply, buf, now_ms()).ok(),
+        None => Some(buf.to_vec()),
+    }
 }
 
 impl Default for LoadOptions {
@@ -45,6 +74,7 @@ impl Default for LoadOptions {
             in_flight: 64,
             peers: 300,
             cpu: None,
+            sealer: None,
         }
     }
 }
@@ -104,6 +134,7 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
         pin_current_thread(cpu)?;
     }
     let mut txn = 0u32;
+    let sealer = opts.sealer.as_deref();
     let file = FileId(std::array::from_fn(|_| fastrand::u8(..)));
 
     // Register the fake peers, one announce each, each from a socket of its own: the tracker
@@ -114,7 +145,7 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
     let base = fastrand::u16(10_000..=u16::MAX - opts.peers.min(5_000) as u16);
     for i in 0..opts.peers {
         let reg = blocking_socket(opts.tracker)?;
-        let conn = connect(&reg, &mut txn)?;
+        let conn = connect(&reg, sealer, &mut txn)?;
         let body = RequestBody::Announce {
             peer: PeerInfo {
                 port: base.wrapping_add(i as u16),
@@ -127,15 +158,15 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
                 have: shoal_proto::tracker::Have::Complete,
             }],
         };
-        match call(&reg, &mut txn, conn, body)? {
+        match call(&reg, sealer, &mut txn, conn, body)? {
             ResponseBody::Ack { .. } => {}
             other => bail!("the tracker refused fake peer {i}: {other:?}"),
         }
         fakes.push(reg);
     }
     let reg = blocking_socket(opts.tracker)?;
-    let conn = connect(&reg, &mut txn)?;
-    let expected = match call(&reg, &mut txn, conn, RequestBody::GetPeers { file })? {
+    let conn = connect(&reg, sealer, &mut txn)?;
+    let expected = match call(&reg, sealer, &mut txn, conn, RequestBody::GetPeers { file })? {
         ResponseBody::Peers { peers, .. } if !peers.is_empty() || opts.peers == 0 => peers.len(),
         other => bail!("unexpected answer to a peer-list request: {other:?}"),
     };
@@ -143,7 +174,7 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
     let mut socks = Vec::with_capacity(opts.sockets);
     for _ in 0..opts.sockets.max(1) {
         let sock = blocking_socket(opts.tracker)?;
-        let conn = connect(&sock, &mut txn)?;
+        let conn = connect(&sock, sealer, &mut txn)?;
         sock.set_nonblocking(true)?;
         socks.push(Sock {
             sock,
@@ -154,6 +185,7 @@ pub fn run_with(opts: &LoadOptions, mut mark: impl FnMut(Mark)) -> Result<LoadRe
     }
     let mut gen = Generator {
         socks,
+        sealer: opts.sealer.clone(),
         file,
         window: opts.in_flight.max(1),
         txn,
@@ -197,20 +229,22 @@ fn blocking_socket(tracker: SocketAddr) -> Result<UdpSocket> {
 /// One request, answered (with retries: UDP may drop).
 fn call(
     sock: &UdpSocket,
+    sealer: Option<&Sealer>,
     txn: &mut u32,
     conn: ConnectionId,
     body: RequestBody,
 ) -> Result<ResponseBody> {
     *txn = txn.wrapping_add(1);
-    let req = Request {
+    let plain = Request {
         txn: TransactionId(*txn),
         conn,
         body,
     }
     .encode();
-    let mut buf = [0u8; MAX_DATAGRAM + 1];
+    let mut buf = [0u8; ROOM];
     for _ in 0..10 {
-        sock.send(&req)?;
+        // Sealed anew each try: a private tracker drops a repeated datagram as a replay.
+        sock.send(&outgoing(sealer, plain.clone()))?;
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline {
             let n = match sock.recv(&mut buf) {
@@ -225,7 +259,10 @@ fn call(
                 }
                 Err(e) => return Err(e).context("no answer from the tracker"),
             };
-            match Response::decode(&buf[..n]) {
+            let Some(opened) = incoming(sealer, &buf[..n]) else {
+                continue;
+            };
+            match Response::decode(&opened) {
                 Ok(r) if r.txn == TransactionId(*txn) => {
                     if let ResponseBody::Error {
                         code: ErrorCode::RateLimited,
@@ -245,11 +282,11 @@ fn call(
     ))
 }
 
-fn connect(sock: &UdpSocket, txn: &mut u32) -> Result<ConnectionId> {
+fn connect(sock: &UdpSocket, sealer: Option<&Sealer>, txn: &mut u32) -> Result<ConnectionId> {
     let body = RequestBody::Connect {
         padding: [0; CONNECT_PADDING],
     };
-    match call(sock, txn, ConnectionId(0), body)? {
+    match call(sock, sealer, txn, ConnectionId(0), body)? {
         ResponseBody::Connected { conn } => Ok(conn),
         other => bail!("unexpected answer to connect: {other:?}"),
     }
@@ -264,6 +301,7 @@ struct Sock {
 
 struct Generator {
     socks: Vec<Sock>,
+    sealer: Option<Arc<Sealer>>,
     file: FileId,
     window: usize,
     txn: u32,
@@ -312,14 +350,15 @@ impl Generator {
                 requests.clear();
                 for _ in 0..room {
                     self.txn = self.txn.wrapping_add(1);
-                    requests.push(
+                    requests.push(outgoing(
+                        self.sealer.as_deref(),
                         Request {
                             txn: TransactionId(self.txn),
                             conn: s.conn,
                             body: RequestBody::GetPeers { file: self.file },
                         }
                         .encode(),
-                    );
+                    ));
                 }
                 // ICMP "port unreachable" from an earlier send means the tracker is gone.
                 let sent = io
@@ -343,6 +382,7 @@ impl Generator {
                         }
                         for k in 0..n {
                             count_reply(
+                                self.sealer.as_deref(),
                                 io.received(k),
                                 &mut self.counts,
                                 &mut self.received,
@@ -370,6 +410,7 @@ impl Generator {
 /// the request; so one reply in 16 is decoded, and so is anything shorter than a full list, and
 /// the rest count as full lists.
 fn count_reply(
+    sealer: Option<&Sealer>,
     buf: &[u8],
     counts: &mut LoadReport,
     received: &mut u64,
@@ -378,12 +419,21 @@ fn count_reply(
     full_peers: usize,
 ) {
     *received += 1;
-    if buf.len() >= *min_full_len && buf.starts_with(&MAGIC) && !received.is_multiple_of(16) {
+    let magic: &[u8] = if sealer.is_some() {
+        &datagram::MAGIC
+    } else {
+        &MAGIC
+    };
+    if buf.len() >= *min_full_len && buf.starts_with(magic) && !received.is_multiple_of(16) {
         counts.replies += 1;
         *peers_seen += full_peers as u64;
         return;
     }
-    match Response::decode(buf).map(|r| r.body) {
+    let Some(opened) = incoming(sealer, buf) else {
+        counts.errors += 1;
+        return;
+    };
+    match Response::decode(&opened).map(|r| r.body) {
         Ok(ResponseBody::Peers { peers, .. }) => {
             counts.replies += 1;
             *peers_seen += peers.len() as u64;
@@ -405,14 +455,14 @@ fn count_reply(
 
 /// Buffers for `sendmmsg` and `recvmmsg` on connected, non-blocking UDP sockets.
 struct BatchIo {
-    bufs: Vec<[u8; MAX_DATAGRAM + 1]>,
+    bufs: Vec<[u8; ROOM]>,
     lens: [usize; BATCH],
 }
 
 impl BatchIo {
     fn new() -> BatchIo {
         BatchIo {
-            bufs: vec![[0u8; MAX_DATAGRAM + 1]; BATCH],
+            bufs: vec![[0u8; ROOM]; BATCH],
             lens: [0; BATCH],
         }
     }

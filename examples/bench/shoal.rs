@@ -40,26 +40,48 @@ pub struct Swarm {
     pub addr: String,
     pub seeders: Vec<Proc>,
     pub id: String,
+    /// A private swarm's secret (`P2P_SECRET` of every program).
+    pub secret: Option<String>,
+}
+
+/// The environment that puts a program in the private swarm of `secret`, if any.
+fn secret_env(secret: Option<&str>) -> Vec<(&'static str, String)> {
+    secret
+        .map(|s| ("P2P_SECRET", s.to_string()))
+        .into_iter()
+        .collect()
 }
 
 impl Swarm {
     /// Starts a tracker and `seeders` seeders of `src`; returns once every one has registered.
     pub fn start(bins: &Path, src: &Path, seeders: usize) -> Result<Swarm> {
+        Swarm::start_with(bins, src, seeders, None)
+    }
+
+    /// [`Swarm::start`], a private swarm when `secret` is given.
+    pub fn start_with(
+        bins: &Path,
+        src: &Path,
+        seeders: usize,
+        secret: Option<&str>,
+    ) -> Result<Swarm> {
         let size = std::fs::metadata(src)?.len();
         let name = file_name(src)?;
-        let (tracker, addr) = start_tracker(bins, &[], None, "info")?;
+        let (tracker, addr) = start_tracker_with(bins, &[], None, "info", secret)?;
         let mut swarm = Swarm {
             tracker,
             addr,
             seeders: Vec::new(),
             id: String::new(),
+            secret: secret.map(str::to_string),
         };
         for i in 1..=seeders {
             let mut cmd = Command::new(bins.join("seeder"));
             cmd.args(["--tracker", &swarm.addr])
                 .arg(src)
                 .env("P2P_NO_DISCOVERY", "1")
-                .env("RUST_LOG", "info");
+                .env("RUST_LOG", "info")
+                .envs(secret_env(secret));
             swarm.seeders.push(procs::spawn(
                 &format!("seeder{i}"),
                 &mut cmd,
@@ -111,10 +133,22 @@ pub fn start_tracker(
     cpu: Option<usize>,
     log: &str,
 ) -> Result<(Proc, String)> {
+    start_tracker_with(bins, extra, cpu, log, None)
+}
+
+/// [`start_tracker`], of a private swarm when `secret` is given.
+pub fn start_tracker_with(
+    bins: &Path,
+    extra: &[&str],
+    cpu: Option<usize>,
+    log: &str,
+    secret: Option<&str>,
+) -> Result<(Proc, String)> {
     let mut cmd = Command::new(bins.join("tracker"));
     cmd.args(["--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_LOG", log);
+        .env("RUST_LOG", log)
+        .envs(secret_env(secret));
     let p = procs::spawn(
         "tracker",
         &mut cmd,
@@ -155,7 +189,8 @@ pub fn download(bins: &Path, swarm: &Swarm, out: &Path, size: u64) -> Result<Dow
         .arg(&swarm.id)
         .current_dir(out)
         .env("P2P_NO_DISCOVERY", "1")
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(secret_env(swarm.secret.as_deref()));
     let t0 = Instant::now();
     let mut p = procs::spawn("leecher", &mut cmd, Opts::default())?;
     let exit = p.wait(download_timeout(size))?;
@@ -236,8 +271,14 @@ pub struct LoadRun {
 }
 
 /// A tracker pinned to CPU 0 (`--rate-limit 0`: all the load comes from 127.0.0.1), the load
-/// generator pinned to CPU 1, `runs` times `secs` seconds.
-pub fn tracker_load(bins: &Path, runs: usize, secs: f64) -> Result<Vec<LoadRun>> {
+/// generator pinned to CPU 1, `runs` times `secs` seconds; of a private swarm (every datagram
+/// sealed) when `secret` is given.
+pub fn tracker_load(
+    bins: &Path,
+    runs: usize,
+    secs: f64,
+    secret: Option<&str>,
+) -> Result<Vec<LoadRun>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (tracker_cpu, load_cpu) = if cores >= 2 {
         (Some(0), Some(1))
@@ -245,18 +286,29 @@ pub fn tracker_load(bins: &Path, runs: usize, secs: f64) -> Result<Vec<LoadRun>>
         println!("    one core only: nothing pinned, tracker and load share it");
         (None, None)
     };
-    let (mut tracker, addr) = start_tracker(
+    let (mut tracker, addr) = start_tracker_with(
         bins,
         &["--rate-limit", "0", "--interval", "60"],
         tracker_cpu,
         "warn",
+        secret,
     )?;
+    let sealer = match secret {
+        Some(s) => {
+            let (secret, _) = shoal_secret::Secret::parse(s)?;
+            Some(std::sync::Arc::new(
+                shoal_secret::Keys::derive(&secret).datagrams,
+            ))
+        }
+        None => None,
+    };
     let mut out = Vec::new();
     for i in 0..runs {
         let opts = load::LoadOptions {
             tracker: addr.parse().context("tracker address")?,
             duration: Duration::from_secs_f64(secs),
             cpu: load_cpu,
+            sealer: sealer.clone(),
             ..load::LoadOptions::default()
         };
         // The generator runs on a thread of its own, pinned (children spawned later from the

@@ -13,12 +13,12 @@ use shoal_proto::peer::{
 };
 use shoal_proto::{AnyManifest, ChunkIndex, FileId};
 use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 use crate::pool::{BufferPool, PooledBuf};
 use crate::rate::RateLimit;
+use crate::transport::{self, ReadHalf, WriteHalf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -50,6 +50,8 @@ pub enum ConnError {
     Refused(shoal_proto::TreeError),
     #[error("{0}")]
     Serve(#[from] crate::store::ServeError),
+    #[error("the peer is not of this private swarm, or closed the connection during the handshake (is P2P_SECRET the same on every machine?): {0}")]
+    Handshake(#[from] shoal_secret::noise::HandshakeError),
 }
 
 /// Splits the byte stream into frames no longer than the current maximum (checked on the length
@@ -84,7 +86,7 @@ impl Decoder for PeerCodec {
     }
 }
 
-pub type FrameReader = FramedRead<OwnedReadHalf, PeerCodec>;
+pub type FrameReader = FramedRead<ReadHalf, PeerCodec>;
 
 /// Reads the next frame within `limit`.
 pub async fn next_frame(reader: &mut FrameReader, limit: Duration) -> Result<Frame, ConnError> {
@@ -98,14 +100,14 @@ pub async fn next_frame(reader: &mut FrameReader, limit: Duration) -> Result<Fra
 /// Writes frames. Control frames are queued and flushed together; a payload goes out in the same
 /// vectored write as its header, never copied.
 pub struct FrameWriter {
-    inner: OwnedWriteHalf,
+    inner: WriteHalf,
     queued: BytesMut,
     /// `--max-upload-rate`: payloads (chunks, manifests) are charged here before they go.
     limit: Option<Arc<RateLimit>>,
 }
 
 impl FrameWriter {
-    pub fn new(inner: OwnedWriteHalf) -> FrameWriter {
+    pub fn new(inner: WriteHalf) -> FrameWriter {
         FrameWriter {
             inner,
             queued: BytesMut::with_capacity(256),
@@ -126,6 +128,8 @@ impl FrameWriter {
         if !self.queued.is_empty() {
             self.inner.write_all(&self.queued).await?;
             self.queued.clear();
+            // A Noise stream holds what it sealed until flushed (plain TCP: nothing to do).
+            self.inner.flush().await?;
         }
         Ok(())
     }
@@ -156,7 +160,7 @@ impl FrameWriter {
             body = &body[n - from_head..];
         }
         self.queued.clear();
-        Ok(())
+        self.inner.flush().await
     }
 
     /// Sends queued frames, then `header` and `len` bytes of `file` from `offset`, straight from
@@ -172,7 +176,9 @@ impl FrameWriter {
     ) -> io::Result<()> {
         use rustix::net::SendFlags;
         peer::encode_head(header, len, &mut self.queued);
-        let stream: &TcpStream = self.inner.as_ref();
+        let Some(stream) = self.inner.plain_tcp() else {
+            return self.send_file_sealed(file, offset, len).await;
+        };
         let mut head = &self.queued[..];
         while !head.is_empty() {
             stream.writable().await?;
@@ -222,6 +228,49 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// [`FrameWriter::send_file`] over a stream that must see the bytes (Noise): the queued
+    /// frames and the head, then the file's bytes read into one Noise message's worth of buffer
+    /// at a time, so memory per connection stays at that.
+    async fn send_file_sealed(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Some(limit) = &self.limit {
+            limit.take(len).await;
+        }
+        let piece = shoal_secret::noise::MAX_PLAIN;
+        let mut buf = std::mem::take(&mut self.queued);
+        let (mut at, end) = (offset, offset + len as u64);
+        while at < end || !buf.is_empty() {
+            let room = (piece.saturating_sub(buf.len()) as u64).min(end - at) as usize;
+            let start = buf.len();
+            buf.resize(start + room, 0);
+            // From the page cache, where `prefetch` asked for it, as `sendfile` would read it.
+            let mut filled = start;
+            while filled < start + room {
+                match file.read_at(&mut buf[filled..start + room], at)? {
+                    0 => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the file shrank while being sent",
+                        ))
+                    }
+                    n => {
+                        filled += n;
+                        at += n as u64;
+                    }
+                }
+            }
+            self.inner.write_all(&buf).await?;
+            buf.clear();
+        }
+        self.queued = buf;
+        self.inner.flush().await
+    }
+
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.inner.shutdown().await
     }
@@ -229,7 +278,8 @@ impl FrameWriter {
     /// Writes bytes as they are, frame or not: for tests that play a broken peer.
     #[cfg(test)]
     pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.inner.write_all(bytes).await
+        self.inner.write_all(bytes).await?;
+        self.inner.flush().await
     }
 }
 
@@ -238,10 +288,26 @@ pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-/// Splits a connected stream into a frame reader (accepting frames up to `max_frame`) and writer.
+/// Splits a connected stream into a frame reader (accepting frames up to `max_frame`) and writer,
+/// over plain TCP.
 pub fn split(stream: TcpStream, max_frame: usize) -> (FrameReader, FrameWriter) {
     tune(&stream);
     let (r, w) = stream.into_split();
+    framed(ReadHalf::Plain(r), WriteHalf::Plain(w), max_frame)
+}
+
+/// [`split`] for an accepted connection: over Noise in a private swarm, once the client has
+/// proved in the handshake that it holds the swarm's secret.
+pub async fn accept(
+    stream: TcpStream,
+    max_frame: usize,
+) -> Result<(FrameReader, FrameWriter), ConnError> {
+    tune(&stream);
+    let (r, w) = transport::open(stream, false).await?;
+    Ok(framed(r, w, max_frame))
+}
+
+fn framed(r: ReadHalf, w: WriteHalf, max_frame: usize) -> (FrameReader, FrameWriter) {
     (
         FramedRead::with_capacity(r, PeerCodec::new(max_frame), 64 * 1024),
         FrameWriter::new(w),
@@ -261,7 +327,7 @@ pub enum Payload {
 /// chunk's payload straight from the socket into a buffer of the download's [`BufferPool`], so a
 /// chunk is copied once (kernel to its final buffer) and memory is bounded by the pool.
 pub struct FrameSource {
-    inner: OwnedReadHalf,
+    inner: ReadHalf,
     staged: BytesMut,
     max_frame: usize,
     /// `--max-download-rate`: every byte read is charged here, in reads no larger than a slice.
@@ -272,7 +338,7 @@ pub struct FrameSource {
 const STAGING: usize = 64 * 1024;
 
 impl FrameSource {
-    fn new(inner: OwnedReadHalf, max_frame: usize) -> FrameSource {
+    fn new(inner: ReadHalf, max_frame: usize) -> FrameSource {
         FrameSource {
             inner,
             staged: BytesMut::with_capacity(STAGING),
@@ -479,7 +545,9 @@ impl PeerConn {
             .await
             .map_err(|_| ConnError::Timeout(limit))??;
         tune(&stream);
-        let (r, w) = stream.into_split();
+        let (r, w) = tokio::time::timeout(limit, transport::open(stream, true))
+            .await
+            .map_err(|_| ConnError::Timeout(limit))??;
         // Until the manifest is known, the largest frame is a manifest.
         let mut conn = PeerConn {
             addr,

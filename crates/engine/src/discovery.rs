@@ -4,15 +4,14 @@
 //! The probe is an ordinary connect request sent to the broadcast address of every IPv4 interface
 //! that has one (not loopback), on the tracker's default port. Any tracker listening on that port on
 //! all interfaces answers with its connection id, and the reply's source address is the tracker.
-//! It is padded like every connect request, so the reply is never larger than the probe.
+//! It is padded like every connect request, so the reply is never larger than the probe. In a
+//! private swarm the probe is sealed like every request: only trackers of the swarm answer it.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use shoal_proto::tracker::{
-    Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAX_DATAGRAM,
-};
+use shoal_proto::tracker::{Request, RequestBody, Response, ResponseBody, CONNECT_PADDING};
 use shoal_proto::{ConnectionId, TransactionId};
 use tokio::net::UdpSocket;
 
@@ -59,14 +58,15 @@ pub async fn choose_tracker(
         return Err(TrackerError::Unreachable {
             addr: probe.addr(),
             attempts: 2,
-        });
+        }
+        .unanswered());
     }
     match discover(DEFAULT_PORT).await? {
         Some(found) => {
             tracing::info!("found a tracker at {found} on the local network");
             TrackerClient::connect(&found.to_string(), RetryPolicy::default()).await
         }
-        None => Err(TrackerError::NotFound { addr: probe.addr() }),
+        None => Err(TrackerError::NotFound { addr: probe.addr() }.unanswered()),
     }
 }
 
@@ -88,10 +88,13 @@ pub async fn discover(port: u16) -> io::Result<Option<SocketAddr>> {
         },
     }
     .encode();
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; crate::private::DATAGRAM_ROOM];
     for wait in [250, 500, 1000].map(Duration::from_millis) {
+        // In a private swarm sealed (anew each round: a tracker drops a repeat as a replay), so
+        // only trackers of the swarm can open it, and only their replies open here.
+        let sealed = crate::private::outgoing(probe.clone());
         for t in &targets {
-            if let Err(e) = socket.send_to(&probe, SocketAddrV4::new(*t, port)).await {
+            if let Err(e) = socket.send_to(&sealed, SocketAddrV4::new(*t, port)).await {
                 tracing::debug!("discovery probe to {t} failed: {e}");
             }
         }
@@ -99,10 +102,13 @@ pub async fn discover(port: u16) -> io::Result<Option<SocketAddr>> {
         while let Ok(Ok((n, from))) =
             tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
         {
+            let Ok(opened) = crate::private::incoming(&buf[..n]) else {
+                continue;
+            };
             if let Ok(Response {
                 txn: t,
                 body: ResponseBody::Connected { .. },
-            }) = Response::decode(&buf[..n])
+            }) = Response::decode(&opened)
             {
                 if t == txn {
                     return Ok(Some(from));

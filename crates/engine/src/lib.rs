@@ -5,6 +5,7 @@
 //! - [`fsafe`]: the file-system checks that keep anything unverified or unintended from standing
 //!   under a final name (`.part` names, what is written through, the final rename).
 //! - [`conn`]: framed peer connections over TCP.
+//! - [`transport`]: the stream under them: plain TCP, or Noise in a private swarm.
 //! - [`discovery`]: choosing the tracker, and finding one on the LAN when none is configured.
 //! - [`server`]: serves chunks of shared files to other peers.
 //! - [`admission`]: which connections a server takes: caps in total and per source, idleness.
@@ -12,6 +13,7 @@
 //! - [`advert`]: what the server tells each client about the chunks it has.
 //! - [`tracker_client`]: talks to the tracker over UDP (retries, connection ids, paging) and keeps
 //!   a peer registered ([`tracker_client::Announcer`]).
+//! - [`private`]: this process's private swarm keys, if any (`--secret-file`, `P2P_SECRET`).
 //! - [`pool`]: the fixed set of chunk buffers a download reuses.
 //! - [`scheduler`]: the sans-IO bookkeeping of which chunk is where during a download.
 //! - [`reveal`]: super-seeding, the sans-IO choice of which chunks a complete peer advertises.
@@ -30,6 +32,7 @@ pub mod discovery;
 pub mod download;
 pub mod fsafe;
 pub mod pool;
+pub mod private;
 pub mod rate;
 pub mod reveal;
 pub mod scheduler;
@@ -38,6 +41,7 @@ pub mod server;
 pub mod store;
 pub mod support;
 pub mod tracker_client;
+pub mod transport;
 
 /// Default tracker address when neither `--tracker` nor `P2P_TRACKER` says otherwise.
 pub const DEFAULT_TRACKER: &str = "127.0.0.1:6969";

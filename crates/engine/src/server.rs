@@ -126,6 +126,10 @@ async fn serve_admitting(
 /// Tells a connection we will not serve that we are busy, if its socket takes the frame at once
 /// (never waits: the accept loop must not stall on a hostile peer), and closes it.
 fn refuse(stream: &TcpStream) {
+    // In a private swarm nothing goes out before the handshake: just close.
+    if crate::private::keys().is_some() {
+        return;
+    }
     let mut frame = bytes::BytesMut::new();
     let busy = Header::Reject {
         index: None,
@@ -151,7 +155,11 @@ async fn serve_conn(
     slot: &Slot,
     tally: &mut Tally,
 ) -> Result<(), ConnError> {
-    let (mut reader, mut writer) = conn::split(stream, MAX_CLIENT_FRAME);
+    // In a private swarm the Noise handshake comes first, within the hello's deadline.
+    let (mut reader, mut writer) =
+        tokio::time::timeout(HELLO_TIMEOUT, conn::accept(stream, MAX_CLIENT_FRAME))
+            .await
+            .map_err(|_| ConnError::Timeout(HELLO_TIMEOUT))??;
     writer.set_limit(upload);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, handshake(&mut reader, &mut writer, library));
     let Some(mut peer) = hello

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{
     version_text, AddressProof, DecodeError, ErrorCode, Filter, ListEntry, Request, RequestBody,
-    Response, ResponseBody, CONNECT_PADDING, MAX_DATAGRAM, PROTOCOL_VERSION,
+    Response, ResponseBody, CONNECT_PADDING, PROTOCOL_VERSION,
 };
 use shoal_proto::{ConnectionId, FileId, TransactionId};
 use tokio::net::UdpSocket;
@@ -44,8 +44,25 @@ pub enum TrackerError {
         addr: SocketAddr,
         theirs: Option<u8>,
     },
+    #[error("no tracker of this swarm answered; is P2P_SECRET the same on every machine? (asked {addr}; the machines' clocks must also agree to within a minute)")]
+    NotOfSwarm { addr: SocketAddr },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl TrackerError {
+    /// In a private swarm, silence means the secret (or the clock) differs as likely as that no
+    /// tracker runs: say so.
+    pub(crate) fn unanswered(self) -> TrackerError {
+        match self {
+            TrackerError::Unreachable { addr, .. } | TrackerError::NotFound { addr }
+                if crate::private::keys().is_some() =>
+            {
+                TrackerError::NotOfSwarm { addr }
+            }
+            other => other,
+        }
+    }
 }
 
 /// How long to wait for each reply, in turn; after the last, give up.
@@ -235,12 +252,16 @@ impl TrackerClient {
         let txn = TransactionId(fastrand::u32(..));
         let connect = matches!(body, RequestBody::Connect { .. });
         let bytes = Request { txn, conn, body }.encode();
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let private = crate::private::keys().is_some();
+        let mut buf = vec![0u8; crate::private::DATAGRAM_ROOM];
         for (attempt, wait) in self.retry.waits.iter().enumerate() {
             let deadline = tokio::time::Instant::now() + *wait;
             // A refused send (nothing listening yet) is one more lost datagram: wait and retry.
-            let _ = socket.send(&bytes).await;
-            if connect && attempt > 0 {
+            // Sealed anew for every try in a private swarm: the tracker drops a datagram it has
+            // seen as a replay, so resending the same bytes after a lost reply would never be
+            // answered.
+            let _ = socket.send(&crate::private::outgoing(bytes.clone())).await;
+            if connect && attempt > 0 && !private {
                 // A version 1 tracker drops our datagrams unanswered. Its connect request was
                 // the same bytes under its own magic, so ask that way too: its answer lets us
                 // say why nothing works, instead of "did not answer".
@@ -254,7 +275,10 @@ impl TrackerClient {
                         tokio::time::sleep_until(deadline).await;
                         break;
                     }
-                    Ok(Ok(n)) => match Response::decode(&buf[..n]) {
+                    Ok(Ok(n)) => match crate::private::incoming(&buf[..n])
+                        .map_err(|_| DecodeError::Malformed)
+                        .and_then(|opened| Response::decode(&opened))
+                    {
                         Ok(resp) if resp.txn == txn => return Ok(resp.body),
                         Err(DecodeError::OtherVersion(theirs)) => {
                             return Err(TrackerError::OtherVersion {
@@ -271,7 +295,8 @@ impl TrackerClient {
         Err(TrackerError::Unreachable {
             addr: self.addr,
             attempts: self.retry.waits.len() as u32,
-        })
+        }
+        .unanswered())
     }
 
     /// Every page of a listing, up to [`MAX_LIST_ENTRIES`] entries and [`MAX_LIST_PAGES`] pages.

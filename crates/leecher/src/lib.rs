@@ -56,6 +56,9 @@ struct Args {
     /// folder, `**` across folders); may be given several times.
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
+    /// A private swarm: read its secret from this file (else from P2P_SECRET, if set).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
     /// Folder to write the file into.
     #[arg(long, default_value = ".", value_name = "DIR")]
     out: PathBuf,
@@ -112,6 +115,10 @@ pub fn main() -> ExitCode {
         parsed => parsed.unwrap_or_else(|e| e.exit()),
     };
     if args.interactive {
+        if let Err(e) = shoal_engine::private::set_up(args.secret_file.as_deref()) {
+            eprintln!("leecher: {e}");
+            return ExitCode::FAILURE;
+        }
         return prompt::main(args);
     }
     init_logging_to(|| progress::LogWriter);
@@ -126,6 +133,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    shoal_engine::private::set_up(args.secret_file.as_deref())?;
     if args.window == 0 || args.max_peers == 0 || args.stall_timeout == 0 {
         anyhow::bail!("--window, --max-peers and --stall-timeout must be at least 1");
     }

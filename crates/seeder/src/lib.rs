@@ -38,6 +38,9 @@ struct Args {
     /// folder as one.
     #[arg(long)]
     each: bool,
+    /// A private swarm: read its secret from this file (else from P2P_SECRET, if set).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
     /// TCP port to serve on (default: one the OS picks).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     debug_assert!(DEFAULT_CHUNK_SIZE.is_power_of_two());
+    shoal_engine::private::set_up(args.secret_file.as_deref())?;
     // Check every path, the serving port and the tracker before hashing anything, so that a typo
     // or a tracker that is not there fails at once, not after hashing 20 GiB.
     for path in &args.files {

@@ -67,6 +67,8 @@ pub struct Status {
     cache: Mutex<Option<Cached>>,
     /// Held while an answer is built and encoded: one at a time, so one transient copy at most.
     building: Mutex<()>,
+    /// A private swarm's page key: every data route asks for it ([`crate::http_key`]).
+    key: Option<Arc<str>>,
 }
 
 struct Cached {
@@ -87,7 +89,14 @@ impl Status {
             udp,
             cache: Mutex::new(None),
             building: Mutex::new(()),
+            key: None,
         }
+    }
+
+    /// The page of a private swarm's tracker: refused without `key`.
+    pub fn with_key(mut self, key: &str) -> Status {
+        self.key = Some(key.into());
+        self
     }
 }
 
@@ -127,6 +136,10 @@ pub fn router(status: Arc<Status>) -> Router {
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(axum::middleware::from_fn_with_state(
+            status.key.clone(),
+            crate::http_key::require_key,
+        ))
         .with_state(status)
 }
 

@@ -10,8 +10,10 @@ pub mod activity;
 pub mod http;
 pub mod http_conn;
 mod http_cost;
+mod http_key;
 pub mod limits;
 pub mod metrics;
+pub mod private;
 pub mod ratelimit;
 pub mod registry;
 pub mod udp;
@@ -42,6 +44,18 @@ pub fn serve(
     registry: Arc<Mutex<Registry>>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_sealed(socket, registry, None, cancel)
+}
+
+/// [`serve`] for a private swarm when `sealer` is given: only datagrams sealed with its key are
+/// answered, and replies are sealed ([`private`]).
+pub fn serve_sealed(
+    socket: UdpSocket,
+    registry: Arc<Mutex<Registry>>,
+    sealer: Option<&shoal_secret::datagram::Sealer>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let mut sealed = sealer.map(private::Sealed::new);
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(TICK))?;
     socket.set_write_timeout(Some(TICK))?;
@@ -62,7 +76,10 @@ pub fn serve(
         {
             let mut registry = lock();
             let now = std::time::Instant::now();
-            batch.answer(|src, datagram, reply| registry.handle_into(now, src, datagram, reply));
+            batch.answer(|src, datagram, reply| match &mut sealed {
+                Some(sealed) => sealed.answer(&mut registry, now, src, datagram, reply),
+                None => registry.handle_into(now, src, datagram, reply),
+            });
         }
         // Waits (a tick at a time) only while the socket buffer is full.
         while batch.send(fd).is_err() && !cancel.is_cancelled() {}
@@ -120,6 +137,25 @@ struct Args {
     /// Source IPs the rate limiter keeps track of at once (fixed memory, 32 bytes each).
     #[arg(long, default_value_t = Limits::default().rate_table, value_name = "N")]
     rate_table: usize,
+    /// A private swarm: read its secret from this file (else from P2P_SECRET, if set).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<std::path::PathBuf>,
+    /// Print a fresh secret for a private swarm, and how to use it, then exit.
+    #[arg(long)]
+    new_secret: bool,
+}
+
+/// `--new-secret`: the secret alone on the first line (for scripts), then how to use it.
+fn print_new_secret() -> anyhow::Result<()> {
+    let text = shoal_secret::Secret::generate()?.to_text();
+    println!("{text}");
+    println!();
+    println!("Give every machine of the swarm (tracker, seeders, leechers) this secret, either");
+    println!("in the environment:        export P2P_SECRET={text}");
+    println!("or in a file only you can read, passed as --secret-file FILE to every program.");
+    println!("Without it a program of this swarm gets no answer from the tracker and no byte");
+    println!("from a peer. Keep it like a password.");
+    Ok(())
 }
 
 /// The command line: parses flags, runs, maps errors to one sentence and exit code 1.
@@ -127,6 +163,15 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     shoal_cli::tune_allocator();
     shoal_cli::init_logging();
+    if args.new_secret {
+        return match print_new_secret() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tracker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,6 +241,8 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 /// What [`set_up`] made: the bound sockets, the state, the signal handlers.
 struct Ready {
     socket: UdpSocket,
+    /// A private swarm's keys.
+    keys: Option<shoal_secret::Keys>,
     registry: Arc<Mutex<Registry>>,
     shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     page: Option<(tokio::net::TcpListener, Arc<http::Status>)>,
@@ -206,6 +253,7 @@ struct Ready {
 fn run(rt: &tokio::runtime::Runtime, args: Args) -> anyhow::Result<()> {
     let Ready {
         socket,
+        keys,
         registry,
         shutdown,
         page,
@@ -229,7 +277,8 @@ fn run(rt: &tokio::runtime::Runtime, args: Args) -> anyhow::Result<()> {
                 }
             })
         });
-        let served = serve(socket, registry, cancel.clone());
+        let sealer = keys.as_ref().map(|k| &k.datagrams);
+        let served = serve_sealed(socket, registry, sealer, cancel.clone());
         cancel.cancel();
         let _ = runtime.join();
         served.context("serving UDP")
@@ -238,6 +287,15 @@ fn run(rt: &tokio::runtime::Runtime, args: Args) -> anyhow::Result<()> {
 
 async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     let config = config(args)?;
+    let keys = match shoal_secret::load(args.secret_file.as_deref())? {
+        Some(loaded) => {
+            if let Some(warning) = loaded.warning() {
+                tracing::warn!("{warning}");
+            }
+            Some(shoal_secret::Keys::derive(&loaded.secret))
+        }
+        None => None,
+    };
     let addr = resolve(&args.listen, "the tracker", "0.0.0.0:6969").await?;
     let socket = UdpSocket::bind(addr).with_context(|| {
         format!("cannot listen on UDP {addr} (is another tracker running? choose another with --listen)")
@@ -266,18 +324,31 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     let shutdown = Box::pin(shoal_cli::shutdown_signal());
     println!("tracker listening on {local}");
     tracing::info!("tracker listening on udp {local}");
+    if keys.is_some() {
+        tracing::info!("private swarm: only programs with the same secret get an answer");
+    }
     let page = match http {
         Some(listener) => {
             let at = listener.local_addr()?;
             println!("http listening on {at}");
-            tracing::info!("status page at http://{at}/");
-            let status = Arc::new(http::Status::new(registry.clone(), local));
+            let mut status = http::Status::new(registry.clone(), local);
+            match &keys {
+                Some(k) => {
+                    // Only the URL with the key shows anything: print it where the operator
+                    // looks.
+                    println!("status page: http://{at}/?key={}", k.page_token);
+                    status = status.with_key(&k.page_token);
+                }
+                None => tracing::info!("status page at http://{at}/"),
+            }
+            let status = Arc::new(status);
             Some((listener, status))
         }
         None => None,
     };
     Ok(Ready {
         socket,
+        keys,
         registry,
         shutdown,
         page,

@@ -313,10 +313,14 @@ function setLive(ok, why) {
   setAttr(live, 'title', ok ? 'updates every second' : `the tracker did not answer: ${why}`);
 }
 
+// A private swarm's tracker asks for the key its page was opened with (?key=...).
+const KEY = new URLSearchParams(location.search).get('key');
+const keyParam = KEY ? `&key=${encodeURIComponent(KEY)}` : '';
+
 async function poll() {
   try {
     const q = query ? `&q=${encodeURIComponent(query)}` : '';
-    const res = await fetch(`/api/swarm?limit=${ROWS}${q}`, { cache: 'no-store' });
+    const res = await fetch(`/api/swarm?limit=${ROWS}${q}${keyParam}`, { cache: 'no-store' });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     render(await res.json());
     setLive(true);
@@ -343,7 +347,7 @@ document.addEventListener('DOMContentLoaded', () => {
 poll.once = async () => {
   try {
     const q = query ? `&q=${encodeURIComponent(query)}` : '';
-    const res = await fetch(`/api/swarm?limit=${ROWS}${q}`, { cache: 'no-store' });
+    const res = await fetch(`/api/swarm?limit=${ROWS}${q}${keyParam}`, { cache: 'no-store' });
     if (res.ok) render(await res.json());
   } catch (_) { /* the loop reports it */ }
 };
