@@ -339,3 +339,35 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
         "no chunk went from one leecher to another"
     );
 }
+
+/// A folder is one share in a private swarm too: its tree manifest and every file's chunks go
+/// over Noise, and the tree arrives exact.
+#[test]
+fn a_folder_arrives_exact_in_a_private_swarm() {
+    let secret = Secret::generate().unwrap().to_text();
+    let (swarm, _k) = tracker(Some(&secret));
+    let files = [
+        ("album/a.bin", pattern(40_000, 31)),
+        ("album/deep/er/b.bin", pattern(16 * 1024, 32)),
+        ("album/empty.txt", Vec::new()),
+    ];
+    for (rel, data) in &files {
+        swarm.write(rel, data);
+    }
+    let env = env(&swarm, Some(&secret));
+    let seeder = Proc::spawn(
+        BINS.seeder,
+        &["--chunk-size", "16K", "album"],
+        swarm.dir.path(),
+        &env,
+    );
+    seeder.wait_stdout_count(1);
+    let out = swarm.folder("out");
+    let mut leecher = Proc::spawn(BINS.leecher, &["--no-seed", "album"], &out, &env);
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    for (rel, data) in &files {
+        let got = std::fs::read(out.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(got == *data, "{rel} differs\n{}", leecher.dump());
+    }
+}
