@@ -58,13 +58,15 @@ async fn look_up(
                 last = Some(e);
             }
             Ok(found) => return Ok(found?),
-            Err(_) => return Err(match last {
-                Some(e) => e.into(),
-                None => anyhow::anyhow!(
+            Err(_) => {
+                return Err(match last {
+                    Some(e) => e.into(),
+                    None => anyhow::anyhow!(
                     "looking the file up at the tracker took longer than {} s (--timeout); gave up",
                     timeout.as_secs()
                 ),
-            }),
+                })
+            }
         }
     }
 }
