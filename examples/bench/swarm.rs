@@ -32,6 +32,8 @@ pub struct SizeResult {
     pub last: Vec<f64>,
     /// The seeder's upload, counted by tc on its link, as a multiple of the file size.
     pub seeder_upload: Vec<f64>,
+    /// Everything the seeder and the leechers sent, over N x F.
+    pub all_upload: Vec<f64>,
     /// The largest peak resident set of the round's leechers, KiB.
     pub peak_rss_kib: Vec<f64>,
 }
@@ -86,6 +88,7 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
             first: Vec::new(),
             last: Vec::new(),
             seeder_upload: Vec::new(),
+            all_upload: Vec::new(),
             peak_rss_kib: Vec::new(),
         };
         let mut error = None;
@@ -93,8 +96,12 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
             match lan.round(bins, &tracker_addr, n, false, timeout(n)) {
                 Ok(r) => {
                     let up = r.seeder_sent as f64 / plan.file_size as f64;
+                    // Everything sent over what the leechers needed: copies that were wasted
+                    // (and the TCP/IP headers, about 3 %).
+                    let all = (r.seeder_sent + r.leechers_sent) as f64
+                        / (n as f64 * plan.file_size as f64);
                     println!(
-                        "    N = {n}, run {}/{}: first {:.2} s, last {:.2} s, seeder sent {up:.2} x F",
+                        "    N = {n}, run {}/{}: first {:.2} s, last {:.2} s, seeder sent {up:.2} x F, all sent {all:.3} x N F",
                         i + 1,
                         plan.runs,
                         r.first,
@@ -103,6 +110,7 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
                     res.first.push(r.first);
                     res.last.push(r.last);
                     res.seeder_upload.push(up);
+                    res.all_upload.push(all);
                     res.peak_rss_kib.push(r.peak_rss_kib as f64);
                 }
                 Err(e) => {
@@ -132,6 +140,8 @@ struct Round {
     first: f64,
     last: f64,
     seeder_sent: u64,
+    /// What the leechers uploaded, counted as the seeder's is.
+    leechers_sent: u64,
     peak_rss_kib: u64,
 }
 
@@ -316,6 +326,7 @@ impl Lan {
         }
         let (mut seeder, id) = self.seeder(bins, tracker)?;
         let sent0 = self.sent(2)?;
+        let leechers_sent0 = (3..3 + n).map(|h| self.sent(h)).sum::<Result<u64>>()?;
         let mut args = vec!["--tracker", tracker, "--timeout", "30", "--port", "7000"];
         if alone {
             args.push("--no-seed");
@@ -343,6 +354,7 @@ impl Lan {
             done.push(line.at.duration_since(start).as_secs_f64());
         }
         let seeder_sent = self.sent(2)? - sent0;
+        let leechers_sent = (3..3 + n).map(|h| self.sent(h)).sum::<Result<u64>>()? - leechers_sent0;
         // All at once, so that none is left seeding alone while another stops.
         for l in &leechers {
             l.signal(libc::SIGINT);
@@ -358,10 +370,21 @@ impl Lan {
         seeder.stop(libc::SIGINT, Duration::from_secs(5));
         let first = done.iter().copied().fold(f64::INFINITY, f64::min);
         let last = done.iter().copied().fold(0.0, f64::max);
+        if n > 1 {
+            // The last to finish, and its warnings: what held the round up.
+            let slowest = done.iter().position(|t| *t == last).unwrap_or(0);
+            let l = &leechers[slowest];
+            for line in l.lines(Stream::Err) {
+                if line.starts_with("downloaded ") || line.contains(" WARN ") {
+                    println!("      last, {}: {line}", l.label);
+                }
+            }
+        }
         Ok(Round {
             first,
             last,
             seeder_sent,
+            leechers_sent,
             peak_rss_kib,
         })
     }
@@ -454,6 +477,12 @@ pub fn tabulate(r: &mut Report, x: &Outcome<Results>) {
             &format!("N = {n}: seeder upload / F"),
             Unit::Ratio,
             s.seeder_upload.clone(),
+            None,
+        );
+        r.row(
+            &format!("N = {n}: all uploads / (N x F)"),
+            Unit::Ratio,
+            s.all_upload.clone(),
             None,
         );
         r.row(
