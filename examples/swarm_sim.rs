@@ -12,6 +12,8 @@
 
 #[path = "swarm_sim/model.rs"]
 mod model;
+#[path = "swarm_sim/uplink.rs"]
+mod uplink;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,18 +23,21 @@ use model::{Params, Sim};
 
 const USAGE: &str = "usage: swarm_sim [--leechers N,N,...] [--file-mib F] [--chunk-kib C] \
 [--upload-mbit U] [--window W] [--max-peers P] [--latency-ms L] [--join-s J] [--no-reveal] \
-[--cancel] [--seed S] [--check]
+[--cancel] [--fair-share] [--seed S] [--check]
   --leechers    swarm sizes to run (default 100,1000,10000)
   --file-mib    file size, MiB (default 32)
   --chunk-kib   chunk size, KiB (default 512)
   --upload-mbit every host's upload, Mbit/s (default 50); downloads are not capped
-  --window      requests in flight per connection (default 6, as the leecher)
+  --window      requests in flight per connection at most (default 6, as the leecher), paced
+                as the engine paces them (half a second of the peer's measured delivery)
   --max-peers   connections per host at most, the seeder's too (default 32, as the leecher)
   --latency-ms  one-way latency of every message (default 5)
   --join-s      leechers register with the tracker within this many seconds (default 1)
   --no-reveal   the seeder advertises every chunk (no super-seeding), for comparison
   --cancel      a leecher that completes a chunk cancels its other requests for it (the engine
                 does not send Cancel today; this shows what it would change)
+  --fair-share  every uplink sends to all its connections at once, each at its share of the
+                rate, as TCP does (default: one chunk at a time, connections in turn)
   --seed        random seed (default 1)
   --check       check the scheduler's and the reveal policy's invariants after every event (slow)";
 
@@ -50,12 +55,17 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
     let file = base.chunks as f64 * base.chunk_bytes as f64;
     let u = base.upload;
     println!(
-        "F = {:.0} MiB in {} chunks of {} KiB; upload {:.0} Mbit/s per host; window {}; at most {} \
-         connections per host; latency {} ms; joins within {} s; super-seeding {}; cancel {}",
+        "F = {:.0} MiB in {} chunks of {} KiB; upload {:.0} Mbit/s per host{}; window {} (paced); at \
+         most {} connections per host; latency {} ms; joins within {} s; super-seeding {}; cancel {}",
         file / 1048576.0,
         base.chunks,
         base.chunk_bytes / 1024,
         u * 8.0 / 1e6,
+        if base.fair_share {
+            ", shared fairly by its connections"
+        } else {
+            ", one chunk at a time"
+        },
         base.window,
         base.max_peers,
         base.latency * 1e3,
@@ -129,6 +139,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Params, Vec<u32>)> {
         reveal: true,
         cancel: false,
         check: false,
+        fair_share: false,
         seed: 1,
     };
     let mut sizes = vec![100, 1000, 10_000];
@@ -144,6 +155,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Params, Vec<u32>)> {
         }
         if flag == "--cancel" {
             p.cancel = true;
+            continue;
+        }
+        if flag == "--fair-share" {
+            p.fair_share = true;
             continue;
         }
         if flag == "--check" {

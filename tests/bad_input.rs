@@ -82,10 +82,19 @@ fn tracker_not_answering() {
     let (_silent, addr) = silent_udp();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        vec!["--tracker", addr.as_str(), "--no-seed", "f.bin"],
+        // A download asks again until --timeout: a short one.
+        vec![
+            "--tracker",
+            addr.as_str(),
+            "--timeout",
+            "5",
+            "--no-seed",
+            "f.bin",
+        ],
         vec!["--tracker", addr.as_str(), "--list"],
     ];
-    // Each waits out the client's retries (about four seconds): run them side by side.
+    // Each waits out the client's retries (about four seconds, five for the download): run them
+    // side by side.
     let runs: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .iter()

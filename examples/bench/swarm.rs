@@ -2,8 +2,9 @@
 //! a network namespace of its own on one bridge, every upload capped with `tc tbf`, so that the
 //! seeder's link, not this machine's CPU or loopback, is what a client-server fan-out runs into.
 //!
-//! h1 runs the tracker, h2 the seeder, h3.. the leechers, which keep seeding once they finish (as
-//! in a swarm) until the last one is done. Needs root (namespaces) and iproute2.
+//! h1 runs the tracker, h2 the seeder (a fresh one every round), h3.. the leechers, which keep
+//! seeding once they finish (as in a swarm) until the last one is done. Needs root (namespaces)
+//! and iproute2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +32,10 @@ pub struct SizeResult {
     pub last: Vec<f64>,
     /// The seeder's upload, counted by tc on its link, as a multiple of the file size.
     pub seeder_upload: Vec<f64>,
+    /// Everything the seeder and the leechers sent, over N x F.
+    pub all_upload: Vec<f64>,
+    /// The largest peak resident set of the round's leechers, KiB.
+    pub peak_rss_kib: Vec<f64>,
 }
 
 pub struct Results {
@@ -68,36 +73,10 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
     tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
         l.starts_with("tracker listening on ")
     })?;
-    let seeder_args = [
-        "--tracker",
-        &tracker_addr,
-        "--port",
-        "7000",
-        "--chunk-size",
-        "256K",
-        "s.bin",
-    ];
-    let mut seeder = lan.spawn(2, "seeder", &bins.join("seeder"), &seeder_args)?;
-    let id_line = seeder.wait_line(Stream::Out, "its id line", Duration::from_secs(120), |l| {
-        l.ends_with("s.bin")
-    })?;
-    let id = id_line
-        .text
-        .split(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    seeder.wait_line(
-        Stream::Err,
-        "\"registered\"",
-        Duration::from_secs(30),
-        |l| l.contains("registered with the tracker"),
-    )?;
-
     let timeout = |n: usize| Duration::from_secs(60 + 10 * n as u64);
     let mut t1 = Vec::new();
     for i in 0..plan.runs {
-        let r = lan.round(bins, &tracker_addr, &id, 1, true, timeout(1))?;
+        let r = lan.round(bins, &tracker_addr, 1, true, timeout(1))?;
         println!("    T1, run {}/{}: {:.2} s", i + 1, plan.runs, r.last);
         t1.push(r.last);
     }
@@ -108,14 +87,20 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
             first: Vec::new(),
             last: Vec::new(),
             seeder_upload: Vec::new(),
+            all_upload: Vec::new(),
+            peak_rss_kib: Vec::new(),
         };
         let mut error = None;
         for i in 0..plan.runs {
-            match lan.round(bins, &tracker_addr, &id, n, false, timeout(n)) {
+            match lan.round(bins, &tracker_addr, n, false, timeout(n)) {
                 Ok(r) => {
                     let up = r.seeder_sent as f64 / plan.file_size as f64;
+                    // Everything sent over what the leechers needed: copies that were wasted
+                    // (and the TCP/IP headers, about 3 %).
+                    let all = (r.seeder_sent + r.leechers_sent) as f64
+                        / (n as f64 * plan.file_size as f64);
                     println!(
-                        "    N = {n}, run {}/{}: first {:.2} s, last {:.2} s, seeder sent {up:.2} x F",
+                        "    N = {n}, run {}/{}: first {:.2} s, last {:.2} s, seeder sent {up:.2} x F, all sent {all:.3} x N F",
                         i + 1,
                         plan.runs,
                         r.first,
@@ -124,6 +109,8 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
                     res.first.push(r.first);
                     res.last.push(r.last);
                     res.seeder_upload.push(up);
+                    res.all_upload.push(all);
+                    res.peak_rss_kib.push(r.peak_rss_kib as f64);
                 }
                 Err(e) => {
                     procs::park_if_stopping();
@@ -137,7 +124,6 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
             _ => Ok(res),
         });
     }
-    seeder.stop(libc::SIGINT, Duration::from_secs(5));
     tracker.stop(libc::SIGINT, Duration::from_secs(5));
     Ok(Results {
         file_size: plan.file_size,
@@ -147,11 +133,15 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
     })
 }
 
-/// One round: finish times from the start of the first leecher, and the seeder's upload.
+/// One round: finish times from the start of the first leecher, the seeder's upload, and the
+/// largest peak resident set of its leechers.
 struct Round {
     first: f64,
     last: f64,
     seeder_sent: u64,
+    /// What the leechers uploaded, counted as the seeder's is.
+    leechers_sent: u64,
+    peak_rss_kib: u64,
 }
 
 /// The namespaces: `shoal-bench-PID-sw` holds the bridge, `...-hK` host K (from 1).
@@ -285,12 +275,45 @@ impl Lan {
             .ok_or_else(|| anyhow!("no 'Sent N bytes' in tc's output: {out}"))
     }
 
-    /// `n` leechers on h3.. started together; `alone` (T1) exits once done instead of seeding.
+    /// A seeder of h2's file, registered with the tracker: a fresh one per round, so that no
+    /// round starts with what the seeder learned serving the one before (its reveal policy's
+    /// counts of what it sent). Returns it with the file's id.
+    fn seeder(&self, bins: &Path, tracker: &str) -> Result<(Proc, String)> {
+        let args = [
+            "--tracker",
+            tracker,
+            "--port",
+            "7000",
+            "--chunk-size",
+            "256K",
+            "s.bin",
+        ];
+        let seeder = self.spawn(2, "seeder", &bins.join("seeder"), &args)?;
+        let id_line =
+            seeder.wait_line(Stream::Out, "its id line", Duration::from_secs(120), |l| {
+                l.ends_with("s.bin")
+            })?;
+        let id = id_line
+            .text
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        seeder.wait_line(
+            Stream::Err,
+            "\"registered\"",
+            Duration::from_secs(30),
+            |l| l.contains("registered with the tracker"),
+        )?;
+        Ok((seeder, id))
+    }
+
+    /// `n` leechers on h3.. started together, from a fresh seeder; `alone` (T1) exits once done
+    /// instead of seeding.
     fn round(
         &self,
         bins: &Path,
         tracker: &str,
-        id: &str,
         n: usize,
         alone: bool,
         timeout: Duration,
@@ -300,12 +323,14 @@ impl Lan {
             std::fs::remove_dir_all(&home)?;
             std::fs::create_dir_all(&home)?;
         }
+        let (mut seeder, id) = self.seeder(bins, tracker)?;
         let sent0 = self.sent(2)?;
+        let leechers_sent0 = (3..3 + n).map(|h| self.sent(h)).sum::<Result<u64>>()?;
         let mut args = vec!["--tracker", tracker, "--timeout", "30", "--port", "7000"];
         if alone {
             args.push("--no-seed");
         }
-        args.push(id);
+        args.push(&id);
         let start = Instant::now();
         let mut leechers = Vec::new();
         for h in 3..3 + n {
@@ -328,23 +353,38 @@ impl Lan {
             done.push(line.at.duration_since(start).as_secs_f64());
         }
         let seeder_sent = self.sent(2)? - sent0;
+        let leechers_sent = (3..3 + n).map(|h| self.sent(h)).sum::<Result<u64>>()? - leechers_sent0;
         // All at once, so that none is left seeding alone while another stops.
         for l in &leechers {
             l.signal(libc::SIGINT);
         }
+        let mut peak_rss_kib = 0;
         for l in &mut leechers {
             match l.wait_timeout(Duration::from_secs(10))? {
-                Some(exit) if exit.success() => {}
+                Some(exit) if exit.success() => peak_rss_kib = peak_rss_kib.max(exit.max_rss_kib),
                 Some(exit) => bail!("{} exited with {} on Ctrl-C", l.label, exit.describe()),
                 None => bail!("{} did not exit within 10 s of Ctrl-C", l.label),
             }
         }
+        seeder.stop(libc::SIGINT, Duration::from_secs(5));
         let first = done.iter().copied().fold(f64::INFINITY, f64::min);
         let last = done.iter().copied().fold(0.0, f64::max);
+        if n > 1 {
+            // The last to finish, and its warnings: what held the round up.
+            let slowest = done.iter().position(|t| *t == last).unwrap_or(0);
+            let l = &leechers[slowest];
+            for line in l.lines(Stream::Err) {
+                if line.starts_with("downloaded ") || line.contains(" WARN ") {
+                    println!("      last, {}: {line}", l.label);
+                }
+            }
+        }
         Ok(Round {
             first,
             last,
             seeder_sent,
+            leechers_sent,
+            peak_rss_kib,
         })
     }
 }
@@ -436,6 +476,18 @@ pub fn tabulate(r: &mut Report, x: &Outcome<Results>) {
             &format!("N = {n}: seeder upload / F"),
             Unit::Ratio,
             s.seeder_upload.clone(),
+            None,
+        );
+        r.row(
+            &format!("N = {n}: all uploads / (N x F)"),
+            Unit::Ratio,
+            s.all_upload.clone(),
+            None,
+        );
+        r.row(
+            &format!("N = {n}: largest leecher peak RSS"),
+            Unit::Kib,
+            s.peak_rss_kib.clone(),
             None,
         );
     }

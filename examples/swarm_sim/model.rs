@@ -5,9 +5,14 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
+use std::time::{Duration, Instant};
+
+use shoal_engine::download::pace::Pace;
 use shoal_engine::reveal::Reveal;
 use shoal_engine::scheduler::{Completion, Scheduler};
 use shoal_proto::ChunkIndex;
+
+use super::uplink::FairUplink;
 
 /// What one run simulates.
 #[derive(Clone, Debug)]
@@ -31,6 +36,9 @@ pub struct Params {
     pub cancel: bool,
     /// Check both structures' invariants after every event (slow; for small runs).
     pub check: bool,
+    /// Uplinks shared by all connections at once, as TCP shares them, instead of one chunk at a
+    /// time with connections in turn.
+    pub fair_share: bool,
     pub seed: u64,
 }
 
@@ -56,6 +64,9 @@ struct Link {
     back: u32,
     /// Requests this host has outstanding with the peer (at most the window).
     asked: Vec<u32>,
+    /// The engine's pacing of those requests: no more than half a second of the peer's measured
+    /// delivery (`download/pace.rs`), within the window.
+    pace: Pace,
     /// Requests from the peer waiting for this host's uplink.
     queue: VecDeque<u32>,
     live: bool,
@@ -68,6 +79,8 @@ struct Host {
     /// Uplink: the link and chunk being sent, and where the round-robin resumes.
     sending: Option<(u32, u32)>,
     next_link: usize,
+    /// With `fair_share`: the chunks being sent, one per connection at most.
+    fair: FairUplink,
     finished: Option<f64>,
     uploaded: u64,
 }
@@ -118,6 +131,8 @@ pub struct Sim {
     now: u64,
     out: Outcome,
     seeder_sent: Vec<bool>,
+    /// Simulated time 0 as an `Instant`, for `Pace`, which reads instants.
+    epoch: Instant,
 }
 
 const UPLINK_DONE: u8 = 0;
@@ -134,6 +149,7 @@ impl Sim {
                 links: Vec::new(),
                 sending: None,
                 next_link: 0,
+                fair: FairUplink::default(),
                 finished: None,
                 uploaded: 0,
             })
@@ -145,6 +161,7 @@ impl Sim {
             wire: VecDeque::new(),
             now: 0,
             seeder_sent: vec![false; p.chunks as usize],
+            epoch: Instant::now(),
             out: Outcome {
                 finish: Vec::new(),
                 seeder_chunks: 0,
@@ -209,10 +226,12 @@ impl Sim {
             self.hosts[a as usize].links.len() as u32,
             self.hosts[b as usize].links.len() as u32,
         );
+        let (window, chunk) = (self.p.window as usize, self.p.chunk_bytes as u32);
         let new = |peer, back| Link {
             peer,
             back,
             asked: Vec::new(),
+            pace: Pace::new(window, chunk),
             queue: VecDeque::new(),
             live: false,
         };
@@ -241,6 +260,11 @@ impl Sim {
                 self.now = t;
                 if kind == CONNECT {
                     self.connect(h, l);
+                } else if self.p.fair_share {
+                    // `l` is the generation the event was scheduled for.
+                    if l == self.hosts[h as usize].fair.generation {
+                        self.fair_done(h);
+                    }
                 } else {
                     self.uplink_done(h);
                 }
@@ -265,6 +289,10 @@ impl Sim {
         let up: u64 = self.hosts.iter().skip(1).map(|h| h.uploaded).sum();
         self.out.leecher_busy = up as f64 / (f64::from(self.p.leechers) * per_uplink);
         self.out
+    }
+
+    fn instant(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.now)
     }
 
     fn send(&mut self, msg: Msg) {
@@ -308,14 +336,15 @@ impl Sim {
 
     /// The worker of `h` for link `l` asks for chunks until its window is full.
     fn fill(&mut self, h: u32, l: u32) {
-        let window = self.p.window;
+        let now = self.instant();
         let host = &mut self.hosts[h as usize];
         let Some(sched) = &mut host.sched else { return };
         let link = &mut host.links[l as usize];
         let mut asked = Vec::new();
-        while link.live && (link.asked.len() as u32) < window {
+        while link.live && link.asked.len() < link.pace.window() {
             match sched.next_for(key(link.peer)) {
                 Some(i) => {
+                    link.pace.requested(link.asked.is_empty(), now);
                     link.asked.push(i.0);
                     asked.push(i.0);
                 }
@@ -338,7 +367,15 @@ impl Sim {
                 self.hosts[to as usize].links[link as usize]
                     .queue
                     .push_back(chunk);
-                if self.hosts[to as usize].sending.is_none() {
+                if self.p.fair_share {
+                    if !self.hosts[to as usize].fair.sending_on(link) {
+                        self.hosts[to as usize]
+                            .fair
+                            .advance(self.now, self.p.upload);
+                        self.fair_start(to, link);
+                        self.fair_schedule(to);
+                    }
+                } else if self.hosts[to as usize].sending.is_none() {
                     self.start_upload(to);
                 }
             }
@@ -401,6 +438,42 @@ impl Sim {
             .sending
             .take()
             .expect("an uplink finished that was sending");
+        self.sent(h, l, chunk);
+        self.start_upload(h);
+    }
+
+    /// With `fair_share`: starts the next chunk queued on `link` of `h`, if any.
+    fn fair_start(&mut self, h: u32, link: u32) {
+        let bytes = self.p.chunk_bytes as f64;
+        let host = &mut self.hosts[h as usize];
+        if let Some(chunk) = host.links[link as usize].queue.pop_front() {
+            host.fair.start(link, chunk, bytes);
+        }
+    }
+
+    fn fair_schedule(&mut self, h: u32) {
+        let fair = &mut self.hosts[h as usize].fair;
+        if let Some(at) = fair.next_done(self.p.upload) {
+            let generation = fair.generation;
+            self.timed.push(Reverse((at, UPLINK_DONE, h, generation)));
+        }
+    }
+
+    /// With `fair_share`: chunks of `h` are done; each connection goes on with its next one.
+    fn fair_done(&mut self, h: u32) {
+        self.hosts[h as usize].fair.advance(self.now, self.p.upload);
+        let done = self.hosts[h as usize].fair.take_finished();
+        for &(l, chunk) in &done {
+            self.sent(h, l, chunk);
+        }
+        for (l, _) in done {
+            self.fair_start(h, l);
+        }
+        self.fair_schedule(h);
+    }
+
+    /// `h` has sent `chunk` on its link `l`: it goes on the wire to the peer.
+    fn sent(&mut self, h: u32, l: u32, chunk: u32) {
         self.hosts[h as usize].uploaded += 1;
         let (to, back) = {
             let link = &self.hosts[h as usize].links[l as usize];
@@ -421,7 +494,6 @@ impl Sim {
             link: back,
             chunk,
         });
-        self.start_upload(h);
     }
 
     /// `h` got `chunk` on link `got_on`: its other requests for it are withdrawn.
@@ -443,14 +515,17 @@ impl Sim {
 
     fn receive(&mut self, h: u32, l: u32, chunk: u32) {
         let from = self.hosts[h as usize].links[l as usize].peer;
+        let now = self.instant();
+        let bytes = self.p.chunk_bytes as usize;
         let host = &mut self.hosts[h as usize];
-        let asked = &mut host.links[l as usize].asked;
-        let Some(pos) = asked.iter().position(|c| *c == chunk) else {
+        let link = &mut host.links[l as usize];
+        let Some(pos) = link.asked.iter().position(|c| *c == chunk) else {
             // Cancelled, but the uploader had started sending it.
             self.out.wasted_chunks += 1;
             return;
         };
-        asked.remove(pos);
+        link.asked.remove(pos);
+        link.pace.arrived(bytes, !link.asked.is_empty(), now);
         let sched = host.sched.as_mut().expect("only leechers ask for chunks");
         if sched.completed(key(from), ChunkIndex(chunk), 0) == Completion::Duplicate {
             self.out.wasted_chunks += 1;

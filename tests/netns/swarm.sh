@@ -16,6 +16,7 @@
 # chunks to other leechers before it finished (its summary says `uploaded U chunks while
 # downloading` with U > 0, and its address is in another leecher's `chunks per peer:` list); the
 # seeder's upload, counted by tc on its link (not by the seeder), is under 2 x the file size;
+# every leecher's peak resident set is under 64 MiB;
 # every program stops cleanly on Ctrl-C, and none panicked. The leechers keep seeding once they
 # finish, as in a swarm, until every leecher is done.
 #
@@ -156,6 +157,26 @@ for h in $(seq $FIRST $LAST); do
         fail "h$h did not serve while downloading: uploaded $up chunks; in $listed other leechers' lists"
     fi
 done
+
+# Memory, with every leecher connected to the others (issue 10: the bounds
+# hold with 32 peers each connected to 31 others: SWARM_LEECHERS=32). The peak resident set of
+# every leecher must stay under 64 MiB, the single download's bound: chunk buffers come from a
+# fixed pool and serving adds none (sendfile).
+peak=0 rss_ok=1
+for h in $(seq $FIRST $LAST); do
+    pid=${LEECH_PIDS[h - FIRST]}
+    kib=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status" 2>/dev/null)
+    if [ -z "$kib" ]; then
+        fail "h$h: no peak RSS for its leecher (pid $pid): it is not running"
+        rss_ok=0
+    elif ((kib >= 64 * 1024)); then
+        fail "h$h: the leecher's peak RSS is $((kib / 1024)) MiB, not under 64 MiB"
+        rss_ok=0
+    fi
+    [ -n "$kib" ] && ((kib > peak)) && peak=$kib
+done
+((rss_ok)) &&
+    pass "every leecher's peak RSS is under 64 MiB (largest $((peak / 1024)) MiB)"
 
 # Where the chunks came from, as the leechers tell it (for the reader; the checks are above).
 from_s=0 from_l=0

@@ -34,7 +34,8 @@ use crate::tracker_client::{TrackerClient, TrackerError};
 
 mod book;
 mod manifest;
-mod pace;
+// Public for the swarm simulation, which paces its simulated workers with it.
+pub mod pace;
 mod part;
 pub mod select;
 mod supervise;
