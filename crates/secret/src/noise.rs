@@ -183,6 +183,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for NoiseReader<R> {
                 me.nonce += 1;
                 me.start = to;
                 if size == 0 {
+                    // Our writer never sends one; whoever did must still hold the key, or this
+                    // would let anyone on the path swap a real message for a skipped empty one.
+                    me.transport
+                        .read_message(nonce, &me.wire[from..to], &mut [])
+                        .map_err(|_| broken("a message that does not open (tampered?)"))?;
                     continue;
                 }
                 let message = &me.wire[from..to];

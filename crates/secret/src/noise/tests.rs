@@ -124,3 +124,17 @@ async fn a_truncated_stream_is_an_error_and_a_replayed_message_too() {
     let mut r = NoiseReader::new(&[0u8, 5, 1, 2, 3, 4, 5][..], keys);
     assert!(r.read_to_end(&mut Vec::new()).await.is_err());
 }
+
+/// An empty message (a tag only) that does not open is an error: skipping it unchecked would let
+/// anyone on the path swap a real message for one, silently dropping what it carried.
+#[tokio::test]
+async fn a_forged_empty_message_is_an_error() {
+    let (wire, keys) = sealed(&[3u8; 100]).await;
+    let mut forged = vec![0u8, TAG as u8];
+    forged.extend_from_slice(&[0u8; TAG]);
+    forged.extend_from_slice(&wire);
+    let mut r = NoiseReader::new(&forged[..], keys);
+    let mut out = Vec::new();
+    assert!(r.read_to_end(&mut out).await.is_err());
+    assert!(out.is_empty());
+}
