@@ -346,7 +346,7 @@ pub async fn download(
         let check = tokio::task::spawn_blocking(move || match &m {
             AnyManifest::File(m) => fsafe::already_complete(&d, m, &p.checked, &p.stop_checking),
             AnyManifest::Tree(t) => {
-                crate::store::part_tree::already_complete(&d, t, &p.checked, &p.stop_checking)
+                crate::store::tree_check::already_complete(&d, t, &p.checked, &p.stop_checking)
             }
         });
         let had = tokio::select! {
