@@ -381,3 +381,38 @@ fn hostile_trees_are_refused_before_anything_is_written() {
     after.retain(|n| !n.starts_with("out-"));
     assert_eq!(after, before, "nothing appeared beside the output folders");
 }
+
+/// A leecher that fetched a folder seeds it: once the first seeder is gone, a second leecher gets
+/// the whole tree from the first, read back from the files it wrote.
+#[test]
+fn a_downloaded_folder_is_seeded_again() {
+    let swarm = Swarm::new();
+    let src = photos(&swarm, "photos");
+    let want = expected(&src);
+    let (mut seeder, _) = swarm.seeder(&["--chunk-size", "16K", "photos"]);
+    let first_out = swarm.folder("first");
+    let mut first = swarm.seeding_leecher_in(&first_out, &["photos"]);
+    assert_eq!(
+        read_tree(&first_out.join("photos")),
+        want,
+        "{}",
+        first.dump()
+    );
+    seeder.stop_cleanly();
+    let second_out = swarm.folder("second");
+    let run = swarm.run_leecher(&second_out, &["--no-seed", "photos"]);
+    run.assert_ok();
+    assert_eq!(
+        read_tree(&second_out.join("photos")),
+        want,
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        run.chunks_per_peer(),
+        [(first.serving_addr(), 11)],
+        "every chunk from the first leecher\n{}",
+        run.dump()
+    );
+    first.stop_cleanly();
+}
