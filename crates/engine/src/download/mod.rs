@@ -369,7 +369,14 @@ pub async fn download(
         ));
     }
 
-    let part_path = fsafe::part_path(&dest, &entry.id);
+    // Part of a folder has a `.part` folder of its own per choice of globs.
+    let part_path = match (&manifest, &opts.only) {
+        (AnyManifest::Tree(_), Some(only)) => fsafe::part_path(
+            &dest.with_file_name(format!("{name}+only-{}", only.tag())),
+            &entry.id,
+        ),
+        _ => fsafe::part_path(&dest, &entry.id),
+    };
     // Opening (space is reserved, a folder's files are created) and re-checking a resumed
     // `.part` can take long: Ctrl-C must not wait for them. The blocking work then finishes on
     // its own and lets go of the file.
@@ -378,7 +385,8 @@ pub async fn download(
     };
     let open = {
         let (dest, m, id, w) = (dest.clone(), manifest.clone(), entry.id, wanted.clone());
-        tokio::task::spawn_blocking(move || Part::open(&dest, &id, &m, &w))
+        let part = part_path.clone();
+        tokio::task::spawn_blocking(move || Part::open(&part, &dest, &id, &m, &w))
     };
     let (part, existed) = tokio::select! {
         _ = cancel.cancelled() => return Err(interrupted()),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{FlockOperation, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use shoal_proto::tree::{EntryKind, TreeManifest};
-use shoal_proto::{ChunkIndex, FileId};
+use shoal_proto::ChunkIndex;
 
 use super::tree::{file_mode, open_beneath, open_root, OpenFiles};
 use super::tree_check::{hash_files, wanted_bytes};
@@ -26,7 +26,8 @@ use crate::pool::ALIGN;
 /// final `syncfs` wait once for all.
 const DIRECT_MIN: usize = 64 * 1024;
 
-/// A folder download's `.part` folder (named by [`crate::fsafe::part_path`]), locked so two
+/// A folder download's `.part` folder (named by [`crate::fsafe::part_path`], with the `--only`
+/// globs' tag in the name if there are some), locked so two
 /// leechers cannot write it at once, renamed to the final name only once every chunk is verified
 /// and synced.
 pub struct PartTree {
@@ -40,16 +41,16 @@ pub struct PartTree {
 }
 
 impl PartTree {
-    /// Opens (or creates) the `.part` folder for `dest` and every `wanted` folder and file of
+    /// Opens (or creates) the `.part` folder `part` for `dest` and every `wanted` folder and file of
     /// `tree` in it (by entry), each file at its size and with its executable bit. Whether the
     /// folder was there already (a download to resume) comes back too.
     pub fn open(
+        part: &Path,
         dest: &Path,
-        id: &FileId,
         tree: &TreeManifest,
         wanted: &[bool],
     ) -> Result<(PartTree, bool), StoreError> {
-        let part = crate::fsafe::part_path(dest, id);
+        let part = part.to_path_buf();
         let existed = match std::fs::create_dir(&part) {
             Ok(()) => false,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
