@@ -416,3 +416,32 @@ fn a_downloaded_folder_is_seeded_again() {
     );
     first.stop_cleanly();
 }
+
+/// A file inside a shared folder changes after hashing: the seeder stops vouching for the whole
+/// folder (says so, withdraws it), and the leecher gets the rest from another seeder.
+#[test]
+fn a_changed_file_inside_withdraws_the_folder() {
+    let swarm = Swarm::new();
+    let src = photos(&swarm, "a/photos");
+    let want = expected(&src);
+    let a_dir = swarm.path("a");
+    let (a, lines) = swarm.seeder_in(&a_dir, &["--chunk-size", "16K", "photos"]);
+    let id = id_of(&lines[0]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("notes.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"appended").unwrap();
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", "photos"]);
+    let why = a.wait_stderr("changed on disk");
+    assert!(why.contains("notes.txt"), "{}", a.dump());
+    a.wait_stderr("withdrawn from the tracker");
+    // Another seeder of the same folder as it was.
+    photos(&swarm, "b/photos");
+    let (_b, again) = swarm.seeder_in(&swarm.path("b"), &["--chunk-size", "16K", "photos"]);
+    assert_eq!(id_of(&again[0]), id);
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_eq!(read_tree(&out.join("photos")), want, "{}", run.dump());
+}
