@@ -382,3 +382,67 @@ fn hostile_trees_are_refused_before_anything_is_written() {
     after.retain(|n| !n.starts_with("out-"));
     assert_eq!(after, before, "nothing appeared beside the output folders");
 }
+
+/// A leecher that fetched a folder seeds it: once the first seeder is gone, a second leecher gets
+/// the whole tree from the first, read back from the files it wrote.
+#[test]
+fn a_downloaded_folder_is_seeded_again() {
+    let swarm = Swarm::new();
+    let src = photos(&swarm, "photos");
+    let want = expected(&src);
+    let (mut seeder, _) = swarm.seeder(&["--chunk-size", "16K", "photos"]);
+    let first_out = swarm.folder("first");
+    let mut first = swarm.seeding_leecher_in(&first_out, &["photos"]);
+    assert_eq!(
+        read_tree(&first_out.join("photos")),
+        want,
+        "{}",
+        first.dump()
+    );
+    seeder.stop_cleanly();
+    let second_out = swarm.folder("second");
+    let run = swarm.run_leecher(&second_out, &["--no-seed", "photos"]);
+    run.assert_ok();
+    assert_eq!(
+        read_tree(&second_out.join("photos")),
+        want,
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        run.chunks_per_peer(),
+        [(first.serving_addr(), 11)],
+        "every chunk from the first leecher\n{}",
+        run.dump()
+    );
+    first.stop_cleanly();
+}
+
+/// A file inside a shared folder changes after hashing: the seeder stops vouching for the whole
+/// folder (says so, withdraws it), and the leecher gets the rest from another seeder.
+#[test]
+fn a_changed_file_inside_withdraws_the_folder() {
+    let swarm = Swarm::new();
+    let src = photos(&swarm, "a/photos");
+    let want = expected(&src);
+    let a_dir = swarm.path("a");
+    let (a, lines) = swarm.seeder_in(&a_dir, &["--chunk-size", "16K", "photos"]);
+    let id = id_of(&lines[0]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("notes.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"appended").unwrap();
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", "photos"]);
+    let why = a.wait_stderr("changed on disk");
+    assert!(why.contains("notes.txt"), "{}", a.dump());
+    a.wait_stderr("withdrawn from the tracker");
+    // Another seeder of the same folder as it was.
+    photos(&swarm, "b/photos");
+    let (_b, again) = swarm.seeder_in(&swarm.path("b"), &["--chunk-size", "16K", "photos"]);
+    assert_eq!(id_of(&again[0]), id);
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_eq!(read_tree(&out.join("photos")), want, "{}", run.dump());
+}

@@ -44,20 +44,47 @@ impl<'p> FoldedSet<'p> {
     }
 
     fn hash(&self, s: &str) -> u64 {
-        #[cfg(test)]
-        if self.one_hash {
-            return 7;
-        }
         let mut h = self.key.build_hasher();
         for c in fold(s) {
             h.write_u32(c as u32);
         }
-        h.finish()
+        self.finish(&h)
     }
 
     /// The path added earlier that equals `s` ignoring case, if any.
     pub fn find(&self, s: &str) -> Option<&'p str> {
-        let h = self.hash(s);
+        self.confirm(self.hash(s), s)
+    }
+
+    /// The first folder `path` is inside (`a` and `a/b` for `a/b/c`) that equals, ignoring case,
+    /// a path added earlier: that folder, and the earlier path. One pass over the path, however
+    /// deep (each folder's hash is the path's hash so far).
+    pub fn find_ancestor<'s>(&self, path: &'s str) -> Option<(&'s str, &'p str)> {
+        let mut h = self.key.build_hasher();
+        for (at, c) in path.char_indices() {
+            if c == '/' {
+                let folder = &path[..at];
+                if let Some(earlier) = self.confirm(self.finish(&h), folder) {
+                    return Some((folder, earlier));
+                }
+            }
+            for l in c.to_lowercase() {
+                h.write_u32(l as u32);
+            }
+        }
+        None
+    }
+
+    fn finish(&self, h: &std::hash::DefaultHasher) -> u64 {
+        #[cfg(test)]
+        if self.one_hash {
+            return 7;
+        }
+        h.finish()
+    }
+
+    /// The path added earlier under hash `h` that equals `s` ignoring case.
+    fn confirm(&self, h: u64, s: &str) -> Option<&'p str> {
         let first = self.first.get(&h).map(|&i| self.paths[i as usize]);
         let more = self
             .more
@@ -100,6 +127,12 @@ mod tests {
         assert_eq!(set.insert("ÉTÉ"), Ok(()));
         assert_eq!(set.find("été"), Some("ÉTÉ"));
         assert_eq!(set.find("photos"), None);
+        assert_eq!(set.find_ancestor("été/x/y"), Some(("été", "ÉTÉ")));
+        assert_eq!(
+            set.find_ancestor("PHOTOS/IMG.JPG/z"),
+            Some(("PHOTOS/IMG.JPG", "Photos/IMG.jpg"))
+        );
+        assert_eq!(set.find_ancestor("photos/other/z"), None);
     }
 
     #[test]
@@ -112,6 +145,8 @@ mod tests {
         }
         assert_eq!(set.insert("B"), Err("b"));
         assert_eq!(set.find("d"), None);
+        assert_eq!(set.find_ancestor("C/d"), Some(("C", "c")));
+        assert_eq!(set.find_ancestor("d/e"), None);
         assert_eq!(set.more.len(), 2);
     }
 }

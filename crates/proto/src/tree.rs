@@ -152,13 +152,11 @@ impl TreeManifest {
         }
         // Every entry's folders must be folders: not a file, not an "empty" folder.
         for e in &entries {
-            for a in e.path.ancestors() {
-                if folded.find(a).is_some() {
-                    return Err(TreeError::InsideNonFolder {
-                        outer: printable(a),
-                        inner: shown(&e.path),
-                    });
-                }
+            if let Some((outer, _)) = folded.find_ancestor(e.path.as_str()) {
+                return Err(TreeError::InsideNonFolder {
+                    outer: printable(outer),
+                    inner: shown(&e.path),
+                });
             }
         }
         Ok(TreeManifest {

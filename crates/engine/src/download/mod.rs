@@ -347,7 +347,7 @@ pub async fn download(
         let check = tokio::task::spawn_blocking(move || match &m {
             AnyManifest::File(m) => fsafe::already_complete(&d, m, &p.checked, &p.stop_checking),
             AnyManifest::Tree(t) => {
-                crate::store::part_tree::already_complete(&d, t, &p.checked, &p.stop_checking)
+                crate::store::tree_check::already_complete(&d, t, &p.checked, &p.stop_checking)
             }
         });
         let had = tokio::select! {
@@ -370,7 +370,14 @@ pub async fn download(
         ));
     }
 
-    let part_path = fsafe::part_path(&dest, &entry.id);
+    // Part of a folder has a `.part` folder of its own per choice of globs.
+    let part_path = match (&manifest, &opts.only) {
+        (AnyManifest::Tree(_), Some(only)) => fsafe::part_path(
+            &dest.with_file_name(format!("{name}+only-{}", only.tag())),
+            &entry.id,
+        ),
+        _ => fsafe::part_path(&dest, &entry.id),
+    };
     // Opening (space is reserved, a folder's files are created) and re-checking a resumed
     // `.part` can take long: Ctrl-C must not wait for them. The blocking work then finishes on
     // its own and lets go of the file.
@@ -379,7 +386,8 @@ pub async fn download(
     };
     let open = {
         let (dest, m, id, w) = (dest.clone(), manifest.clone(), entry.id, wanted.clone());
-        tokio::task::spawn_blocking(move || Part::open(&dest, &id, &m, &w))
+        let part = part_path.clone();
+        tokio::task::spawn_blocking(move || Part::open(&part, &dest, &id, &m, &w))
     };
     let (part, existed) = tokio::select! {
         _ = cancel.cancelled() => return Err(interrupted()),

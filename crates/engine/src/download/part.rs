@@ -15,8 +15,10 @@ pub(super) enum Part {
 
 impl Part {
     /// Opens (or creates) what the download of `manifest` into `dest` writes into (of a folder,
-    /// the `wanted` entries); whether it was there already (a download to resume).
+    /// the `wanted` entries, in the folder `part`); whether it was there already (a download to
+    /// resume).
     pub(super) fn open(
+        part: &Path,
         dest: &Path,
         id: &FileId,
         manifest: &AnyManifest,
@@ -29,7 +31,7 @@ impl Part {
                 Ok((Part::File(PartFile::open(dest, id, m.size())?), existed))
             }
             AnyManifest::Tree(t) => {
-                let (part, existed) = PartTree::open(dest, id, t, wanted)?;
+                let (part, existed) = PartTree::open(part, dest, t, wanted)?;
                 Ok((Part::Tree(part), existed))
             }
         }

@@ -8,11 +8,16 @@ use shoal_proto::tree::{EntryKind, TreeManifest};
 /// Globs on the relative paths inside a folder: `*` and `?` stay within one component, `**`
 /// crosses any number (`raw/*.cr2`, `**/*.jpg`). A path is chosen if any glob matches it.
 #[derive(Clone)]
-pub struct PathFilter(Arc<GlobSet>);
+pub struct PathFilter {
+    set: Arc<GlobSet>,
+    /// Names this choice of globs (whatever their order): a download with other globs must not
+    /// resume from this one's `.part` folder, which holds files those would not fetch.
+    tag: String,
+}
 
 impl std::fmt::Debug for PathFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PathFilter({} globs)", self.0.len())
+        write!(f, "PathFilter({} globs, {})", self.set.len(), self.tag)
     }
 }
 
@@ -22,11 +27,24 @@ impl PathFilter {
         for g in globs {
             set.add(GlobBuilder::new(g).literal_separator(true).build()?);
         }
-        Ok(PathFilter(Arc::new(set.build()?)))
+        let mut sorted: Vec<&str> = globs.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let digest = shoal_proto::sha256::digest(sorted.join("\0").as_bytes());
+        let tag = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(PathFilter {
+            set: Arc::new(set.build()?),
+            tag,
+        })
     }
 
     pub fn matches(&self, path: &str) -> bool {
-        self.0.is_match(path)
+        self.set.is_match(path)
+    }
+
+    /// Eight hex digits that name this choice of globs.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 }
 
@@ -76,5 +94,9 @@ mod tests {
         assert!(f.matches("a/b/keep.txt"));
         assert!(f.matches("keep.txt"));
         assert!(PathFilter::new(&["a[".into()]).is_err());
+        let again = PathFilter::new(&["**/keep.txt".into(), "raw/*.cr2".into()]).unwrap();
+        assert_eq!(f.tag(), again.tag(), "the same globs in another order");
+        let other = PathFilter::new(&["raw/*.cr2".into()]).unwrap();
+        assert_ne!(f.tag(), other.tag());
     }
 }

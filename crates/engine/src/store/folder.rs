@@ -155,14 +155,14 @@ mod tests {
         std::fs::write(&victim, b"keep").unwrap();
         std::os::unix::fs::symlink(&victim, part.join("a/two")).unwrap();
         let all = vec![true; tree.entries().len()];
-        let err = PartTree::open(&dest, &id, tree, &all)
+        let err = PartTree::open(&part, &dest, tree, &all)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         // Without the link, the whole tree is created, written and renamed into place.
         std::fs::remove_file(part.join("a/two")).unwrap();
-        let (part_tree, existed) = PartTree::open(&dest, &id, tree, &all).unwrap();
+        let (part_tree, existed) = PartTree::open(&part, &dest, tree, &all).unwrap();
         assert!(existed);
         for i in 0..tree.num_chunks() {
             let data = hashed.shared.read_chunk(ChunkIndex(i)).unwrap();

@@ -1,8 +1,9 @@
 //! Files on disk: hashing a file into its manifest ([`hash`]) or a folder into its tree manifest
 //! ([`folder`], on [`tree`]: walking a folder and opening files strictly beneath it), the chunks
 //! a peer can vouch for ([`have`]), a file or folder this peer shares, complete or being
-//! downloaded ([`shared`]), the shares of a peer ([`library`]), and the `.part` file or folder a
-//! download writes into ([`part`], [`part_tree`]).
+//! downloaded ([`shared`]), the shares of a peer ([`library`]), the `.part` file or folder a
+//! download writes into ([`part`], [`part_tree`]), and what is on disk checked against a tree
+//! ([`tree_check`]).
 //!
 //! Everything here is blocking I/O; callers run it on `spawn_blocking` or on threads of its own,
 //! never on the async runtime's workers.
@@ -20,6 +21,7 @@ pub mod part;
 pub mod part_tree;
 pub mod shared;
 pub mod tree;
+pub mod tree_check;
 
 pub use hash::hash_chunks;
 pub use have::{Announced, HaveSet};

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{FlockOperation, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use shoal_proto::tree::{EntryKind, TreeManifest};
-use shoal_proto::{ChunkIndex, FileId};
+use shoal_proto::ChunkIndex;
 
-use super::tree::{
-    file_mode, hash_tree, open_beneath, open_root, HashTreeError, OpenFiles, ToHash,
-};
+use super::tree::{file_mode, open_beneath, open_root, OpenFiles};
+use super::tree_check::{hash_files, wanted_bytes};
 use super::StoreError;
 use crate::fsafe::{names_file, FsError};
 use crate::pool::ALIGN;
@@ -26,7 +25,8 @@ use crate::pool::ALIGN;
 /// final `syncfs` wait once for all.
 const DIRECT_MIN: usize = 64 * 1024;
 
-/// A folder download's `.part` folder (named by [`crate::fsafe::part_path`]), locked so two
+/// A folder download's `.part` folder (named by [`crate::fsafe::part_path`], with the `--only`
+/// globs' tag in the name if there are some), locked so two
 /// leechers cannot write it at once, renamed to the final name only once every chunk is verified
 /// and synced.
 pub struct PartTree {
@@ -40,16 +40,16 @@ pub struct PartTree {
 }
 
 impl PartTree {
-    /// Opens (or creates) the `.part` folder for `dest` and every `wanted` folder and file of
+    /// Opens (or creates) the `.part` folder `part` for `dest` and every `wanted` folder and file of
     /// `tree` in it (by entry), each file at its size and with its executable bit. Whether the
     /// folder was there already (a download to resume) comes back too.
     pub fn open(
+        part: &Path,
         dest: &Path,
-        id: &FileId,
         tree: &TreeManifest,
         wanted: &[bool],
     ) -> Result<(PartTree, bool), StoreError> {
-        let part = crate::fsafe::part_path(dest, id);
+        let part = part.to_path_buf();
         let existed = match std::fs::create_dir(&part) {
             Ok(()) => false,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
@@ -247,54 +247,6 @@ impl PartTree {
     }
 }
 
-/// The bytes of the `wanted` files of `tree`.
-pub fn wanted_bytes(tree: &TreeManifest, wanted: &[bool]) -> u64 {
-    tree.entries()
-        .iter()
-        .zip(wanted)
-        .filter_map(|(e, w)| match (&e.kind, w) {
-            (EntryKind::File { size, .. }, true) => Some(*size),
-            _ => None,
-        })
-        .sum()
-}
-
-/// Hashes every `wanted` file of `tree` beneath `root`: each file's entry and its chunk hashes.
-pub(crate) fn hash_files(
-    root: &File,
-    shown: &Path,
-    tree: &TreeManifest,
-    wanted: &[bool],
-    progress: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<Vec<(usize, Vec<shoal_proto::manifest::ChunkHash>)>, StoreError> {
-    let mut which = Vec::new();
-    let mut files = Vec::new();
-    for (i, e) in tree.entries().iter().enumerate() {
-        if !wanted[i] {
-            continue;
-        }
-        if let EntryKind::File { size, .. } = e.kind {
-            which.push(i);
-            files.push(ToHash {
-                path: &e.path,
-                size,
-            });
-        }
-    }
-    let hashed =
-        hash_tree(root, &files, tree.chunk_size(), progress, stop).map_err(|e| match e {
-            HashTreeError::Changed(p) => StoreError::ChangedWhileHashing {
-                path: shown.join(p),
-            },
-            HashTreeError::Io(p, e) => StoreError::io(&shown.join(p), e),
-        })?;
-    Ok(which
-        .into_iter()
-        .zip(hashed.into_iter().map(|(h, _)| h))
-        .collect())
-}
-
 /// Refuses a tree larger than the free space of the file system it is to be written to.
 fn check_space(root: &File, part: &Path, size: u64) -> Result<(), StoreError> {
     let Ok(st) = rustix::fs::fstatvfs(root) else {
@@ -386,42 +338,4 @@ fn create_all(
         }
     }
     Ok(())
-}
-
-/// Whether `dest` already is the folder `tree` describes: a folder (not reached through a
-/// symbolic link) holding exactly its entries, every file of its size, executable bit and
-/// chunks. `progress` grows by the bytes checked; setting `stop` ends the check early.
-pub fn already_complete(
-    dest: &Path,
-    tree: &TreeManifest,
-    progress: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<bool, StoreError> {
-    let Ok(root) = open_root(dest) else {
-        return Ok(false);
-    };
-    let walked = super::tree::walk(dest).map_err(|e| StoreError::io(dest, e))?;
-    let same = walked.notes.is_empty()
-        && walked.entries.len() == tree.entries().len()
-        && walked.entries.iter().zip(tree.entries()).all(|(w, e)| {
-            w.path == e.path
-                && match (&e.kind, w.file) {
-                    (EntryKind::EmptyDir, None) => true,
-                    (
-                        EntryKind::File {
-                            size, executable, ..
-                        },
-                        Some((s, x)),
-                    ) => *size == s && *executable == x,
-                    _ => false,
-                }
-        });
-    if !same {
-        return Ok(false);
-    }
-    let all = vec![true; tree.entries().len()];
-    let found = hash_files(&root, dest, tree, &all, progress, stop)?;
-    Ok(found.into_iter().all(|(i, hashes)| {
-        matches!(&tree.entries()[i].kind, EntryKind::File { hashes: want, .. } if *want == hashes)
-    }))
 }

@@ -154,7 +154,7 @@ impl Session {
             std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         if meta.is_dir() {
             anyhow::bail!(
-                "{} is a folder; folders are not shares yet, share its files one by one",
+                "{} is a folder; folders are not shares yet in the prompt: `seeder FOLDER` shares one",
                 path.display()
             );
         }

@@ -121,7 +121,7 @@ impl Transfers {
         if !dir.is_dir() {
             return Err(StartError::NoFolder(dir));
         }
-        let name = shoal_proto::names::safe_file_name(&entry.name, &entry.id);
+        let name = shoal_proto::names::safe_file_name(entry.name.trim_end_matches('/'), &entry.id);
         let transfer = Arc::new(Transfer {
             id: entry.id,
             name: name.clone(),
