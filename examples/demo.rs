@@ -11,17 +11,18 @@
 #[path = "common/build.rs"]
 mod build;
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use shoal_testkit::output::{Echo as Show, Output, Stream, WaitError};
+use shoal_testkit::Summary;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 /// The generated file: 64 MiB and an odd tail, so that its last chunk is a short one.
 const FILE_SIZE: u64 = 64 * 1024 * 1024 + 12_345;
@@ -160,7 +161,10 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
         Echo::BOTH,
     )?;
     procs[leecher1]
-        .wait_line(Stream::Out, "<id> <size> <path>", |l| l.starts_with(&id))
+        .wait_line(Stream::Out, "<id> <size> <path>", {
+            let id = id.clone();
+            move |l| l.starts_with(&id)
+        })
         .await?;
     // Once the file is in place, the leecher registers as one more seeder and logs its port.
     let seeding = procs[leecher1]
@@ -212,21 +216,11 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
     let status = procs[leecher2].wait_exit().await?;
     ensure!(status.success(), "leecher2 exited with {status}");
     let summary = procs[leecher2]
-        .wait_line(Stream::Err, "downloaded ...", |l| {
-            l.contains("chunks per peer:")
-        })
+        .wait_line(Stream::Err, "downloaded ...", Summary::is_summary)
         .await?;
-    let peers: Vec<&str> = summary
-        .split("chunks per peer: ")
-        .nth(1)
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let peers = Summary::parse(&summary).per_peer;
     ensure!(
-        peers.len() == 1 && peers[0].contains(&format!(":{leecher1_port}=")),
+        peers.len() == 1 && peers[0].0.port().to_string() == leecher1_port,
         "leecher2 should have been served by leecher1 (port {leecher1_port}) alone: {summary}"
     );
     println!("    served by leecher1 alone (port {leecher1_port})");
@@ -255,22 +249,13 @@ async fn demo(procs: &mut Procs, dir: &Path) -> Result<()> {
         let status = procs[p].wait_exit().await?;
         ensure!(status.success(), "{} exited with {status}", procs[p].label);
         let summary = procs[p]
-            .wait_line(Stream::Err, "downloaded ...", |l| {
-                l.contains("from seeders: ")
-            })
+            .wait_line(Stream::Err, "downloaded ...", Summary::is_summary)
             .await?;
-        let sources = summary
-            .split("; ")
-            .find(|part| part.starts_with("from seeders: "));
-        from_leechers += sources
-            .and_then(|s| s.split("from leechers: ").nth(1))
-            .and_then(|s| s.split(' ').next())
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(0);
+        let summary = Summary::parse(&summary);
+        from_leechers += summary.from_leechers;
         println!(
-            "    {}: {}",
-            procs[p].label,
-            sources.ok_or_else(|| anyhow!("no sources in {summary:?}"))?
+            "    {}: from seeders: {} chunks, from leechers: {} chunks",
+            procs[p].label, summary.from_seeders, summary.from_leechers
         );
         verify(&source_hash, &dir.join(&procs[p].label).join(NAME))?;
     }
@@ -382,7 +367,10 @@ async fn expect_seeders(
     let status = procs[list].wait_exit().await?;
     ensure!(status.success(), "leecher --list exited with {status}");
     let line = procs[list]
-        .wait_line(Stream::Out, "the demo file's line", |l| l.starts_with(id))
+        .wait_line(Stream::Out, "the demo file's line", {
+            let id = id.to_string();
+            move |l| l.starts_with(&id)
+        })
         .await?;
     let count: u32 = line
         .split(' ')
@@ -394,12 +382,6 @@ async fn expect_seeders(
         "expected {seeders} seeders in {line:?}, the tracker says {count}"
     );
     Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Out,
-    Err,
 }
 
 /// Which of a program's streams the demo shows as they arrive (all are kept for failures).
@@ -478,14 +460,18 @@ impl Procs {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = watch::channel(());
-        let tx = Arc::new(tx);
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+        let output = Output::default();
         let prefix = format!("    {label:>8}");
-        collect(stdout, Stream::Out, echo.stdout, &prefix, &output, &tx);
-        collect(stderr, Stream::Err, echo.stderr, &prefix, &output, &tx);
+        let show = move |stream: Stream, line: &str| println!("{prefix} {} {line}", stream.mark());
+        let show: Show = Arc::new(show);
+        let stdout = child.stdout.take().expect("piped").into_owned_fd()?;
+        let stderr = child.stderr.take().expect("piped").into_owned_fd()?;
+        output.read(
+            Stream::Out,
+            File::from(stdout),
+            echo.stdout.then(|| show.clone()),
+        );
+        output.read(Stream::Err, File::from(stderr), echo.stderr.then_some(show));
         let command = format!(
             "{} {}",
             bin.file_name().unwrap_or_default().to_string_lossy(),
@@ -496,7 +482,6 @@ impl Procs {
             command,
             child,
             output,
-            changed: rx,
         });
         Ok(self.all.len() - 1)
     }
@@ -517,47 +502,17 @@ impl Procs {
     /// After a failure: the last lines of every program, to show what went wrong.
     fn dump(&self) {
         for p in &self.all {
-            let out = p.output.lock().unwrap();
             eprintln!("--- {} ($ {}), last lines:", p.label, p.command);
-            for (stream, line) in out.iter().skip(out.len().saturating_sub(20)) {
-                let mark = if *stream == Stream::Out { '>' } else { '|' };
-                eprintln!("    {mark} {line}");
-            }
+            eprintln!("{}", p.output.tail(20));
         }
     }
-}
-
-/// Reads a pipe line by line into `output`, echoing each line if asked to.
-fn collect(
-    pipe: impl AsyncRead + Unpin + Send + 'static,
-    stream: Stream,
-    echo: bool,
-    prefix: &str,
-    output: &Arc<Mutex<Vec<(Stream, String)>>>,
-    tx: &Arc<watch::Sender<()>>,
-) {
-    let (output, tx) = (output.clone(), tx.clone());
-    let mark = if stream == Stream::Out { '>' } else { '|' };
-    let prefix = format!("{prefix} {mark} ");
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if echo {
-                println!("{prefix}{line}");
-            }
-            output.lock().unwrap().push((stream, line));
-            tx.send_replace(());
-        }
-        // The sender goes away with the last reader: waiters learn the program is done.
-    });
 }
 
 struct Proc {
     label: String,
     command: String,
     child: Child,
-    output: Arc<Mutex<Vec<(Stream, String)>>>,
-    changed: watch::Receiver<()>,
+    output: Output,
 }
 
 impl Proc {
@@ -567,33 +522,23 @@ impl Proc {
         &mut self,
         stream: Stream,
         what: &str,
-        pred: impl Fn(&str) -> bool,
+        pred: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            self.changed.borrow_and_update();
-            if let Some((_, line)) = self
-                .output
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(s, l)| *s == stream && pred(l))
-            {
-                return Ok(line.clone());
+        // The wait blocks a thread of tokio's blocking pool, so Ctrl-C is still seen meanwhile.
+        let output = self.output.clone();
+        let found =
+            tokio::task::spawn_blocking(move || output.wait_line(stream, PATIENCE, pred)).await?;
+        match found {
+            Ok(line) => Ok(line.text),
+            Err(WaitError::Ended) => {
+                let status = self.status_text();
+                bail!("{} ended without printing {what:?} ({status})", self.label)
             }
-            match tokio::time::timeout_at(deadline, self.changed.changed()).await {
-                Ok(Ok(())) => {}
-                // Closed with nothing unseen: every line was checked above.
-                Ok(Err(_)) => {
-                    let status = self.status_text();
-                    bail!("{} ended without printing {what:?} ({status})", self.label)
-                }
-                Err(_) => bail!(
-                    "{} did not print {what:?} within {} s",
-                    self.label,
-                    PATIENCE.as_secs()
-                ),
-            }
+            Err(WaitError::TimedOut) => bail!(
+                "{} did not print {what:?} within {} s",
+                self.label,
+                PATIENCE.as_secs()
+            ),
         }
     }
 
@@ -609,13 +554,10 @@ impl Proc {
         let status = tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .map_err(|_| anyhow!("{} did not exit", self.label))??;
-        // The readers finish once the pipes are drained; the watch sender closes with them.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::time::timeout_at(deadline, self.changed.changed())
-            .await
-            .map_err(|_| anyhow!("{} exited but its output did not close", self.label))?
-            .is_ok()
-        {}
+        // The readers finish once the pipes are drained.
+        let output = self.output.clone();
+        let closed = tokio::task::spawn_blocking(move || output.wait_closed(PATIENCE)).await?;
+        ensure!(closed, "{} exited but its output did not close", self.label);
         Ok(status)
     }
 

@@ -1,10 +1,11 @@
 //! Every ordinary mistake gets one clear sentence on stderr, a non-zero exit, no panic, and
 //! nothing written under the destination name.
 
-mod support;
 use std::time::{Duration, Instant};
 
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// Asserts that a failed download left the output folder as it was: empty.
 fn nothing_written(out: &std::path::Path, run: &Run) {
@@ -28,7 +29,7 @@ fn one_sentence(run: &Run, program: &str) {
 
 #[test]
 fn unknown_name_or_id() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("src/f.bin", &pattern(1000, 1));
     let (_s, lines) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
     let id = id_of(&lines[0]);
@@ -50,7 +51,7 @@ fn unknown_name_or_id() {
 
 #[test]
 fn ambiguous_name_lists_every_id() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let (a, b) = (pattern(2000, 2), pattern(3000, 3));
     swarm.write("one/same.bin", &a);
     swarm.write("two/same.bin", &b);
@@ -88,7 +89,7 @@ fn tracker_not_answering() {
     let runs: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .iter()
-            .map(|args| s.spawn(|| run("leecher", args, dir.path(), &[])))
+            .map(|args| s.spawn(|| run(BINS.leecher, args, dir.path(), &[])))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -105,7 +106,7 @@ fn tracker_address_with_a_bad_port() {
     // Without a port it means 6969 (tests/newcomer.rs); a port that is not one is refused.
     let dir = tempfile::tempdir().unwrap();
     let run = run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", "127.0.0.1:http", "--list"],
         dir.path(),
         &[],
@@ -118,7 +119,7 @@ fn tracker_address_with_a_bad_port() {
 #[test]
 fn no_seeder_reachable() {
     // The tracker keeps listing the dead seeder for a minute: only the leecher's timeout ends it.
-    let swarm = Swarm::with_tracker_args(&["--peer-timeout", "60"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--peer-timeout", "60"]);
     swarm.write("src/f.bin", &pattern(100_000, 4));
     let (mut seeder, lines) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
     let id = id_of(&lines[0]);
@@ -140,7 +141,7 @@ fn no_seeder_reachable() {
 
 #[test]
 fn destination_exists() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(600_000, 5);
     swarm.write("src/f.bin", &data);
     let (_s, _) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
@@ -160,7 +161,7 @@ fn destination_exists() {
 
 #[test]
 fn output_folder_missing() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let run = swarm.run_leecher(
         swarm.dir.path(),
         &["--no-seed", "--out", "no/such/dir", "f.bin"],
@@ -172,7 +173,7 @@ fn output_folder_missing() {
 /// Runs a seeder that must refuse at once; asserts it registered nothing.
 fn seeder_refuses(swarm: &Swarm, args: &[&str], needle: &str) {
     let run = run(
-        "seeder",
+        BINS.seeder,
         args,
         &swarm.path("src"),
         &[("P2P_TRACKER", &swarm.tracker_addr)],
@@ -185,7 +186,7 @@ fn seeder_refuses(swarm: &Swarm, args: &[&str], needle: &str) {
 
 #[test]
 fn seeder_path_missing_or_a_directory() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("src/ok.bin", b"fine");
     swarm.folder("src/sub");
     seeder_refuses(&swarm, &["nosuch.bin"], "nosuch.bin: no such file");
@@ -205,25 +206,24 @@ fn seeder_path_missing_or_a_directory() {
 fn seeder_path_unreadable() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let path = swarm.write("src/locked.bin", b"secret");
     let mode = |p: &std::path::Path, m| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
     };
     mode(&path, 0o000);
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let mut cmd = if root {
         mode(swarm.dir.path(), 0o755);
         mode(&swarm.path("src"), 0o755);
         let copy = swarm.path("seeder-copy");
-        std::fs::copy(bin("seeder"), &copy).expect("copying the seeder");
+        std::fs::copy(BINS.seeder, &copy).expect("copying the seeder");
         mode(&copy, 0o755);
         let mut cmd = std::process::Command::new(copy);
         cmd.uid(65534).gid(65534);
         cmd
     } else {
-        std::process::Command::new(bin("seeder"))
+        std::process::Command::new(BINS.seeder)
     };
     let out = cmd
         .arg("locked.bin")
@@ -245,11 +245,11 @@ fn seeder_path_unreadable() {
 
 #[test]
 fn seeder_bad_chunk_size() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("src/f.bin", b"data");
     for bad in ["8K", "32M", "100K", "lots"] {
         let run = run(
-            "seeder",
+            BINS.seeder,
             &["--chunk-size", bad, "f.bin"],
             &swarm.path("src"),
             &[("P2P_TRACKER", &swarm.tracker_addr)],

@@ -1,11 +1,12 @@
 //! The command-line contract: `leecher --list`, how the tracker address is chosen, and Ctrl-C.
 
-mod support;
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 #[test]
 fn list_prints_id_size_seeders_name() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     assert_eq!(swarm.run_leecher(swarm.dir.path(), &["--list"]).stdout, "");
 
     let f = pattern(1500, 1);
@@ -67,7 +68,7 @@ fn list_prints_id_size_seeders_name() {
 
 #[test]
 fn tracker_from_env_flag_and_host_name() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(70_000, 2);
     swarm.write("src/f.bin", &data);
     let (_s, lines) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
@@ -81,21 +82,21 @@ fn tracker_from_env_flag_and_host_name() {
 
     // P2P_TRACKER alone.
     listed(&run(
-        "leecher",
+        BINS.leecher,
         &["--list"],
         dir,
         &[("P2P_TRACKER", &swarm.tracker_addr)],
     ));
     // --tracker wins over P2P_TRACKER (which points at a tracker that never answers).
     listed(&run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", &swarm.tracker_addr, "--list"],
         dir,
         &[("P2P_TRACKER", &silent)],
     ));
     // ... and the other way round: the silent one named by --tracker is the one tried.
     run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", &silent, "--list"],
         dir,
         &[("P2P_TRACKER", &swarm.tracker_addr)],
@@ -105,7 +106,7 @@ fn tracker_from_env_flag_and_host_name() {
     // A host name resolves, for the seeder and the leecher alike.
     let by_name = format!("localhost:{}", swarm.tracker_port());
     let seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &["--tracker", &by_name, "f.bin"],
         &swarm.path("src"),
         &[],
@@ -113,7 +114,7 @@ fn tracker_from_env_flag_and_host_name() {
     seeder.wait_stderr("registered with the tracker");
     let out = swarm.folder("out");
     let run = run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", &by_name, "--no-seed", &id],
         &out,
         &[],
@@ -126,7 +127,7 @@ fn tracker_from_env_flag_and_host_name() {
 #[test]
 fn default_tracker_address_is_documented() {
     let dir = tempfile::tempdir().unwrap();
-    for program in ["seeder", "leecher"] {
+    for program in [BINS.seeder, BINS.leecher] {
         let run = run(program, &["--help"], dir.path(), &[]);
         run.assert_ok();
         assert!(
@@ -140,7 +141,7 @@ fn default_tracker_address_is_documented() {
 #[test]
 fn ctrl_c_unregisters_a_seeder_at_once() {
     // A peer timeout far longer than the test: only an unregistration can remove a seeder.
-    let swarm = Swarm::with_tracker_args(&["--peer-timeout", "600"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--peer-timeout", "600"]);
     swarm.write("src/f.bin", &pattern(5000, 3));
     let (mut a, lines) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
     let (mut b, _) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
@@ -154,7 +155,7 @@ fn ctrl_c_unregisters_a_seeder_at_once() {
 
 #[test]
 fn ctrl_c_unregisters_a_seeding_leecher_at_once() {
-    let swarm = Swarm::with_tracker_args(&["--peer-timeout", "600"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--peer-timeout", "600"]);
     let data = pattern(600_000, 4);
     swarm.write("src/f.bin", &data);
     let (_s, lines) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
@@ -170,7 +171,7 @@ fn ctrl_c_unregisters_a_seeding_leecher_at_once() {
 
 #[test]
 fn ctrl_c_while_waiting_for_peers() {
-    let swarm = Swarm::with_tracker_args(&["--peer-timeout", "600"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--peer-timeout", "600"]);
     swarm.write("src/f.bin", &pattern(5000, 5));
     let (mut seeder, _) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);
     seeder.kill();
@@ -190,7 +191,7 @@ fn ctrl_c_while_waiting_for_peers() {
 
 #[test]
 fn ctrl_c_stops_the_tracker() {
-    let mut swarm = Swarm::new();
+    let mut swarm = Swarm::new(BINS);
     let status = swarm.tracker.stop();
     assert!(status.success(), "{}", swarm.tracker.dump());
 }

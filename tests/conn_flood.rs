@@ -6,17 +6,15 @@
 //! assertion on them: the machine is shared); the honest download must succeed within a
 //! `--timeout` that the flood, before admission control, always outlasted.
 
-#[path = "support/flood.rs"]
-mod flood;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use flood::{Counts, Flood, Kind};
-use support::hostile::{assert_same_file, seeder_addr};
-use support::*;
+use shoal_testkit::flood::{Counts, Flood, Kind};
+use shoal_testkit::hostile::{assert_same_file, seeder_addr};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// How long the honest leecher may go without data before it gives up.
 const HONEST_TIMEOUT: &str = "20";
@@ -54,7 +52,7 @@ fn download_under(
 ) -> (Duration, Duration) {
     let total = sources as usize * per_source;
     ensure_descriptors(total as u64 + 1024);
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(16 << 20, 5);
     swarm.write("seed/f.bin", &data);
     let (seeder, lines) = swarm.seeder_in(&swarm.folder("seed"), &["f.bin"]);

@@ -2,8 +2,6 @@
 //! disk, is one clear error with nothing under the final name; and a name from the network is
 //! only ever a label, never a path.
 
-mod support;
-
 use std::path::{Component, Path};
 use std::process::{Command, Output};
 
@@ -11,8 +9,10 @@ use shoal_engine::tracker_client::TrackerError;
 use shoal_proto::names::{safe_file_name, MAX_LOCAL_NAME};
 use shoal_proto::tracker::{ErrorCode, FileEntry, MAX_NAME_LEN};
 use shoal_proto::FileId;
-use support::hostile::*;
-use support::*;
+use shoal_testkit::hostile::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const CHUNK: u32 = 16 * 1024;
 
@@ -49,8 +49,7 @@ fn assert_failed_writing_nothing(res: &Output, out: &Path, says_why: impl Fn(&st
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// The `unshare` flags that give a private mount namespace here, where a test can mount a
@@ -79,7 +78,7 @@ fn in_mount_namespace(swarm: &Swarm, script: &str, dir: &Path, id: &str) -> std:
     Command::new("unshare")
         .args([mount_namespace_flags(), "sh", "-c", script])
         .arg(dir)
-        .arg(bin("leecher"))
+        .arg(BINS.leecher)
         .arg(id)
         .env("P2P_TRACKER", &swarm.tracker_addr)
         .env("RUST_LOG", "info")
@@ -103,7 +102,7 @@ fn dump(out: &std::process::Output) -> String {
 fn a_folder_without_write_permission_is_one_clear_error() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let (_s, id) = seeder_of(&swarm, &pattern(200_000, 91));
     let out = swarm.folder("out");
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
@@ -112,12 +111,17 @@ fn a_folder_without_write_permission_is_one_clear_error() {
     // As nobody, the build's own copy may be out of reach (a checkout under a 0700 folder, as
     // in `mktemp -d`), so nobody runs a copy inside the test's folder.
     let leecher = if is_root() {
+        // A hard link where the file system allows: a copy is a file open for writing for a
+        // moment, and a child another test thread forks in that moment keeps it open until it
+        // execs, which makes running the copy fail with ETXTBSY (see `output_retrying_busy`).
         let copy = swarm.dir.path().join("leecher-copy");
-        std::fs::copy(bin("leecher"), &copy).expect("copying the leecher");
+        if std::fs::hard_link(BINS.leecher, &copy).is_err() {
+            std::fs::copy(BINS.leecher, &copy).expect("copying the leecher");
+        }
         mode(&copy, 0o755).unwrap();
         copy
     } else {
-        bin("leecher")
+        BINS.leecher.into()
     };
     let mut cmd = Command::new(&leecher);
     cmd.args(["--no-seed", "--out", "out", &id])
@@ -128,7 +132,7 @@ fn a_folder_without_write_permission_is_one_clear_error() {
         eprintln!("note: running as root, which ignores modes: the leecher runs as nobody");
         cmd.uid(65534).gid(65534);
     }
-    let res = cmd.output().expect("running the leecher");
+    let res = output_retrying_busy(&mut cmd);
     mode(&out, 0o755).unwrap();
     assert_failed_writing_nothing(&res, &out, |error| {
         error.contains("f.bin.part: permission denied")
@@ -139,7 +143,7 @@ fn a_folder_without_write_permission_is_one_clear_error() {
 /// root too). Needs `unshare`: see [`mount_namespace_flags`].
 #[test]
 fn a_read_only_folder_is_one_clear_error() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let (_s, id) = seeder_of(&swarm, &pattern(200_000, 92));
     let out = swarm.folder("out");
     let script = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$1" --no-seed --out "$0" "$2""#;
@@ -154,7 +158,7 @@ fn a_read_only_folder_is_one_clear_error() {
 /// nothing under the final name.
 #[test]
 fn a_full_disk_is_one_clear_error() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let (_s, id) = seeder_of(&swarm, &pattern(1 << 20, 93));
     let out = swarm.folder("out");
     // The tmpfs only exists inside the namespace: list the folder there, after the leecher.
@@ -194,7 +198,7 @@ fn a_full_disk_is_one_clear_error() {
 /// downloads each by id and writes it inside `--out`, under `safe_file_name`, and nowhere else.
 #[test]
 fn names_from_the_network_are_never_paths() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     // Deep enough that anything climbing out of `out` would still land in the temporary folder.
     let work = swarm.folder("w/x/y");
     let out = swarm.folder("w/x/y/out");
@@ -321,7 +325,7 @@ fn names_from_the_network_are_never_paths() {
 /// lines or drive the terminal. (`names::printable` covers a hostile tracker's names.)
 #[test]
 fn names_from_the_network_never_reach_the_terminal_raw() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let name = "evil\u{1b}[2J\u{7}\nforged line";
     let file = Served::new(name, &pattern(40_000, 101), CHUNK);
     let refused = announce(&swarm.tracker_addr, 9, file.entry());
@@ -340,4 +344,20 @@ fn names_from_the_network_never_reach_the_terminal_raw() {
         !log.contains(['\u{1b}', '\u{7}']) && !log.contains("\nforged line"),
         "{log:?}"
     );
+}
+
+/// Runs `cmd`, trying again while the kernel says its program is busy (ETXTBSY): a copy of a
+/// program just written stays open for writing in any child forked meanwhile until that child
+/// execs, a matter of milliseconds.
+fn output_retrying_busy(cmd: &mut Command) -> std::process::Output {
+    const ETXTBSY: i32 = 26;
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            res => return res.expect("running the leecher"),
+        }
+    }
+    panic!("the copy of the leecher stayed busy (ETXTBSY) for 2 s");
 }

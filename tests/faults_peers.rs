@@ -5,16 +5,16 @@
 //! until the hostile peer has done its damage, so every test is deterministic: the hostile peer
 //! is always asked for chunks before an honest one could finish the download alone.
 
-mod support;
+use shoal_testkit::hostile::*;
+use shoal_testkit::*;
 
-use support::hostile::*;
-use support::*;
+const BINS: Bins = bins!();
 
 /// Case 1: a real seeder is SIGKILLed once it has delivered half the chunks and while it still
 /// owes more; the other seeder delivers exactly the rest.
 #[test]
 fn a_seeder_killed_half_way_hands_its_chunks_to_the_others() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(11);
     let total = chunks_in(&data);
     let half = total / 2;
@@ -55,7 +55,7 @@ fn a_seeder_killed_half_way_hands_its_chunks_to_the_others() {
 /// 20 chunks; the honest seeder delivers everything else.
 #[test]
 fn a_peer_dying_mid_transfer_is_replaced() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(12);
     let total = chunks_in(&data);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
@@ -87,7 +87,7 @@ fn a_peer_dying_mid_transfer_is_replaced() {
 /// Case 2: a liar is struck for each bad chunk and banned at the second; the file is right, the
 /// summary names the liar, and the leecher never connects to it again.
 fn liar_case(mode: Mode, lies_everywhere: bool) {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(21);
     let total = chunks_in(&data);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
@@ -150,7 +150,7 @@ fn a_peer_lying_on_some_chunks_is_banned() {
 /// after `--stall-timeout 2`, and the download finishes from the honest seeder.
 #[test]
 fn stalled_peers_time_out() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(31);
     let total = chunks_in(&data);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
@@ -188,7 +188,7 @@ fn stalled_peers_time_out() {
 /// verified copy wins, and the download finishes without waiting for any timeout.
 #[test]
 fn endgame_does_not_wait_for_a_slow_peer() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(32);
     let total = chunks_in(&data);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
@@ -222,7 +222,7 @@ fn endgame_does_not_wait_for_a_slow_peer() {
 /// the reason `why` (not by a timeout: the stall timeout is 30 s), and finishes from the honest
 /// seeder.
 fn garbage_case(kind: Garbage, why: &str) {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(40 + kind as u64);
     let total = chunks_in(&data);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());

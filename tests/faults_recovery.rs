@@ -1,15 +1,15 @@
 //! Issue 3, cases 5 to 8: every seeder gone, a killed leecher resumed, a restarted tracker, a
 //! seeder whose file changed on disk.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
 
 use shoal_proto::FileId;
-use support::hostile::*;
-use support::*;
+use shoal_testkit::hostile::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 fn real_seeder(swarm: &Swarm, dir: &str, data: &[u8]) -> (Proc, String, SocketAddr) {
     swarm.write(&format!("{dir}/f.bin"), data);
@@ -56,7 +56,7 @@ fn leecher_losing_its_only_seeder(
 /// peer) is found through the tracker and delivers the rest.
 #[test]
 fn a_seeder_appearing_later_is_used() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(51);
     let total = chunks_in(&data);
     let out = swarm.folder("out");
@@ -77,7 +77,7 @@ fn a_seeder_appearing_later_is_used() {
 /// name; the same command resumes from the `.part` once a seeder is back.
 #[test]
 fn without_seeders_the_leecher_gives_up_and_keeps_the_part() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(52);
     let total = chunks_in(&data);
     let out = swarm.folder("out");
@@ -117,7 +117,7 @@ fn without_seeders_the_leecher_gives_up_and_keeps_the_part() {
 /// same command re-verifies the `.part` and fetches exactly the other chunks, each once.
 #[test]
 fn a_killed_leecher_resumes_where_it_stopped() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(61);
     let total = chunks_in(&data);
     let gate = Gate::closed();
@@ -170,7 +170,7 @@ fn a_killed_leecher_resumes_where_it_stopped() {
 /// nothing is kept. Either way the result is byte-identical.
 #[test]
 fn a_part_of_another_file_is_never_mixed_in() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(62);
     let total = chunks_in(&data);
     let file = Served::new("f.bin", &data, CHUNK as u32);
@@ -218,7 +218,7 @@ fn a_part_of_another_file_is_never_mixed_in() {
 /// leecher started after the restart finds them.
 #[test]
 fn seeders_register_again_after_a_tracker_restart() {
-    let mut swarm = Swarm::new();
+    let mut swarm = Swarm::new(BINS);
     let data = test_file(71);
     let (a, id, a_addr) = real_seeder(&swarm, "a", &data);
     let (b, _, b_addr) = real_seeder(&swarm, "b", &data);
@@ -263,7 +263,7 @@ fn seeders_register_again_after_a_tracker_restart() {
 /// Case 8: seeder A's file changes on disk after it was hashed. A refuses to serve it (and says
 /// why), withdraws it from the tracker, and the leecher gets every chunk from B.
 fn changed_file_case(change: impl FnOnce(&Path)) {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(81);
     let total = chunks_in(&data);
     let (a, id, a_addr) = real_seeder(&swarm, "a", &data);

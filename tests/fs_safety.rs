@@ -4,13 +4,13 @@
 //! that is not a plain file of ours with one name is never written through, and a destination
 //! that already is the file is reported, not fetched again.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::hostile::*;
-use support::*;
+use shoal_testkit::hostile::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// The leecher failed with exactly one error line, which contains every one of `needles`.
 fn assert_one_error(run: &Run, needles: &[&str]) {
@@ -71,7 +71,7 @@ fn leecher_held_up(
 
 #[test]
 fn a_file_appearing_at_the_destination_is_never_replaced() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(111);
     let gate = Gate::closed();
     let (_seeder, id, proxy) = gated_seeder(&swarm, "a", &data, gate.clone());
@@ -107,7 +107,7 @@ fn a_file_appearing_at_the_destination_is_never_replaced() {
 /// `--force`, the same sentence rather than a suggestion to use `--force`).
 #[test]
 fn force_onto_a_directory_is_refused_before_downloading() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(112);
     let (_seeder, id, proxy) = gated_seeder(&swarm, "a", &data, Gate::open());
     let out = swarm.folder("out");
@@ -134,7 +134,7 @@ fn force_onto_a_directory_is_refused_before_downloading() {
 /// never renamed to the final name.
 #[test]
 fn a_part_replaced_underneath_is_not_renamed() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(113);
     let gate = Gate::closed();
     let (_seeder, id, proxy) = gated_seeder(&swarm, "a", &data, gate.clone());
@@ -161,7 +161,7 @@ fn a_part_replaced_underneath_is_not_renamed() {
 /// link to it, something other than a file, or a file of another user. None is written through.
 #[test]
 fn a_planted_part_is_never_written_through() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(114);
     let (_seeder, id, _proxy) = gated_seeder(&swarm, "a", &data, Gate::open());
     let out = swarm.folder("out");
@@ -206,7 +206,7 @@ fn a_planted_part_is_never_written_through() {
 /// different file of the same size is still "exists, use --force".
 #[test]
 fn a_complete_file_at_the_destination_is_already_had() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = test_file(115);
     let (_seeder, id, proxy) = gated_seeder(&swarm, "a", &data, Gate::closed());
     let out = swarm.folder("out");

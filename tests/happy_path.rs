@@ -1,12 +1,13 @@
 //! The happy path, end to end with the real binaries: several seeders to one leecher, a second
 //! leecher served only by the first, files of awkward sizes, and every way of naming a file.
 
-mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::hostile::{seeder_behind_proxy, Gate};
-use support::*;
+use shoal_testkit::hostile::{seeder_behind_proxy, Gate};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const KIB: usize = 1024;
 const CHUNK: usize = 512 * KIB;
@@ -149,7 +150,7 @@ fn check_spread(run: &Run, seeders: &BTreeSet<String>, chunks: usize) {
 
 #[test]
 fn three_seeders_one_leecher_odd_tail() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     // 9 chunks, the last one 777 bytes. One request in flight per peer: with the default window
     // the first two peers would hold all nine requests and the third would never be asked.
     let data = pattern(8 * CHUNK + 777, 1);
@@ -159,7 +160,7 @@ fn three_seeders_one_leecher_odd_tail() {
 
 #[test]
 fn three_seeders_small_chunks() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     // 16 KiB chunks: 129 of them, the last one 12,345 bytes; the default window.
     let data = pattern(128 * 16 * KIB + 12_345, 2);
     let (run, addrs) =
@@ -169,7 +170,7 @@ fn three_seeders_small_chunks() {
 
 #[test]
 fn second_leecher_is_served_by_the_first_alone() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(3 * CHUNK + 1001, 3);
     swarm.write("src/f.bin", &data);
     let (seeders, seeder_addrs, id) = seeders(&swarm, &swarm.path("src"), 3, &[], "f.bin");
@@ -197,7 +198,7 @@ fn second_leecher_is_served_by_the_first_alone() {
 
 #[test]
 fn awkward_sizes() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let files: [(&str, Vec<u8>); 4] = [
         ("empty.bin", Vec::new()),
         ("one.bin", vec![0x5a]),
@@ -234,7 +235,7 @@ fn awkward_sizes() {
 
 #[test]
 fn same_bytes_under_two_names_are_one_id() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK + 3, 6);
     swarm.write("one/a.bin", &data);
     swarm.write("one/b.bin", &data);
@@ -258,7 +259,7 @@ fn same_bytes_under_two_names_are_one_id() {
 
 #[test]
 fn resolves_by_full_id_prefix_and_name() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(2 * CHUNK + 99, 7);
     let other = pattern(1000, 8);
     swarm.write("src/f.bin", &data);
@@ -290,7 +291,7 @@ fn resolves_by_full_id_prefix_and_name() {
 
 #[test]
 fn downloads_into_out_dir() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK / 2 + 1, 9);
     swarm.write("src/f.bin", &data);
     let (_s, _) = swarm.seeder_in(&swarm.path("src"), &["f.bin"]);

@@ -2,15 +2,15 @@
 //! and the manifest; a manifest frame longer than the listed size allows is refused; a slow
 //! manifest source does not keep others from being asked; names the tracker sends are
 //! neutralised before they reach the terminal or the file system. The hostile tracker is
-//! `tests/support/hostile_tracker.rs`, the trickling peers `tests/support/hostile_manifest.rs`.
-
-mod support;
+//! `crates/testkit/src/hostile_tracker.rs`, the trickling peers `crates/testkit/src/hostile_manifest.rs`.
 
 use shoal_proto::tracker::ListEntry;
-use support::hostile::{test_file, Gate, HostilePeer, Mode, Served};
-use support::hostile_manifest::Tricklers;
-use support::hostile_tracker::{FakeTracker, Script};
-use support::*;
+use shoal_testkit::hostile::{test_file, Gate, HostilePeer, Mode, Served};
+use shoal_testkit::hostile_manifest::Tricklers;
+use shoal_testkit::hostile_tracker::{FakeTracker, Script};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const ENV: [(&str, &str); 1] = [("P2P_NO_DISCOVERY", "1")];
 
@@ -19,7 +19,7 @@ fn leecher(tracker: &FakeTracker, args: &[&str]) -> Run {
     let t = tracker.arg();
     let mut all = vec!["--tracker", &t];
     all.extend_from_slice(args);
-    run("leecher", &all, dir.path(), &ENV)
+    run(BINS.leecher, &all, dir.path(), &ENV)
 }
 
 fn endless() -> FakeTracker {
@@ -116,7 +116,7 @@ fn a_slow_manifest_source_does_not_keep_others_from_being_asked() {
     let t = tracker.arg();
     let id = served.id.to_string();
     let r = run(
-        "leecher",
+        BINS.leecher,
         &[
             "--tracker",
             &t,
@@ -173,7 +173,7 @@ fn names_from_a_hostile_tracker_are_neutralised_on_the_terminal_and_on_disk() {
     let t = tracker.arg();
     let id = served.id.to_string();
     let r = run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", &t, &id, "--no-upload", "--timeout", "30"],
         dir.path(),
         &ENV,
@@ -199,4 +199,4 @@ fn names_from_a_hostile_tracker_are_neutralised_on_the_terminal_and_on_disk() {
     hostile::assert_same_file(&dir.path().join(&names[0]), &data, &r);
 }
 
-use support::hostile;
+use shoal_testkit::hostile;

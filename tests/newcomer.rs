@@ -3,12 +3,13 @@
 //! miss, `--tracker HOST` without a port, who fetched what, and usage lines without the
 //! environment's values.
 
-mod support;
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 #[test]
 fn several_files_in_one_command_each_fetched_and_one_failure_counted() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let (a, b) = (pattern(40_000, 1), pattern(3_000, 2));
     swarm.write("s/a.bin", &a);
     swarm.write("s/b.bin", &b);
@@ -29,7 +30,7 @@ fn several_files_in_one_command_each_fetched_and_one_failure_counted() {
     assert_eq!(
         run.stderr
             .lines()
-            .filter(|l| l.starts_with("downloaded "))
+            .filter(|l| Summary::is_summary(l))
             .count(),
         2,
         "{}",
@@ -66,11 +67,11 @@ fn several_files_in_one_command_each_fetched_and_one_failure_counted() {
 
 #[test]
 fn a_seeder_whose_tracker_does_not_answer_says_so_and_exits_1() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("f.bin", b"some bytes");
     let (_held, silent) = silent_udp();
     let mut seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &["--tracker", &silent, "f.bin"],
         swarm.dir.path(),
         &[],
@@ -85,10 +86,10 @@ fn a_seeder_whose_tracker_does_not_answer_says_so_and_exits_1() {
 #[test]
 fn a_seeder_the_tracker_refuses_prints_no_id_and_exits_1() {
     // Names the tracker refuses: too long for it, and one with an escape sequence in it.
-    let swarm = Swarm::with_tracker_args(&["--max-name-len", "8"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--max-name-len", "8"]);
     for name in ["much-too-long.bin", "a\u{1b}[2Jb"] {
         swarm.write(name, b"some bytes");
-        let run = run("seeder", &[name], swarm.dir.path(), &swarm.env());
+        let run = run(BINS.seeder, &[name], swarm.dir.path(), &swarm.env());
         assert_eq!(run.status.code(), Some(1), "{}", run.dump());
         run.assert_fails_with("seeder: could not register ");
         run.assert_fails_with(" with the tracker: the tracker refused");
@@ -99,7 +100,7 @@ fn a_seeder_the_tracker_refuses_prints_no_id_and_exits_1() {
 
 #[test]
 fn lookups_explain_short_prefixes_and_suggest_near_names() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("s/Big.iso", &pattern(5_000, 3));
     let (_seeder, lines) = swarm.seeder_in(&swarm.path("s"), &["Big.iso"]);
     let id = id_of(&lines[0]);
@@ -125,10 +126,10 @@ fn lookups_explain_short_prefixes_and_suggest_near_names() {
 
 #[test]
 fn a_tracker_host_without_port_means_port_6969() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     // Whatever answers (or not) on this machine's port 6969, that is the address tried.
     let run = run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", "localhost", "--list"],
         swarm.dir.path(),
         &[],
@@ -143,7 +144,7 @@ fn a_tracker_host_without_port_means_port_6969() {
 
 #[test]
 fn the_seeder_logs_who_fetched_what() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(50_000, 4);
     swarm.write("s/f.bin", &data);
     let (seeder, _) = swarm.seeder_in(&swarm.path("s"), &["f.bin", "--chunk-size", "16K"]);
@@ -157,12 +158,12 @@ fn the_seeder_logs_who_fetched_what() {
 
 #[test]
 fn usage_lines_do_not_show_values_from_the_environment() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let env = [("P2P_TRACKER", "10.9.8.7:6969"), ("P2P_NO_DISCOVERY", "1")];
     for (program, args) in [
-        ("leecher", &[][..]),
-        ("seeder", &[][..]),
-        ("leecher", &["--bogus"][..]),
+        (BINS.leecher, &[][..]),
+        (BINS.seeder, &[][..]),
+        (BINS.leecher, &["--bogus"][..]),
     ] {
         let run = run(program, args, swarm.dir.path(), &env);
         assert_eq!(run.status.code(), Some(2), "{}", run.dump());

@@ -3,9 +3,6 @@
 //! replayed, tampered or plain datagram gets no reply; the status page, its API and /metrics
 //! answer only with the key the tracker printed.
 
-mod support;
-mod tracker_support;
-
 use std::net::UdpSocket;
 use std::time::{Duration, SystemTime};
 
@@ -13,14 +10,16 @@ use shoal_proto::tracker::{Request, RequestBody, Response, ResponseBody, CONNECT
 use shoal_proto::{ConnectionId, TransactionId};
 use shoal_secret::datagram::{unix_ms, Direction, OVERHEAD};
 use shoal_secret::{Keys, Secret};
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const SENTENCE: &str =
     "no tracker of this swarm answered; is P2P_SECRET the same on every machine?";
 
 /// A fresh secret as `tracker --new-secret` prints it (its first line), checked for the advice.
 fn new_secret(dir: &std::path::Path) -> String {
-    let run = run("tracker", &["--new-secret"], dir, &[]);
+    let run = run(BINS.tracker, &["--new-secret"], dir, &[]);
     run.assert_ok();
     let secret = run.stdout.lines().next().unwrap().to_string();
     assert!(secret.starts_with(shoal_secret::PREFIX), "{}", run.dump());
@@ -40,7 +39,7 @@ fn private_swarm_with(extra: &[&str]) -> (Swarm, String) {
     std::fs::write(&file, format!("{secret}\n")).unwrap();
     let mut args = vec!["--secret-file", file.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let swarm = Swarm::with_tracker_args(&args);
+    let swarm = Swarm::with_tracker_args(BINS, &args);
     (swarm, secret)
 }
 
@@ -57,7 +56,7 @@ fn with_the_secret_it_works_and_without_it_nothing_answers() {
     let data = pattern(3 * 512 * 1024 + 1000, 13);
     let path = swarm.write("seed/Plans.pdf", &data);
     let seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &[path.to_str().unwrap()],
         swarm.dir.path(),
         &env(&swarm, &secret),
@@ -67,7 +66,7 @@ fn with_the_secret_it_works_and_without_it_nothing_answers() {
     let id = id_of(&seeder.stdout()[0]);
 
     let list = run(
-        "leecher",
+        BINS.leecher,
         &["--list"],
         swarm.dir.path(),
         &env(&swarm, &secret),
@@ -80,7 +79,7 @@ fn with_the_secret_it_works_and_without_it_nothing_answers() {
     );
     let out = swarm.folder("got");
     let got = run(
-        "leecher",
+        BINS.leecher,
         &["Plans.pdf", "--no-seed", "--out", out.to_str().unwrap()],
         swarm.dir.path(),
         &env(&swarm, &secret),
@@ -91,26 +90,26 @@ fn with_the_secret_it_works_and_without_it_nothing_answers() {
     // Another secret: the sentence, from the listing and from a download.
     let other = Secret::generate().unwrap().to_text();
     for args in [&["--list"][..], &["Plans.pdf", "--no-seed"][..]] {
-        let r = run("leecher", args, swarm.dir.path(), &env(&swarm, &other));
+        let r = run(BINS.leecher, args, swarm.dir.path(), &env(&swarm, &other));
         r.assert_fails_with(SENTENCE);
         assert!(!r.stdout.contains("Plans"), "{}", r.dump());
     }
     // A passphrase is another secret too.
     run(
-        "leecher",
+        BINS.leecher,
         &["--list"],
         swarm.dir.path(),
         &env(&swarm, "open sesame"),
     )
     .assert_fails_with(SENTENCE);
     // No secret: the open protocol, which this tracker does not answer.
-    let r = run("leecher", &["--list"], swarm.dir.path(), &swarm.env());
+    let r = run(BINS.leecher, &["--list"], swarm.dir.path(), &swarm.env());
     r.assert_fails_with("did not answer");
     assert!(!r.stdout.contains("Plans"), "{}", r.dump());
     // A damaged secret is refused at once, never taken for a passphrase.
     let damaged = &secret[..secret.len() - 2];
     run(
-        "leecher",
+        BINS.leecher,
         &["--list"],
         swarm.dir.path(),
         &env(&swarm, damaged),
@@ -240,7 +239,7 @@ fn get_with_bearer(addr: &str, path: &str, key: &str) -> u16 {
 
 #[test]
 fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
-    use tracker_support::http_get;
+    use shoal_testkit::tracker::http_get;
     let (swarm, secret) = private_swarm_with(&["--http", "127.0.0.1:0"]);
     let line = swarm.tracker.wait_stdout("the status page URL", |l| {
         l.starts_with("status page: http://")
@@ -335,6 +334,6 @@ fn a_lost_reply_is_made_up_by_the_next_try() {
         ("P2P_TRACKER", relay.as_str()),
         ("P2P_SECRET", secret.as_str()),
     ];
-    let r = run("leecher", &["--list"], swarm.dir.path(), &env);
+    let r = run(BINS.leecher, &["--list"], swarm.dir.path(), &env);
     r.assert_ok();
 }

@@ -8,8 +8,6 @@
 //! need no root, no namespace and no capture tool, and the leecher is sent through them the way
 //! it finds anything (its tracker address; the peer address the tracker hands out).
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,19 +17,21 @@ use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
 use shoal_proto::tracker::{FileEntry, Have, PeerInfo, RequestBody, ResponseBody};
 use shoal_proto::FileId;
 use shoal_secret::{Keys, Secret};
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const NAME: &str = "Quarterly-Figures.xlsx";
 
 /// A tracker on 127.0.0.1, private when `secret` is given.
 fn tracker(secret: Option<&str>) -> (Swarm, Option<tempfile::TempDir>) {
     let Some(secret) = secret else {
-        return (Swarm::new(), None);
+        return (Swarm::new(BINS), None);
     };
     let keydir = tempfile::tempdir().unwrap();
     let file = keydir.path().join("swarm.secret");
     std::fs::write(&file, secret).unwrap();
-    let swarm = Swarm::with_tracker_args(&["--secret-file", file.to_str().unwrap()]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--secret-file", file.to_str().unwrap()]);
     (swarm, Some(keydir))
 }
 
@@ -119,7 +119,7 @@ fn download_through_relay(secret: Option<&str>, data: &[u8]) -> Vec<u8> {
     let (leechers, _k2) = tracker(secret);
     let path = seeders.write(&format!("seed/{NAME}"), data);
     let seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &[path.to_str().unwrap()],
         seeders.dir.path(),
         &env(&seeders, secret),
@@ -163,7 +163,7 @@ fn download_through_relay(secret: Option<&str>, data: &[u8]) -> Vec<u8> {
     let mut env = vec![("P2P_TRACKER", tracker.as_str())];
     env.extend(secret.map(|s| ("P2P_SECRET", s)));
     run(
-        "leecher",
+        BINS.leecher,
         &[NAME, "--no-seed", "--out", out.to_str().unwrap()],
         leechers.dir.path(),
         &env,
@@ -215,7 +215,7 @@ fn a_peer_without_the_secret_gets_nothing() {
     let data = pattern(600_000, 5);
     let path = swarm.write(&format!("seed/{NAME}"), &data);
     let seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &[path.to_str().unwrap()],
         swarm.dir.path(),
         &env(&swarm, Some(&secret)),
@@ -263,7 +263,7 @@ fn a_peer_without_the_secret_gets_nothing() {
     // The seeder still serves its swarm.
     let out = swarm.folder("got");
     run(
-        "leecher",
+        BINS.leecher,
         &[NAME, "--no-seed", "--out", out.to_str().unwrap()],
         swarm.dir.path(),
         &env(&swarm, Some(&secret)),
@@ -296,7 +296,7 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
     let path = swarm.write("seed/big.bin", &data);
     let mut env = env(&swarm, Some(&secret));
     let mut seeder = Proc::spawn(
-        "seeder",
+        BINS.seeder,
         &["--chunk-size", "16K", path.to_str().unwrap()],
         swarm.dir.path(),
         &env,
@@ -307,7 +307,7 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
     let leechers: Vec<Proc> = (0..3)
         .map(|i| {
             let out = swarm.folder(&format!("l{i}"));
-            Proc::spawn("leecher", &["--window", "2", &id], &out, &env)
+            Proc::spawn(BINS.leecher, &["--window", "2", &id], &out, &env)
         })
         .collect();
     let deadline = std::time::Instant::now() + PATIENCE;

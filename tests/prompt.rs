@@ -4,7 +4,6 @@
 //! no longer lists what the prompt shared). Without a terminal, no file is a usage error. A
 //! tracker that never ends its listing cannot hold `list` or `get` past `--timeout`.
 
-mod support;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -12,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// A program running on the slave side of a pseudo-terminal, its output collected as it comes.
 struct Pty {
@@ -44,7 +45,7 @@ impl Pty {
             .write(true)
             .open(name.to_str().unwrap())
             .expect("opening the pty's slave side");
-        let mut cmd = Command::new(bin("leecher"));
+        let mut cmd = Command::new(BINS.leecher);
         cmd.args(args)
             .current_dir(cwd)
             .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -230,7 +231,7 @@ fn sent_chunks(status_line: &str) -> u64 {
 
 #[test]
 fn a_person_lists_gets_shares_and_leaves() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let seeded = pattern(3 * 512 * 1024 + 77, 1);
     let seed_dir = swarm.folder("seed");
     std::fs::write(seed_dir.join("film one.bin"), &seeded).unwrap();
@@ -327,7 +328,7 @@ fn a_person_lists_gets_shares_and_leaves() {
 
 #[test]
 fn stop_ends_a_download_in_the_background() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(4 * 512 * 1024, 3);
     let seed_dir = swarm.folder("seed");
     std::fs::write(seed_dir.join("slow.bin"), &data).unwrap();
@@ -357,7 +358,7 @@ fn stop_ends_a_download_in_the_background() {
 
 #[test]
 fn sigterm_unregisters_and_gives_the_terminal_back() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let home = swarm.folder("home");
     std::fs::write(home.join("mine.bin"), pattern(100_000, 4)).unwrap();
     let mut p = Pty::leecher(&swarm, &home, &["--interactive"]);
@@ -413,7 +414,7 @@ fn wait_until_listed(swarm: &Swarm, id: &str) {
 
 #[test]
 fn without_a_terminal_no_file_is_still_a_usage_error() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let run = swarm.run_leecher(swarm.dir.path(), &[]);
     assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
     assert!(
@@ -428,8 +429,8 @@ fn without_a_terminal_no_file_is_still_a_usage_error() {
 /// page, as the plain leecher does, and the prompt stays usable.
 #[test]
 fn lookups_at_the_prompt_give_up_at_timeout_on_an_endless_listing() {
-    use support::hostile_tracker::{FakeTracker, Script};
-    let swarm = Swarm::new();
+    use shoal_testkit::hostile_tracker::{FakeTracker, Script};
+    let swarm = Swarm::new(BINS);
     let home = swarm.folder("home");
     let tracker = FakeTracker::start(Script {
         endless: Some(std::time::Duration::from_millis(100)),

@@ -5,20 +5,20 @@
 //! a slow, shared machine cannot make it fail; how close to the limit the rate comes is measured
 //! (PERFORMANCE.md), not asserted.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use shoal_engine::rate::{Rate, RateLimit};
-use support::hostile::assert_same_file;
-use support::*;
+use shoal_testkit::hostile::assert_same_file;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const SIZE: usize = 3 << 20;
 
 /// Seeds a 3 MiB file with `seeder_args`, downloads it with `leecher_args`; asserts the copy and
 /// that it took at least what `limit` allows. Returns the time the download took.
 fn limited_download(seeder_args: &[&str], leecher_args: &[&str], limit: &str) -> Duration {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(SIZE, 9);
     swarm.write("seed/f.bin", &data);
     let mut args = vec!["--chunk-size", "64K"];
@@ -60,14 +60,18 @@ fn a_bad_rate_gets_one_sentence() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.bin"), b"x").unwrap();
     for (bin, flag) in [
-        ("seeder", "--max-upload-rate"),
-        ("leecher", "--max-upload-rate"),
-        ("leecher", "--max-download-rate"),
+        (BINS.seeder, "--max-upload-rate"),
+        (BINS.leecher, "--max-upload-rate"),
+        (BINS.leecher, "--max-download-rate"),
     ] {
         for bad in ["0", "fast", "-1M", "10X"] {
             // `--flag=-1M`: a value that starts with '-' is not taken for another flag.
             let value = format!("{flag}={bad}");
-            let target = if bin == "seeder" { "f.bin" } else { "abcdef12" };
+            let target = if bin == BINS.seeder {
+                "f.bin"
+            } else {
+                "abcdef12"
+            };
             let args = [value.as_str(), target];
             run(bin, &args, dir.path(), &[("P2P_TRACKER", "127.0.0.1:9")])
                 .assert_fails_with("is not a rate like 500K, 10M or 1G");

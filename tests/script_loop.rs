@@ -2,17 +2,16 @@
 //! after another, each a new process that registers, fetches and unregisters, are never turned
 //! away by the tracker's rate limit; nor are the same 200 files named in one command.
 
-mod support;
-mod tracker_support;
+use shoal_testkit::tracker::{metrics, swarm_with_page};
 
-use tracker_support::{metrics, swarm_with_page};
+const BINS: shoal_testkit::Bins = shoal_testkit::bins!();
 
 const FILES: usize = 200;
 const REFUSED: &str = "shoal_tracker_dropped_total{reason=\"rate_limited\"}";
 
 #[test]
 fn a_script_over_200_files_is_not_refused_with_default_limits() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     let names: Vec<String> = (0..FILES).map(|n| format!("f{n}.txt")).collect();
     for (n, name) in names.iter().enumerate() {
         swarm.write(&format!("s/{name}"), format!("file number {n}").as_bytes());

@@ -2,11 +2,12 @@
 //! chunks they have verified, so they all finish even when the only seeder dies once every chunk
 //! has reached some leecher.
 
-mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const CHUNK: usize = 16 * 1024;
 const CHUNKS: usize = 256;
@@ -27,23 +28,13 @@ fn verified(leechers: &[Proc]) -> BTreeSet<u32> {
 
 /// `from seeders: S chunks, from leechers: L chunks; uploaded U chunks while downloading`.
 fn sources(summary: &str) -> (u32, u32, u32) {
-    let number_after = |label: &str| -> u32 {
-        let rest = &summary[summary
-            .find(label)
-            .unwrap_or_else(|| panic!("no {label:?} in {summary:?}"))
-            + label.len()..];
-        rest.split_whitespace().next().unwrap().parse().unwrap()
-    };
-    (
-        number_after("from seeders: "),
-        number_after("from leechers: "),
-        number_after("uploaded "),
-    )
+    let s = Summary::parse(summary);
+    (s.from_seeders, s.from_leechers, s.uploaded)
 }
 
 #[test]
 fn leechers_finish_from_each_other_after_the_seeder_dies() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * CHUNKS, 10);
     swarm.write("seed/big.bin", &data);
     let (mut seeder, lines) =
@@ -55,7 +46,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     let leechers: Vec<Proc> = (0..LEECHERS)
         .map(|i| {
             let out = swarm.folder(&format!("l{i}"));
-            Proc::spawn("leecher", &["--window", "2", &id], &out, &env)
+            Proc::spawn(BINS.leecher, &["--window", "2", &id], &out, &env)
         })
         .collect();
 
@@ -76,14 +67,14 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     seeder.kill();
     let unfinished = leechers
         .iter()
-        .filter(|p| !p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+        .filter(|p| !p.stderr().iter().any(|l| Summary::is_summary(l)))
         .count();
     eprintln!("the seeder died with {unfinished} of {LEECHERS} leechers unfinished");
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while !leechers
         .iter()
-        .all(|p| p.stderr().iter().any(|l| l.starts_with("downloaded ")))
+        .all(|p| p.stderr().iter().any(|l| Summary::is_summary(l)))
     {
         assert!(
             Instant::now() < deadline,
@@ -116,7 +107,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
 
 #[test]
 fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * 8, 11);
     swarm.write("seed/small.bin", &data);
     let (_seeder, lines) =
@@ -139,8 +130,8 @@ fn a_leecher_with_no_upload_serves_nothing_and_is_not_listed() {
 /// A protocol 1 peer in the swarm is named in one sentence, and the download goes on without it.
 #[test]
 fn a_protocol_1_peer_is_named_and_skipped() {
-    use support::hostile::{HostilePeer, Mode};
-    let swarm = Swarm::new();
+    use shoal_testkit::hostile::{HostilePeer, Mode};
+    let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * 8, 12);
     swarm.write("seed/f.bin", &data);
     let (_seeder, lines) =
@@ -171,8 +162,8 @@ fn a_protocol_1_peer_is_named_and_skipped() {
 /// right, nothing it sent was kept, and the summary names it.
 #[test]
 fn a_lying_leecher_is_banned_like_a_lying_seeder() {
-    use support::hostile::*;
-    let swarm = Swarm::new();
+    use shoal_testkit::hostile::*;
+    let swarm = Swarm::new(BINS);
     let data = test_file(13);
     let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
     let liar = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::PartialLiar(20));

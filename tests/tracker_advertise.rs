@@ -1,17 +1,16 @@
 //! `--advertise`: a peer is handed out at an address of its own machine that it advertises (it
 //! proves it receives there), and nobody can plant an address it does not receive at.
 
-mod support;
-mod tracker_support;
-
 use serde_json::json;
 use shoal_engine::tracker_client::TrackerError;
 use shoal_proto::tracker::{Advertise, ErrorCode, PeerInfo, RequestBody};
-use tracker_support::{get_json, swarm_with_page};
+use shoal_testkit::tracker::{get_json, swarm_with_page};
+
+const BINS: shoal_testkit::Bins = shoal_testkit::bins!();
 
 #[test]
 fn a_seeder_advertises_its_own_other_address_and_nobody_plants_one() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     swarm.write("s/f.bin", b"some bytes");
     // 127.0.0.2 is this machine's too (all of 127/8 is), but not the source the tracker sees.
     let (_seeder, _lines) = swarm.seeder_in(

@@ -4,9 +4,6 @@
 //! within a stated bound, and it must have sent back no more bytes than it received, to each
 //! socket that never proved its address and in all.
 
-mod support;
-mod tracker_support;
-
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -16,8 +13,10 @@ use shoal_proto::tracker::{
     MAGIC,
 };
 use shoal_proto::{ConnectionId, FileId, IdPrefix, TransactionId};
-use support::*;
-use tracker_support::{memory_kib, metrics, swarm_with_page, totals};
+use shoal_testkit::tracker::{memory_kib, metrics, swarm_with_page, totals};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const DATAGRAMS: usize = 100_000;
 /// Source addresses of the flood: 127.0.1.0 to 127.0.2.255, one socket each.
@@ -256,7 +255,7 @@ fn cpu_secs(pid: i32) -> f64 {
 
 #[test]
 fn tracker_survives_a_flood() {
-    let (mut swarm, http) = swarm_with_page(&["--rate-limit", "100", "--rate-burst", "50"]);
+    let (mut swarm, http) = swarm_with_page(BINS, &["--rate-limit", "100", "--rate-burst", "50"]);
     let tracker: SocketAddr = swarm.tracker_addr.parse().unwrap();
     let pid = swarm.tracker.pid();
 

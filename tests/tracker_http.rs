@@ -1,16 +1,15 @@
 //! The tracker's optional HTTP side: off unless asked for, and when on, JSON under /api/ and
 //! Prometheus text under /metrics that follow the swarm.
 
-mod support;
-mod tracker_support;
-
 use serde_json::json;
-use support::*;
-use tracker_support::{get_json, http_get, metrics, swarm_with_page};
+use shoal_testkit::tracker::{get_json, http_get, metrics, swarm_with_page};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 #[test]
 fn http_is_off_by_default_and_udp_needs_none_of_it() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     swarm.write("f.txt", b"hello");
     let (_s, lines) = swarm.seeder(&["f.txt"]);
     let run = swarm.run_leecher(swarm.dir.path(), &["--list"]);
@@ -21,7 +20,7 @@ fn http_is_off_by_default_and_udp_needs_none_of_it() {
 
 #[test]
 fn json_and_metrics_follow_the_swarm() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     let empty = get_json(&http, "/api/swarm");
     assert_eq!(empty["files"], json!({ "total": 0, "rows": [] }));
     assert_eq!(empty["peers"]["total"], json!(0));
@@ -107,7 +106,7 @@ fn json_and_metrics_follow_the_swarm() {
 
 #[test]
 fn the_page_is_self_contained() {
-    let (_swarm, http) = swarm_with_page(&[]);
+    let (_swarm, http) = swarm_with_page(BINS, &[]);
     let page = http_get(&http, "/");
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
@@ -129,7 +128,7 @@ fn the_page_is_self_contained() {
 fn a_bad_http_address_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let run = run(
-        "tracker",
+        BINS.tracker,
         &["--listen", "127.0.0.1:0", "--http", "not an address"],
         dir.path(),
         &[],

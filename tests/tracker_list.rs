@@ -2,17 +2,16 @@
 //! filters by name; a seeder with a thousand files registers in a few dozen datagrams and
 //! heartbeats in one; a peer that dies silently is dropped after the peer timeout.
 
-mod support;
-mod tracker_support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
-use tracker_support::{metrics, swarm_with_page};
+use shoal_testkit::tracker::{metrics, swarm_with_page};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 #[test]
 fn list_fetches_every_page_and_filters_by_name() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     // Long names: a listing of these needs several datagrams.
     let mut names = Vec::new();
     for n in 0..40 {
@@ -49,7 +48,7 @@ fn list_fetches_every_page_and_filters_by_name() {
 
 #[test]
 fn a_thousand_files_cost_a_few_dozen_datagrams_and_one_per_heartbeat() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     let names: Vec<String> = (0..1000).map(|n| format!("f{n:04}.txt")).collect();
     for (n, name) in names.iter().enumerate() {
         swarm.write(&format!("s/{name}"), format!("{n}").as_bytes());
@@ -87,7 +86,7 @@ fn a_thousand_files_cost_a_few_dozen_datagrams_and_one_per_heartbeat() {
 
 #[test]
 fn a_peer_that_dies_silently_is_dropped_after_the_timeout() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     swarm.write("s/gone.bin", b"soon gone");
     let (mut seeder, _) = swarm.seeder_in(&swarm.path("s"), &["gone.bin"]);
     // SIGKILL: no unregister, only silence.

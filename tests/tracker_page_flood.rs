@@ -2,15 +2,14 @@
 //! per-source cap they are closed at once, so another source is served while they wait; and every
 //! idle one is closed after the idle timeout, so the source itself is served again.
 
-mod support;
-mod tracker_support;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use shoal_testkit::tracker::{http_get, swarm_with_page};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracker_support::{http_get, swarm_with_page};
+
+const BINS: shoal_testkit::Bins = shoal_testkit::bins!();
 
 /// `GET /api/stats` from a socket bound to `from`, with the whole answer read.
 async fn get_from(from: &str, to: &str) -> String {
@@ -27,7 +26,7 @@ async fn get_from(from: &str, to: &str) -> String {
 
 #[test]
 fn idle_connections_do_not_take_the_page_down() {
-    let (_swarm, http) = swarm_with_page(&[]);
+    let (_swarm, http) = swarm_with_page(BINS, &[]);
     // More than the page serves at once (64), all from one source, all silent.
     let idle: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(&http).unwrap())
@@ -61,9 +60,9 @@ fn answers_are_bounded_names_per_row_and_rows_per_page() {
     use serde_json::json;
     use shoal_proto::tracker::{FileEntry, Have};
     use shoal_proto::FileId;
-    use tracker_support::get_json;
+    use shoal_testkit::tracker::get_json;
 
-    let (swarm, http) = swarm_with_page(&["--peer-timeout", "600"]);
+    let (swarm, http) = swarm_with_page(BINS, &["--peer-timeout", "600"]);
     // Sixty peers give one file sixty long names; today every one of them is in its row.
     for n in 0..60u16 {
         let entry = FileEntry {
@@ -72,7 +71,7 @@ fn answers_are_bounded_names_per_row_and_rows_per_page() {
             name: format!("{n:02}-{}", "n".repeat(200)),
             have: Have::Complete,
         };
-        support::hostile::announce(&swarm.tracker_addr, 9000 + n, entry).unwrap();
+        shoal_testkit::hostile::announce(&swarm.tracker_addr, 9000 + n, entry).unwrap();
     }
     let files = get_json(&http, "/api/files");
     let row = &files["rows"][0];

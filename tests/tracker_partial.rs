@@ -2,20 +2,19 @@
 //! seeders, shown on the page, the JSON API and /metrics with its progress, left out of
 //! `leecher --list`'s seeder count, and counted as a seeder once it registers again as complete.
 
-mod support;
-mod tracker_support;
-
 use serde_json::json;
 use shoal_engine::tracker_client::{RetryPolicy, TrackerClient};
 use shoal_proto::tracker::{FileEntry, Have, PeerInfo, Progress, RequestBody, ResponseBody};
 use shoal_proto::FileId;
-use support::*;
-use tracker_support::{get_json, metrics, swarm_with_page};
+use shoal_testkit::tracker::{get_json, metrics, swarm_with_page};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 #[test]
 fn downloaders_show_with_their_progress_and_become_seeders() {
     // A long peer timeout: the downloader below heartbeats only when the test says so.
-    let (swarm, http) = swarm_with_page(&["--peer-timeout", "600"]);
+    let (swarm, http) = swarm_with_page(BINS, &["--peer-timeout", "600"]);
     swarm.write("s/Alpha.bin", &pattern(5000, 1));
     let (_seeder, lines) = swarm.seeder_in(&swarm.path("s"), &["Alpha.bin"]);
     let alpha = id_of(&lines[0]);

@@ -3,13 +3,12 @@
 //! lookup and a peer list) is never turned away; and past a limit, clients wait and try again
 //! instead of failing.
 
-mod support;
-mod tracker_support;
-
 use shoal_engine::tracker_client::{resolve, RetryPolicy, TrackerClient};
 use shoal_proto::FileId;
-use support::*;
-use tracker_support::{metrics, swarm_with_page};
+use shoal_testkit::tracker::{metrics, swarm_with_page};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// What one `leecher NAME` asks the tracker, from a socket of its own: resolve the name, then
 /// the peers.
@@ -24,7 +23,7 @@ async fn look_up(tracker: &str, name: &str) -> Result<usize, String> {
 
 #[test]
 fn a_script_over_200_files_is_never_rate_limited_by_default() {
-    let (swarm, http) = swarm_with_page(&[]);
+    let (swarm, http) = swarm_with_page(BINS, &[]);
     swarm.write("s/f.bin", b"one file");
     let (_seeder, _lines) = swarm.seeder_in(&swarm.path("s"), &["f.bin"]);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -47,7 +46,7 @@ fn a_script_over_200_files_is_never_rate_limited_by_default() {
 #[test]
 fn past_the_limit_clients_wait_and_try_again() {
     // Five requests a second: thirty listings take several seconds, and every one succeeds.
-    let swarm = Swarm::with_tracker_args(&["--rate-limit", "5", "--rate-burst", "5"]);
+    let swarm = Swarm::with_tracker_args(BINS, &["--rate-limit", "5", "--rate-burst", "5"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,14 +4,13 @@
 //!
 //! Needs Debian's `chromium` package (or `CHROMIUM=/path/to/chrome`); fails, loudly, without it.
 
-mod support;
-mod tracker_support;
-
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use support::*;
-use tracker_support::chromium::{self, Browser};
+use shoal_testkit::chromium::{self, Browser};
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 860;
@@ -48,7 +47,7 @@ fn seeders_shown(browser: &mut Browser, id: &str) -> Value {
 fn the_page_follows_the_swarm_live() {
     // Before anything else, so a missing browser is the first thing the failure says.
     chromium::find();
-    let (swarm, http) = tracker_support::swarm_with_page(&[]);
+    let (swarm, http) = shoal_testkit::tracker::swarm_with_page(BINS, &[]);
     let mut browser = Browser::start(WIDTH, HEIGHT);
     browser.open_tab(WIDTH, HEIGHT);
     browser.navigate(&format!("http://{http}/"));

@@ -1,14 +1,14 @@
 //! Tracker protocol versions: a peer and a tracker of different versions say so in one sentence
 //! instead of going silent.
 
-mod support;
-
 use std::net::UdpSocket;
 use std::time::Duration;
 
 use shoal_proto::tracker::{Request, RequestBody, CONNECT_PADDING, MAGIC};
 use shoal_proto::{ConnectionId, TransactionId};
-use support::*;
+use shoal_testkit::*;
+
+const BINS: Bins = bins!();
 
 /// A version 1 tracker as far as a client can tell: it drops what is not `SHT1` and answers what
 /// is with a `SHT1` datagram. Runs until the test ends (the thread is detached).
@@ -35,7 +35,7 @@ fn a_client_names_an_old_trackers_version() {
     let tracker = old_tracker();
     let dir = tempfile::tempdir().unwrap();
     let run = run(
-        "leecher",
+        BINS.leecher,
         &["--tracker", &tracker, "--list"],
         dir.path(),
         &[("P2P_NO_DISCOVERY", "1")],
@@ -47,7 +47,7 @@ fn a_client_names_an_old_trackers_version() {
 
 #[test]
 fn the_tracker_tells_another_version_which_one_it_speaks() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -53,8 +53,7 @@ pub fn ensure_tools(install: bool) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    // SAFETY: plain query.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     if !install || !root || !in_path("apt-get") {
         bail!(
             "missing {} (install with: apt-get install -y {})",

@@ -8,16 +8,17 @@
 //! and so loses it; it is killed by pid like the rest). A pid leaves [`LIVE`] only while the lock
 //! is held and at the moment it is reaped, so a kill can never hit a recycled pid.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+pub use shoal_testkit::output::{Line, Stream};
+use shoal_testkit::output::{Output, WaitError};
 
 /// Children not yet reaped: (pid, whether it leads a process group of its own).
 static LIVE: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
@@ -134,27 +135,6 @@ pub fn install_signal_handlers() -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Out,
-    Err,
-}
-
-#[derive(Clone, Debug)]
-pub struct Line {
-    pub stream: Stream,
-    /// When the benchmark read it.
-    pub at: Instant,
-    pub text: String,
-}
-
-#[derive(Default)]
-struct Output {
-    lines: Vec<Line>,
-    /// Pipes still open.
-    open: u8,
-}
-
 /// How a child ended, with what it used.
 #[derive(Clone, Debug)]
 pub struct Exit {
@@ -184,7 +164,7 @@ pub struct Proc {
     pub pid: i32,
     pub started: Instant,
     pidfd: Option<OwnedFd>,
-    out: Arc<(Mutex<Output>, Condvar)>,
+    out: Output,
     exit: Option<Exit>,
 }
 
@@ -244,12 +224,18 @@ pub fn spawn(label: &str, cmd: &mut Command, opts: Opts) -> Result<Proc> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative return is a new file descriptor that we own.
     let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    let out = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+    let out = Output::new(MAX_LINES);
+    let echo = VERBOSE.load(Ordering::Relaxed).then(|| {
+        let label = label.to_string();
+        Arc::new(move |stream: Stream, text: &str| {
+            eprintln!("    {label:>10} {} {text}", stream.mark())
+        }) as shoal_testkit::output::Echo
+    });
     if let Some(pipe) = child.stdout.take() {
-        read_lines(label, pipe, Stream::Out, &out);
+        out.read(Stream::Out, pipe, echo.clone());
     }
     if let Some(pipe) = child.stderr.take() {
-        read_lines(label, pipe, Stream::Err, &out);
+        out.read(Stream::Err, pipe, echo);
     }
     // `child` is dropped without waiting: we reap it ourselves with wait4.
     drop(child);
@@ -263,48 +249,6 @@ pub fn spawn(label: &str, cmd: &mut Command, opts: Opts) -> Result<Proc> {
     })
 }
 
-fn read_lines(
-    label: &str,
-    pipe: impl Read + Send + 'static,
-    stream: Stream,
-    out: &Arc<(Mutex<Output>, Condvar)>,
-) {
-    let out = out.clone();
-    out.0.lock().unwrap().open += 1;
-    let prefix = format!(
-        "    {label:>10} {} ",
-        if stream == Stream::Out { '>' } else { '|' }
-    );
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let at = Instant::now();
-            let text = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
-            if VERBOSE.load(Ordering::Relaxed) {
-                eprintln!("{prefix}{text}");
-            }
-            let (lock, cv) = &*out;
-            let mut o = lock.lock().unwrap();
-            if o.lines.len() >= MAX_LINES {
-                o.lines.drain(..MAX_LINES / 2);
-            }
-            o.lines.push(Line { stream, at, text });
-            cv.notify_all();
-        }
-        let (lock, cv) = &*out;
-        lock.lock().unwrap().open -= 1;
-        cv.notify_all();
-    });
-}
-
 impl Proc {
     /// Waits for the first line on `stream` for which `pred` holds (including lines already read).
     pub fn wait_line(
@@ -314,60 +258,35 @@ impl Proc {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Result<Line> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.out;
-        let mut o = lock.lock().unwrap();
-        loop {
-            if let Some(l) = o.lines.iter().find(|l| l.stream == stream && pred(&l.text)) {
-                return Ok(l.clone());
-            }
-            if o.open == 0 {
-                bail!(
-                    "{} ended without printing {what}\n{}",
-                    self.label,
-                    tail(&o.lines)
-                );
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!(
-                    "{} did not print {what} within {} s\n{}",
-                    self.label,
-                    timeout.as_secs(),
-                    tail(&o.lines)
-                );
-            }
-            o = cv.wait_timeout(o, left).unwrap().0;
+        match self.out.wait_line(stream, timeout, pred) {
+            Ok(line) => Ok(line),
+            Err(WaitError::Ended) => bail!(
+                "{} ended without printing {what}\n{}",
+                self.label,
+                self.tail()
+            ),
+            Err(WaitError::TimedOut) => bail!(
+                "{} did not print {what} within {} s\n{}",
+                self.label,
+                timeout.as_secs(),
+                self.tail()
+            ),
         }
     }
 
     /// Every line read so far from `stream`.
     pub fn lines(&self, stream: Stream) -> Vec<String> {
-        let o = self.out.0.lock().unwrap();
-        o.lines
-            .iter()
-            .filter(|l| l.stream == stream)
-            .map(|l| l.text.clone())
-            .collect()
+        self.out.lines(stream)
     }
 
     /// Waits until the output pipes close (after an exit, so every line is in).
     pub fn wait_output_closed(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.out;
-        let mut o = lock.lock().unwrap();
-        while o.open > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            o = cv.wait_timeout(o, left).unwrap().0;
-        }
+        self.out.wait_closed(timeout);
     }
 
     /// The last lines of output, for error messages.
     pub fn tail(&self) -> String {
-        tail(&self.out.0.lock().unwrap().lines)
+        self.out.tail(15)
     }
 
     /// Reaps the child if it has exited.
@@ -523,18 +442,6 @@ impl Drop for Proc {
             self.kill();
         }
     }
-}
-
-fn tail(lines: &[Line]) -> String {
-    let start = lines.len().saturating_sub(15);
-    lines[start..]
-        .iter()
-        .map(|l| {
-            let mark = if l.stream == Stream::Out { '>' } else { '|' };
-            format!("      {mark} {}", l.text)
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Runs a short-lived tool (in a process group of its own) to completion; fails unless it exits

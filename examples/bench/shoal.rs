@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use shoal_testkit::Summary;
 
 use crate::load;
 use crate::procs::{self, Opts, Proc, Stream};
@@ -217,8 +218,8 @@ pub fn download(bins: &Path, swarm: &Swarm, out: &Path, size: u64) -> Result<Dow
     let rate = p
         .lines(Stream::Err)
         .iter()
-        .find(|l| l.contains("downloaded ") && l.contains("/s)"))
-        .and_then(|l| summary_rate(l));
+        .find(|l| Summary::is_summary(l))
+        .and_then(|l| crate::parse_human_bytes(&Summary::parse(l).rate));
     Ok(Download {
         wall,
         rate,
@@ -227,12 +228,6 @@ pub fn download(bins: &Path, swarm: &Swarm, out: &Path, size: u64) -> Result<Dow
         cpu_tracker: tracker1 - tracker0,
         rss_kib: exit.max_rss_kib as f64,
     })
-}
-
-/// The data-phase rate from `downloaded NAME: SIZE in T s (RATE/s); ...`, bytes/s.
-fn summary_rate(line: &str) -> Option<f64> {
-    let rest = line.rsplit_once(" s (")?.1;
-    crate::parse_human_bytes(rest.split_once("/s)")?.0)
 }
 
 /// Starts a seeder alone (held to `cpu` if given) and times it to its id line (it hashes the

@@ -42,8 +42,7 @@ pub struct Results {
 
 /// Runs the case; `Err` says why it did not run at all (not root, no `ip`).
 pub fn run(plan: &Plan, bins: &Path, dir: &Path) -> Outcome<Results> {
-    // SAFETY: plain query.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err("skipped: needs root (network namespaces); run with sudo".into());
     }
     measure(plan, bins, dir).map_err(|e| {

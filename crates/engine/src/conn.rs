@@ -170,30 +170,17 @@ impl FrameWriter {
         offset: u64,
         len: usize,
     ) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
+        use rustix::net::SendFlags;
         peer::encode_head(header, len, &mut self.queued);
         let Some(stream) = self.inner.plain_tcp() else {
             return self.send_file_sealed(file, offset, len).await;
         };
-        let sock = stream.as_raw_fd();
         let mut head = &self.queued[..];
         while !head.is_empty() {
             stream.writable().await?;
-            // SAFETY: send(2) reads `head.len()` bytes from a live slice.
             let sent = stream.try_io(Interest::WRITABLE, || {
-                let n = unsafe {
-                    libc::send(
-                        sock,
-                        head.as_ptr().cast(),
-                        head.len(),
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+                Ok(rustix::net::send(stream, head, flags)?)
             });
             match sent {
                 Ok(n) => head = &head[n..],
@@ -202,8 +189,8 @@ impl FrameWriter {
             }
         }
         self.queued.clear();
-        let mut off = offset as libc::off_t;
-        let end = (offset + len as u64) as libc::off_t;
+        let mut off = offset;
+        let end = offset + len as u64;
         // How far this slice may go: all of it without a limit.
         let mut allowed = if self.limit.is_some() { off } else { end };
         while off < end {
@@ -212,21 +199,14 @@ impl FrameWriter {
                     .limit
                     .as_ref()
                     .expect("only a limit stops short of the end");
-                let step = (limit.slice() as libc::off_t).min(end - off);
+                let step = (limit.slice() as u64).min(end - off);
                 limit.take(step as usize).await;
                 allowed += step;
             }
             stream.writable().await?;
-            // SAFETY: sendfile(2) between two descriptors we hold; `off` is a live off_t.
             let sent = stream.try_io(Interest::WRITABLE, || {
-                let n = unsafe {
-                    libc::sendfile(sock, file.as_raw_fd(), &mut off, (allowed - off) as usize)
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                let count = (allowed - off) as usize;
+                Ok(rustix::fs::sendfile(stream, file, Some(&mut off), count)?)
             });
             match sent {
                 // The file shrank under us: the frame cannot be completed.

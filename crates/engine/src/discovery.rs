@@ -124,50 +124,31 @@ pub async fn discover(port: u16) -> io::Result<Option<SocketAddr>> {
 /// directed broadcast address, worked out from its netmask: without this, such a host would only
 /// probe itself.
 pub fn broadcast_addresses() -> Vec<Ipv4Addr> {
+    use nix::net::if_::InterfaceFlags;
     let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we only read, then free exactly once;
-    // every sockaddr pointer in it is null or points at a sockaddr of the family it names.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut cur = list;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            let flags = ifa.ifa_flags as libc::c_int;
-            let wanted = flags & libc::IFF_UP != 0
-                && flags & libc::IFF_BROADCAST != 0
-                && flags & libc::IFF_LOOPBACK == 0;
-            let found = match ipv4_of(ifa.ifa_addr) {
-                // Without a broadcast address, glibc puts the interface's own address there.
-                Some(addr) if wanted => ipv4_of(ifa.ifa_ifu)
-                    .filter(|b| !b.is_unspecified() && *b != addr)
-                    .or_else(|| broadcast_of(addr, ipv4_of(ifa.ifa_netmask)?)),
-                _ => None,
-            };
-            if let Some(ip) = found {
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    let ipv4_of = |sa: Option<nix::sys::socket::SockaddrStorage>| Some(sa?.as_sockaddr_in()?.ip());
+    for ifa in interfaces {
+        let wanted = ifa
+            .flags
+            .contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_BROADCAST)
+            && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        let found = match ipv4_of(ifa.address) {
+            // Without a broadcast address, glibc puts the interface's own address there.
+            Some(addr) if wanted => ipv4_of(ifa.broadcast)
+                .filter(|b| !b.is_unspecified() && *b != addr)
+                .or_else(|| broadcast_of(addr, ipv4_of(ifa.netmask)?)),
+            _ => None,
+        };
+        if let Some(ip) = found {
+            if !out.contains(&ip) {
+                out.push(ip);
             }
-            cur = ifa.ifa_next;
         }
-        libc::freeifaddrs(list);
     }
     out
-}
-
-/// The IPv4 address in a sockaddr from getifaddrs, if it holds one.
-///
-/// # Safety
-/// `sa` is null or points at a valid sockaddr whose family says what it is.
-unsafe fn ipv4_of(sa: *const libc::sockaddr) -> Option<Ipv4Addr> {
-    if sa.is_null() || (*sa).sa_family as libc::c_int != libc::AF_INET {
-        return None;
-    }
-    let sin = &*(sa as *const libc::sockaddr_in);
-    Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
 }
 
 /// The directed broadcast address of `addr`'s network; none for /31 and /32, which have none.

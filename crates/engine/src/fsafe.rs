@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use rustix::fs::{RenameFlags, CWD};
+use rustix::fs::{OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use shoal_proto::names::PART_PREFIX;
 use shoal_proto::{ChunkIndex, FileId, Manifest};
@@ -98,11 +98,11 @@ pub fn open_part(path: &Path) -> Result<File, StoreError> {
         .create(true)
         .truncate(false)
         // O_NONBLOCK: a FIFO planted under the name must not hang the open.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
         .open(path);
     let file = match opened {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
             return Err(FsError::Symlink {
                 path: path.to_path_buf(),
             }
@@ -217,7 +217,7 @@ pub fn already_complete(
 ) -> Result<bool, StoreError> {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
         .open(dest)
     {
         Ok(f) => f,

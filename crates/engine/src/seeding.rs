@@ -87,15 +87,26 @@ impl Seeding {
     }
 }
 
+/// Why [`prepare`] could not get seeding ready: each one sentence naming the flag to change.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("cannot serve on TCP port {port} ({source}); choose another with --port")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("bad port in --advertise {0:?}")]
+    AdvertisePort(String),
+    #[error("cannot resolve --advertise host {0:?}")]
+    AdvertiseHost(String),
+}
+
 /// What seeding needs from the command line, checked before any long work (hashing, a
 /// download): the TCP port bound (0 lets the OS pick) and `--advertise HOST[:PORT]` resolved.
 pub async fn prepare(
     port: u16,
     advertise: Option<&str>,
-) -> Result<(tokio::net::TcpListener, Option<(IpAddr, Option<u16>)>), String> {
-    let listener = crate::server::bind(port).await.map_err(|e| {
-        format!("cannot serve on TCP port {port} ({e}); choose another with --port")
-    })?;
+) -> Result<(tokio::net::TcpListener, Option<(IpAddr, Option<u16>)>), PrepareError> {
+    let listener = crate::server::bind(port)
+        .await
+        .map_err(|source| PrepareError::Bind { port, source })?;
     let advertise = match advertise {
         Some(a) => Some(parse_advertise(a).await?),
         None => None,
@@ -104,7 +115,7 @@ pub async fn prepare(
 }
 
 /// Parses `--advertise HOST[:PORT]`, resolving a host name.
-pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), PrepareError> {
     if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
         return Ok((ip, None));
     }
@@ -116,7 +127,7 @@ pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
             h,
             Some(
                 p.parse::<u16>()
-                    .map_err(|_| format!("bad port in --advertise {s:?}"))?,
+                    .map_err(|_| PrepareError::AdvertisePort(s.to_string()))?,
             ),
         ),
         None => (s, None),
@@ -126,6 +137,27 @@ pub async fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
         .ok()
         .and_then(|mut a| a.next())
         .map(|a| a.ip())
-        .ok_or_else(|| format!("cannot resolve --advertise host {host:?}"))?;
+        .ok_or_else(|| PrepareError::AdvertiseHost(host.to_string()))?;
     Ok((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_and_a_bad_advertise_port_are_named() {
+        let taken = crate::server::bind(0).await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = prepare(port, None).await.unwrap_err();
+        assert!(
+            matches!(e, PrepareError::Bind { port: p, .. } if p == port),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("choose another with --port"), "{e}");
+        let e = prepare(0, Some("peer.lan:99999")).await.unwrap_err();
+        assert_eq!(e.to_string(), r#"bad port in --advertise "peer.lan:99999""#);
+        let (ip, port) = parse_advertise("[::1]:7000").await.unwrap();
+        assert_eq!((ip.to_string(), port), ("::1".to_string(), Some(7000)));
+    }
 }

@@ -361,22 +361,8 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
-    use std::os::fd::AsRawFd;
     let socket = tokio::net::TcpSocket::new_v6()?;
-    let off: libc::c_int = 0;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    rustix::net::sockopt::set_ipv6_v6only(&socket, false)?;
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))?;
     socket.listen(1024)

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use shoal_cli::flags::TrackerFlags;
+use shoal_cli::{init_logging_to, shutdown_signal};
 use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
 use shoal_engine::download::{DownloadError, DownloadOptions};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::Library;
-use shoal_engine::support::{init_logging_to, shutdown_signal};
 use shoal_proto::tracker::Filter;
 use tokio_util::sync::CancellationToken;
 
@@ -44,13 +45,8 @@ struct Args {
     /// Print what the tracker knows: `<id> <size-in-bytes> <seeders> <name>` per file.
     #[arg(long)]
     list: bool,
-    /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
-    /// else one found on the LAN).
-    #[arg(long, value_name = "HOST[:PORT]")]
-    tracker: Option<String>,
-    /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
-    #[arg(long)]
-    no_discovery: bool,
+    #[command(flatten)]
+    find: TrackerFlags,
     /// A private swarm: read its secret from this file (else from P2P_SECRET, if set).
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -96,6 +92,8 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
+    // For the prompt too: it downloads as the command does.
+    shoal_cli::tune_allocator();
     let args = match Args::try_parse() {
         // No file on a terminal: the prompt. Elsewhere, the usage error as before.
         Err(e)
@@ -113,7 +111,7 @@ pub fn main() -> ExitCode {
         }
         return prompt::main(args);
     }
-    init_logging_to(progress::LogWriter);
+    init_logging_to(|| progress::LogWriter);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(code) => code,
@@ -135,8 +133,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let find = Duration::from_secs(args.timeout);
     let client = Arc::new(
         within(find, "finding the tracker", async {
-            let tracker = tracker_setting(args.tracker.clone());
-            Ok(choose_tracker(tracker.as_deref(), discovery_wanted(args.no_discovery)).await?)
+            let tracker = tracker_setting(args.find.tracker.clone());
+            Ok(
+                choose_tracker(tracker.as_deref(), discovery_wanted(args.find.no_discovery))
+                    .await?,
+            )
         })
         .await?,
     );
@@ -167,9 +168,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seeding = if args.no_upload {
         None
     } else {
-        let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let (listener, advertise) = prepare(args.port, args.advertise.as_deref()).await?;
         let port = advertise.and_then(|(_, p)| p);
         let upload = args.max_upload_rate.map(|r| Arc::new(RateLimit::new(r)));
         let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;

@@ -37,13 +37,6 @@ impl Write for LogWriter {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogWriter;
-    fn make_writer(&'a self) -> LogWriter {
-        LogWriter
-    }
-}
-
 /// The two phases a display goes through.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -8,10 +8,14 @@
 //! - [`peer`]: the framed TCP messages between peers.
 //! - [`names`]: turning a file name that came from the network into a safe local file name.
 
+// Unsafe code only in `sha256` (the SHA-NI intrinsics).
+#![deny(unsafe_code)]
+
 pub mod id;
 pub mod manifest;
 pub mod names;
 pub mod peer;
+#[allow(unsafe_code)]
 pub mod sha256;
 pub mod tracker;
 

@@ -170,22 +170,26 @@ mod x86 {
         a: &[u8],
         b: &[u8],
     ) -> ([u8; 32], [u8; 32]) {
-        let whole = a.len() / 64 * 64;
-        compress2(sa, sb, &a[..whole], &b[..whole]);
-        // The padding: the tail, 0x80, zeros, and the length in bits; one block or two, the same
-        // number for both messages because their lengths are equal.
-        let tail = a.len() - whole;
-        let blocks = if tail < 56 { 1 } else { 2 };
-        let bits = (len + a.len() as u64).wrapping_mul(8).to_be_bytes();
-        let mut pa = [0u8; 128];
-        let mut pb = [0u8; 128];
-        for (pad, msg) in [(&mut pa, a), (&mut pb, b)] {
-            pad[..tail].copy_from_slice(&msg[whole..]);
-            pad[tail] = 0x80;
-            pad[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits);
+        // SAFETY: the caller guarantees the CPU features this fn is compiled for (its contract);
+        // `compress2` needs no more.
+        unsafe {
+            let whole = a.len() / 64 * 64;
+            compress2(sa, sb, &a[..whole], &b[..whole]);
+            // The padding: the tail, 0x80, zeros, and the length in bits; one block or two, the same
+            // number for both messages because their lengths are equal.
+            let tail = a.len() - whole;
+            let blocks = if tail < 56 { 1 } else { 2 };
+            let bits = (len + a.len() as u64).wrapping_mul(8).to_be_bytes();
+            let mut pa = [0u8; 128];
+            let mut pb = [0u8; 128];
+            for (pad, msg) in [(&mut pa, a), (&mut pb, b)] {
+                pad[..tail].copy_from_slice(&msg[whole..]);
+                pad[tail] = 0x80;
+                pad[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits);
+            }
+            compress2(sa, sb, &pa[..blocks * 64], &pb[..blocks * 64]);
+            (to_bytes(sa), to_bytes(sb))
         }
-        compress2(sa, sb, &pa[..blocks * 64], &pb[..blocks * 64]);
-        (to_bytes(sa), to_bytes(sb))
     }
 
     fn to_bytes(state: &[u32; 8]) -> [u8; 32] {
@@ -198,32 +202,43 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn schedule(v0: __m128i, v1: __m128i, v2: __m128i, v3: __m128i) -> __m128i {
-        let t1 = _mm_sha256msg1_epu32(v0, v1);
-        let t2 = _mm_alignr_epi8(v3, v2, 4);
-        _mm_sha256msg2_epu32(_mm_add_epi32(t1, t2), v3)
+        // SAFETY: only inlined into `compress2`, whose caller guarantees the CPU features.
+        unsafe {
+            let t1 = _mm_sha256msg1_epu32(v0, v1);
+            let t2 = _mm_alignr_epi8(v3, v2, 4);
+            _mm_sha256msg2_epu32(_mm_add_epi32(t1, t2), v3)
+        }
     }
 
     /// The state as the SHA-NI instructions want it: (ABEF, CDGH).
     #[inline(always)]
     unsafe fn load_state(state: &[u32; 8]) -> (__m128i, __m128i) {
-        let ptr = state.as_ptr().cast::<__m128i>();
-        let dcba = _mm_loadu_si128(ptr);
-        let efgh = _mm_loadu_si128(ptr.add(1));
-        let cdab = _mm_shuffle_epi32(dcba, 0xB1);
-        let efgh = _mm_shuffle_epi32(efgh, 0x1B);
-        (
-            _mm_alignr_epi8(cdab, efgh, 8),
-            _mm_blend_epi16(efgh, cdab, 0xF0),
-        )
+        // SAFETY: only inlined into `compress2` (CPU features as its caller guarantees); the two
+        // unaligned 16-byte loads read the 32 bytes of `state`.
+        unsafe {
+            let ptr = state.as_ptr().cast::<__m128i>();
+            let dcba = _mm_loadu_si128(ptr);
+            let efgh = _mm_loadu_si128(ptr.add(1));
+            let cdab = _mm_shuffle_epi32(dcba, 0xB1);
+            let efgh = _mm_shuffle_epi32(efgh, 0x1B);
+            (
+                _mm_alignr_epi8(cdab, efgh, 8),
+                _mm_blend_epi16(efgh, cdab, 0xF0),
+            )
+        }
     }
 
     #[inline(always)]
     unsafe fn store_state(state: &mut [u32; 8], abef: __m128i, cdgh: __m128i) {
-        let feba = _mm_shuffle_epi32(abef, 0x1B);
-        let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
-        let ptr = state.as_mut_ptr().cast::<__m128i>();
-        _mm_storeu_si128(ptr, _mm_blend_epi16(feba, dchg, 0xF0));
-        _mm_storeu_si128(ptr.add(1), _mm_alignr_epi8(dchg, feba, 8));
+        // SAFETY: only inlined into `compress2` (CPU features as its caller guarantees); the two
+        // unaligned 16-byte stores write the 32 bytes of `state`.
+        unsafe {
+            let feba = _mm_shuffle_epi32(abef, 0x1B);
+            let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+            let ptr = state.as_mut_ptr().cast::<__m128i>();
+            _mm_storeu_si128(ptr, _mm_blend_epi16(feba, dchg, 0xF0));
+            _mm_storeu_si128(ptr.add(1), _mm_alignr_epi8(dchg, feba, 8));
+        }
     }
 
     /// Four rounds of both messages, their instructions interleaved.
@@ -245,52 +260,57 @@ mod x86 {
     /// The CPU must support SHA-NI, SSE2, SSSE3 and SSE4.1 ([`available`]).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub(super) unsafe fn compress2(sa: &mut [u32; 8], sb: &mut [u32; 8], a: &[u8], b: &[u8]) {
-        debug_assert!(a.len() == b.len() && a.len() & 63 == 0);
-        let mask = _mm_set_epi64x(0x0C0D_0E0F_0809_0A0B, 0x0405_0607_0001_0203);
-        let (mut abef0, mut cdgh0) = load_state(sa);
-        let (mut abef1, mut cdgh1) = load_state(sb);
-        for (block0, block1) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
-            let (save_abef0, save_cdgh0, save_abef1, save_cdgh1) = (abef0, cdgh0, abef1, cdgh1);
-            let p0 = block0.as_ptr().cast::<__m128i>();
-            let p1 = block1.as_ptr().cast::<__m128i>();
-            let load =
-                |p: *const __m128i, i: usize| _mm_shuffle_epi8(_mm_loadu_si128(p.add(i)), mask);
-            let (mut x0, mut x1, mut x2, mut x3) =
-                (load(p0, 0), load(p0, 1), load(p0, 2), load(p0, 3));
-            let (mut y0, mut y1, mut y2, mut y3) =
-                (load(p1, 0), load(p1, 1), load(p1, 2), load(p1, 3));
-            rounds4!(0, abef0, cdgh0, x0, abef1, cdgh1, y0);
-            rounds4!(1, abef0, cdgh0, x1, abef1, cdgh1, y1);
-            rounds4!(2, abef0, cdgh0, x2, abef1, cdgh1, y2);
-            rounds4!(3, abef0, cdgh0, x3, abef1, cdgh1, y3);
-            // Rounds 16..64: each group's four words come from the last sixteen, which rotate
-            // through four registers per message.
-            macro_rules! next {
-                ($i:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
-                    $a = schedule($a, $b, $c, $d);
-                    $e = schedule($e, $f, $g, $h);
-                    rounds4!($i, abef0, cdgh0, $a, abef1, cdgh1, $e);
-                };
+        // SAFETY: the caller guarantees the CPU features (this fn's contract). Every load reads 16
+        // bytes at 16 * i (i < 4) of a 64-byte block from `chunks_exact(64)`, or 16 bytes at
+        // 4 * i (i < 16) of the 64 words of `K`.
+        unsafe {
+            debug_assert!(a.len() == b.len() && a.len() & 63 == 0);
+            let mask = _mm_set_epi64x(0x0C0D_0E0F_0809_0A0B, 0x0405_0607_0001_0203);
+            let (mut abef0, mut cdgh0) = load_state(sa);
+            let (mut abef1, mut cdgh1) = load_state(sb);
+            for (block0, block1) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
+                let (save_abef0, save_cdgh0, save_abef1, save_cdgh1) = (abef0, cdgh0, abef1, cdgh1);
+                let p0 = block0.as_ptr().cast::<__m128i>();
+                let p1 = block1.as_ptr().cast::<__m128i>();
+                let load =
+                    |p: *const __m128i, i: usize| _mm_shuffle_epi8(_mm_loadu_si128(p.add(i)), mask);
+                let (mut x0, mut x1, mut x2, mut x3) =
+                    (load(p0, 0), load(p0, 1), load(p0, 2), load(p0, 3));
+                let (mut y0, mut y1, mut y2, mut y3) =
+                    (load(p1, 0), load(p1, 1), load(p1, 2), load(p1, 3));
+                rounds4!(0, abef0, cdgh0, x0, abef1, cdgh1, y0);
+                rounds4!(1, abef0, cdgh0, x1, abef1, cdgh1, y1);
+                rounds4!(2, abef0, cdgh0, x2, abef1, cdgh1, y2);
+                rounds4!(3, abef0, cdgh0, x3, abef1, cdgh1, y3);
+                // Rounds 16..64: each group's four words come from the last sixteen, which rotate
+                // through four registers per message.
+                macro_rules! next {
+                    ($i:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
+                        $a = schedule($a, $b, $c, $d);
+                        $e = schedule($e, $f, $g, $h);
+                        rounds4!($i, abef0, cdgh0, $a, abef1, cdgh1, $e);
+                    };
+                }
+                next!(4, x0, x1, x2, x3, y0, y1, y2, y3);
+                next!(5, x1, x2, x3, x0, y1, y2, y3, y0);
+                next!(6, x2, x3, x0, x1, y2, y3, y0, y1);
+                next!(7, x3, x0, x1, x2, y3, y0, y1, y2);
+                next!(8, x0, x1, x2, x3, y0, y1, y2, y3);
+                next!(9, x1, x2, x3, x0, y1, y2, y3, y0);
+                next!(10, x2, x3, x0, x1, y2, y3, y0, y1);
+                next!(11, x3, x0, x1, x2, y3, y0, y1, y2);
+                next!(12, x0, x1, x2, x3, y0, y1, y2, y3);
+                next!(13, x1, x2, x3, x0, y1, y2, y3, y0);
+                next!(14, x2, x3, x0, x1, y2, y3, y0, y1);
+                next!(15, x3, x0, x1, x2, y3, y0, y1, y2);
+                abef0 = _mm_add_epi32(abef0, save_abef0);
+                cdgh0 = _mm_add_epi32(cdgh0, save_cdgh0);
+                abef1 = _mm_add_epi32(abef1, save_abef1);
+                cdgh1 = _mm_add_epi32(cdgh1, save_cdgh1);
             }
-            next!(4, x0, x1, x2, x3, y0, y1, y2, y3);
-            next!(5, x1, x2, x3, x0, y1, y2, y3, y0);
-            next!(6, x2, x3, x0, x1, y2, y3, y0, y1);
-            next!(7, x3, x0, x1, x2, y3, y0, y1, y2);
-            next!(8, x0, x1, x2, x3, y0, y1, y2, y3);
-            next!(9, x1, x2, x3, x0, y1, y2, y3, y0);
-            next!(10, x2, x3, x0, x1, y2, y3, y0, y1);
-            next!(11, x3, x0, x1, x2, y3, y0, y1, y2);
-            next!(12, x0, x1, x2, x3, y0, y1, y2, y3);
-            next!(13, x1, x2, x3, x0, y1, y2, y3, y0);
-            next!(14, x2, x3, x0, x1, y2, y3, y0, y1);
-            next!(15, x3, x0, x1, x2, y3, y0, y1, y2);
-            abef0 = _mm_add_epi32(abef0, save_abef0);
-            cdgh0 = _mm_add_epi32(cdgh0, save_cdgh0);
-            abef1 = _mm_add_epi32(abef1, save_abef1);
-            cdgh1 = _mm_add_epi32(cdgh1, save_cdgh1);
+            store_state(sa, abef0, cdgh0);
+            store_state(sb, abef1, cdgh1);
         }
-        store_state(sa, abef0, cdgh0);
-        store_state(sb, abef1, cdgh1);
     }
 }
 

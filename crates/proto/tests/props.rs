@@ -3,7 +3,6 @@
 //! panic.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
@@ -15,50 +14,28 @@ use shoal_proto::manifest::{id_of_encoding, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use shoal_proto::names::{safe_file_name, MAX_LOCAL_NAME};
 use shoal_proto::peer::{self, Frame, Header, RejectReason, MAX_FRAME_LEN};
 use shoal_proto::tracker::{
-    AddressProof, Advertise, DecodeError, ErrorCode, FileEntry, Filter, Have, ListEntry, PeerInfo,
-    Progress, Request, RequestBody, Response, ResponseBody, CONNECT_PADDING, MAGIC, MAX_DATAGRAM,
+    DecodeError, ErrorCode, ListEntry, Request, RequestBody, Response, ResponseBody, MAGIC,
+    MAX_DATAGRAM,
 };
 use shoal_proto::{
     ChunkIndex, ConnectionId, FileId, IdPrefix, Manifest, ManifestError, TransactionId,
 };
+use shoal_testkit::strategies::{socket_addr, Leaves};
 
 // ---------------------------------------------------------------------------------------------
-// Strategies
+// Strategies (the tracker's messages are built in shoal_testkit::strategies)
 // ---------------------------------------------------------------------------------------------
 
-fn file_id() -> impl Strategy<Value = FileId> {
-    any::<[u8; 32]>().prop_map(FileId)
+fn file_id() -> BoxedStrategy<FileId> {
+    Leaves::whole().file_id
 }
 
-fn id_prefix() -> impl Strategy<Value = IdPrefix> {
-    "[0-9a-fA-F]{8,64}".prop_map(|s| IdPrefix::parse(&s).expect("8 to 64 hex characters parse"))
+fn name() -> BoxedStrategy<String> {
+    Leaves::whole().name
 }
 
-fn ip() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        any::<[u8; 4]>().prop_map(IpAddr::from),
-        any::<[u8; 16]>().prop_map(IpAddr::from)
-    ]
-}
-
-/// Flow info and scope id are zero: serde's compact form of `SocketAddrV6` carries only the
-/// address and port, so no other value could survive the trip.
-fn socket_addr() -> impl Strategy<Value = SocketAddr> {
-    prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(SocketAddr::from),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(
-            ip.into(),
-            port,
-            0,
-            0
-        ))),
-    ]
-}
-
-/// Any string at all, control characters and slashes included, short enough that a message
-/// holding a few of them still fits in a datagram.
-fn name() -> impl Strategy<Value = String> {
-    vec(any::<char>(), 0..24).prop_map(String::from_iter)
+fn request_body() -> impl Strategy<Value = RequestBody> {
+    Leaves::whole().request_body()
 }
 
 fn txn() -> impl Strategy<Value = TransactionId> {
@@ -73,35 +50,6 @@ fn chunk_index() -> impl Strategy<Value = ChunkIndex> {
     any::<u32>().prop_map(ChunkIndex)
 }
 
-fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    let proof = (any::<u16>(), any::<u64>()).prop_map(|(port, conn)| AddressProof {
-        port,
-        conn: ConnectionId(conn),
-    });
-    let advertise = (ip(), option::of(proof)).prop_map(|(ip, proof)| Advertise { ip, proof });
-    (any::<u16>(), option::of(advertise)).prop_map(|(port, advertise)| PeerInfo { port, advertise })
-}
-
-fn have() -> impl Strategy<Value = Have> {
-    prop_oneof![
-        Just(Have::Complete),
-        any::<u64>().prop_map(|bytes| Have::Partial { bytes })
-    ]
-}
-
-fn file_entry() -> impl Strategy<Value = FileEntry> {
-    (file_id(), any::<u64>(), name(), have()).prop_map(|(id, size, name, have)| FileEntry {
-        id,
-        size,
-        name,
-        have,
-    })
-}
-
-fn progress() -> impl Strategy<Value = Progress> {
-    (file_id(), any::<u64>()).prop_map(|(id, bytes)| Progress { id, bytes })
-}
-
 fn list_entry() -> impl Strategy<Value = ListEntry> {
     (file_id(), any::<u64>(), any::<u32>(), any::<u32>(), name()).prop_map(
         |(id, size, seeders, leechers, name)| ListEntry {
@@ -112,34 +60,6 @@ fn list_entry() -> impl Strategy<Value = ListEntry> {
             name,
         },
     )
-}
-
-fn filter() -> impl Strategy<Value = Filter> {
-    prop_oneof![
-        Just(Filter::All),
-        name().prop_map(Filter::NameContains),
-        name().prop_map(Filter::NameIs),
-        id_prefix().prop_map(Filter::IdPrefix),
-    ]
-}
-
-fn request_body() -> impl Strategy<Value = RequestBody> {
-    prop_oneof![
-        any::<[u8; CONNECT_PADDING]>().prop_map(|padding| RequestBody::Connect { padding }),
-        (peer_info(), vec(file_entry(), 0..6))
-            .prop_map(|(peer, files)| RequestBody::Announce { peer, files }),
-        (peer_info(), any::<u32>(), vec(progress(), 0..8)).prop_map(|(peer, files, progress)| {
-            RequestBody::Heartbeat {
-                peer,
-                files,
-                progress,
-            }
-        }),
-        (peer_info(), option::of(vec(file_id(), 0..16)))
-            .prop_map(|(peer, files)| RequestBody::Unregister { peer, files }),
-        file_id().prop_map(|file| RequestBody::GetPeers { file }),
-        (filter(), any::<u32>()).prop_map(|(filter, cursor)| RequestBody::List { filter, cursor }),
-    ]
 }
 
 fn request() -> impl Strategy<Value = Request> {

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_cli::flags::TrackerFlags;
+use shoal_cli::{init_logging, shutdown_signal};
 use shoal_engine::discovery::{choose_tracker, discovery_wanted, tracker_setting};
 use shoal_engine::rate::{Rate, RateLimit};
 use shoal_engine::seeding::{prepare, Seeding};
 use shoal_engine::store::{Library, SharedFile};
-use shoal_engine::support::{init_logging, shutdown_signal};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
 use shoal_proto::FileId;
 
@@ -30,13 +31,8 @@ struct Args {
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Tracker address, port 6969 if none is given [env: P2P_TRACKER] (default: 127.0.0.1:6969,
-    /// else one found on the LAN).
-    #[arg(long, value_name = "HOST[:PORT]")]
-    tracker: Option<String>,
-    /// Do not look for a tracker on the local network when none is configured [env: P2P_NO_DISCOVERY=1].
-    #[arg(long)]
-    no_discovery: bool,
+    #[command(flatten)]
+    find: TrackerFlags,
     /// A private swarm: read its secret from this file (else from P2P_SECRET, if set).
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -54,7 +50,18 @@ struct Args {
     max_upload_rate: Option<Rate>,
 }
 
-fn parse_size(s: &str) -> Result<u32, String> {
+/// Why `--chunk-size` was refused.
+#[derive(Debug, thiserror::Error)]
+enum SizeError {
+    #[error("{0:?} is not a size like 512K or 1M")]
+    NotASize(String),
+    #[error("too large")]
+    TooLarge,
+    #[error(transparent)]
+    Chunk(#[from] shoal_proto::manifest::ManifestError),
+}
+
+fn parse_size(s: &str) -> Result<u32, SizeError> {
     let (num, mult) = match s.to_ascii_uppercase() {
         u if u.ends_with("KIB") || u.ends_with("K") => (
             u.trim_end_matches("IB").trim_end_matches('K').to_string(),
@@ -69,16 +76,17 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512K or 1M"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     let size = n
         .checked_mul(mult)
         .filter(|v| *v <= u64::from(u32::MAX))
-        .ok_or("too large")? as u32;
-    shoal_proto::manifest::chunk_count(0, size).map_err(|e| e.to_string())?;
+        .ok_or(SizeError::TooLarge)? as u32;
+    shoal_proto::manifest::chunk_count(0, size)?;
     Ok(size)
 }
 
 pub fn main() -> ExitCode {
+    shoal_cli::tune_allocator();
     let args = Args::parse();
     init_logging();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -104,13 +112,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
     }
-    let (listener, advertise) = prepare(args.port, args.advertise.as_deref())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let (listener, advertise) = prepare(args.port, args.advertise.as_deref()).await?;
     let client = Arc::new(
         choose_tracker(
-            tracker_setting(args.tracker.clone()).as_deref(),
-            discovery_wanted(args.no_discovery),
+            tracker_setting(args.find.tracker.clone()).as_deref(),
+            discovery_wanted(args.find.no_discovery),
         )
         .await?,
     );

@@ -4,6 +4,8 @@
 //! socket; [`http`] is the optional status page (with [`metrics`]); [`main`] is the command
 //! line.
 
+#![forbid(unsafe_code)]
+
 pub mod activity;
 pub mod http;
 pub mod http_conn;
@@ -17,7 +19,7 @@ pub mod registry;
 pub mod udp;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,7 +59,7 @@ pub fn serve_sealed(
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(TICK))?;
     socket.set_write_timeout(Some(TICK))?;
-    let fd = socket.as_raw_fd();
+    let fd = socket.as_fd();
     let mut batch = udp::Batch::new();
     let lock = || registry.lock().unwrap_or_else(|e| e.into_inner());
     let mut next_sweep = std::time::Instant::now() + Duration::from_secs(1);
@@ -159,7 +161,8 @@ fn print_new_secret() -> anyhow::Result<()> {
 /// The command line: parses flags, runs, maps errors to one sentence and exit code 1.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    shoal_engine::support::init_logging();
+    shoal_cli::tune_allocator();
+    shoal_cli::init_logging();
     if args.new_secret {
         return match print_new_secret() {
             Ok(()) => ExitCode::SUCCESS,
@@ -318,7 +321,7 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     registry.set_host_address(Box::new(address_towards));
     let registry = Arc::new(Mutex::new(registry));
     // Before saying we listen, so that a Ctrl-C from then on shuts down cleanly.
-    let shutdown = Box::pin(shoal_engine::support::shutdown_signal());
+    let shutdown = Box::pin(shoal_cli::shutdown_signal());
     println!("tracker listening on {local}");
     tracing::info!("tracker listening on udp {local}");
     if keys.is_some() {

@@ -3,10 +3,14 @@
 //!
 //! Under load most of a tracker's time goes to the kernel, per datagram; batching pays the
 //! system call once per batch instead of twice per request. Linux only, like the rest of shoal.
+//! The calls go through safe wrappers: nix's `recvmmsg`, rustix's `sendmmsg`.
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 /// Datagrams per system call at most.
 pub const BATCH: usize = 32;
@@ -26,9 +30,8 @@ pub struct Batch {
     /// [`BATCH`] receive buffers of [`ROOM`] bytes, [`STRIDE`] apart.
     bufs: Box<[u8]>,
     lens: [usize; BATCH],
-    /// Where each request came from, as the kernel gave it: also where its reply goes.
-    names: [libc::sockaddr_storage; BATCH],
-    name_lens: [libc::socklen_t; BATCH],
+    /// Where each request came from (none: not an IP address): also where its reply goes.
+    sources: [Option<SocketAddr>; BATCH],
     received: usize,
     /// One reply buffer per request, reused from batch to batch.
     replies: Vec<Vec<u8>>,
@@ -49,9 +52,7 @@ impl Batch {
         Batch {
             bufs: vec![0u8; BATCH * STRIDE].into_boxed_slice(),
             lens: [0; BATCH],
-            // SAFETY: sockaddr_storage is plain data; all-zero is a valid (unspecified) address.
-            names: unsafe { std::mem::zeroed() },
-            name_lens: [0; BATCH],
+            sources: [None; BATCH],
             received: 0,
             replies: (0..BATCH).map(|_| Vec::new()).collect(),
             answered: [0; BATCH],
@@ -63,45 +64,31 @@ impl Batch {
     /// Receives up to [`BATCH`] datagrams; returns how many. On a blocking socket it waits for the
     /// first (up to the socket's receive timeout, then `WouldBlock`), never for more than are
     /// there. Forgets the previous batch, so its replies must have gone out.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: BorrowedFd<'_>) -> io::Result<usize> {
         self.received = 0;
         self.to_send = 0;
         self.sent = 0;
-        // SAFETY: iovec and mmsghdr are plain data; all-zero is valid and is filled in below.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, (buf, (iov, hdr))) in self
-            .bufs
-            .chunks_exact_mut(STRIDE)
-            .zip(iovs.iter_mut().zip(hdrs.iter_mut()))
-            .enumerate()
-        {
-            iov.iov_base = buf.as_mut_ptr().cast();
-            iov.iov_len = ROOM;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-        }
-        // SAFETY: each header points at its own iovec, which points at a buffer of ours of the
-        // stated length, and at an address buffer of ours of the stated length; all of them
-        // outlive the call. Non-blocking, no timeout.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = r as usize;
-        for (i, hdr) in hdrs.iter().enumerate().take(n) {
-            self.lens[i] = hdr.msg_len as usize;
-            self.name_lens[i] = hdr.msg_hdr.msg_namelen;
+        // New headers for every call (two small allocations per batch): the kernel overwrites
+        // each header's address length with that of the address it wrote, and nix does not set
+        // it back, so a header used again would offer only as much room as its last source took.
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut chunks = self.bufs.chunks_exact_mut(STRIDE);
+        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            let chunk = chunks.next().expect("BATCH buffers");
+            [IoSliceMut::new(&mut chunk[..ROOM])]
+        });
+        let got = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )?;
+        let mut n = 0;
+        for (i, message) in got.enumerate() {
+            self.lens[i] = message.bytes;
+            self.sources[i] = message.address.as_ref().and_then(ip_address);
+            n = i + 1;
         }
         self.received = n;
         Ok(n)
@@ -111,7 +98,7 @@ impl Batch {
     /// the reply; a reply is sent where `answer` returns true.
     pub fn answer(&mut self, mut answer: impl FnMut(SocketAddr, &[u8], &mut Vec<u8>) -> bool) {
         for i in 0..self.received {
-            let Some(src) = socket_addr(&self.names[i], self.name_lens[i]) else {
+            let Some(src) = self.sources[i] else {
                 continue;
             };
             let datagram = &self.bufs[i * STRIDE..i * STRIDE + self.lens[i].min(ROOM)];
@@ -128,73 +115,60 @@ impl Batch {
     /// the socket would (blocking, up to its send timeout) and returns `WouldBlock` if there is
     /// still no room: call it again. A reply the kernel refuses (no route, say) is dropped, as a
     /// lost datagram would be.
-    pub fn send(&mut self, fd: RawFd) -> io::Result<()> {
+    pub fn send(&mut self, socket: BorrowedFd<'_>) -> io::Result<()> {
         while self.sent < self.to_send {
             let pending = &self.answered[self.sent..self.to_send];
-            // SAFETY: as in `recv`.
-            let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (k, &i) in pending.iter().enumerate() {
-                let reply = &self.replies[i];
-                iovs[k].iov_base = reply.as_ptr() as *mut libc::c_void;
-                iovs[k].iov_len = reply.len();
-                let hdr = &mut hdrs[k].msg_hdr;
-                hdr.msg_iov = &mut iovs[k];
-                hdr.msg_iovlen = 1;
-                hdr.msg_name = (&self.names[i] as *const libc::sockaddr_storage)
-                    .cast_mut()
-                    .cast();
-                hdr.msg_namelen = self.name_lens[i];
-            }
-            // SAFETY: the first `pending.len()` headers point at their iovecs, which point at
-            // live reply buffers, and at the source addresses `recv` stored, with their lengths;
-            // the kernel only reads them.
-            let r =
-                unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), pending.len() as libc::c_uint, 0) };
-            if r > 0 {
-                self.sent += r as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => return Err(e),
-                io::ErrorKind::Interrupted => {}
-                // The first pending reply cannot go: skip it.
-                _ => self.sent += 1,
+            let to: Vec<SocketAddrAny> = pending
+                .iter()
+                .map(|&i| {
+                    self.sources[i]
+                        .expect("only IP sources are answered")
+                        .into()
+                })
+                .collect();
+            let iovs: Vec<[IoSlice<'_>; 1]> = pending
+                .iter()
+                .map(|&i| [IoSlice::new(&self.replies[i])])
+                .collect();
+            let mut control: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+                pending.iter().map(|_| Default::default()).collect();
+            let mut messages: Vec<MMsgHdr<'_>> = to
+                .iter()
+                .zip(&iovs)
+                .zip(&mut control)
+                .map(|((to, iov), control)| MMsgHdr::new_with_addr(to, iov, control))
+                .collect();
+            match sendmmsg(socket, &mut messages, SendFlags::empty()) {
+                Ok(n) if n > 0 => self.sent += n,
+                Ok(_) => self.sent += 1,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Err(e),
+                        io::ErrorKind::Interrupted => {}
+                        // The first pending reply cannot go: skip it.
+                        _ => self.sent += 1,
+                    }
+                }
             }
         }
         Ok(())
     }
 }
 
-/// The address the kernel wrote into `name`, if it is an IP one.
-fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match name.ss_family as libc::c_int {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the kernel wrote a sockaddr_in here (family and length say so), and
-            // sockaddr_storage is large and aligned enough for any address.
-            let sin =
-                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let port = u16::from_be(sin6.sin6_port);
-            Some(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
-        }
-        _ => None,
+/// The address the kernel gave as a datagram's source, if it is an IP one.
+fn ip_address(name: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = name.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
     }
+    name.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     /// Requests from IPv4 and IPv6 sockets come in as one batch with the right sources, and each
     /// reply goes back to its own sender; a request without a reply gets none.
@@ -217,7 +191,7 @@ mod tests {
             // Wait for something to be there, then take all that is.
             let mut peek = [0u8; 1];
             v4.peek_from(&mut peek).unwrap();
-            got += batch.recv(v4.as_raw_fd()).unwrap();
+            got += batch.recv(v4.as_fd()).unwrap();
             batch.answer(|src, bytes, reply| {
                 seen.push((src, bytes.to_vec()));
                 if bytes.ends_with(b"1") {
@@ -227,7 +201,7 @@ mod tests {
                 reply.extend_from_slice(bytes);
                 true
             });
-            batch.send(v4.as_raw_fd()).unwrap();
+            batch.send(v4.as_fd()).unwrap();
         }
         seen.sort();
         let mut want: Vec<(SocketAddr, Vec<u8>)> = clients
@@ -273,7 +247,7 @@ mod tests {
             .unwrap();
         server.peek_from(&mut [0u8; 1]).unwrap();
         let mut batch = Batch::new();
-        assert_eq!(batch.recv(server.as_raw_fd()).unwrap(), 1);
+        assert_eq!(batch.recv(server.as_fd()).unwrap(), 1);
         let mut from = None;
         batch.answer(|src, bytes, _| {
             assert_eq!(bytes, b"hello");
@@ -285,7 +259,7 @@ mod tests {
         server
             .set_read_timeout(Some(std::time::Duration::from_millis(10)))
             .unwrap();
-        let e = batch.recv(server.as_raw_fd()).unwrap_err();
+        let e = batch.recv(server.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -53,8 +53,8 @@ impl StoreError {
             io::ErrorKind::NotFound => StoreError::Missing { path },
             io::ErrorKind::PermissionDenied => StoreError::Denied { path },
             io::ErrorKind::IsADirectory => StoreError::IsDir { path },
+            // std's name for ENOSPC.
             io::ErrorKind::StorageFull => StoreError::DiskFull { path },
-            _ if source.raw_os_error() == Some(libc::ENOSPC) => StoreError::DiskFull { path },
             _ => StoreError::Io {
                 path,
                 error: source,

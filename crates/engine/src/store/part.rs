@@ -3,6 +3,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -10,6 +13,23 @@ use shoal_proto::{ChunkIndex, FileId, Manifest};
 
 use super::{hash_chunks, StoreError};
 use crate::pool::ALIGN;
+
+/// Starts writeback of `len` bytes at `offset` (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`),
+/// without waiting for it. Failure only loses the head start.
+///
+/// The engine's one unsafe block: neither rustix nor nix wraps `sync_file_range`.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    // SAFETY: a plain syscall on a descriptor that `file` keeps open; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
 
 /// Whether two descriptors are open on the same file.
 fn same_file(a: &File, b: &File) -> bool {
@@ -47,8 +67,7 @@ impl PartFile {
         let part = PartFile::part_path(dest, id);
         use std::os::unix::fs::OpenOptionsExt;
         let file = crate::fsafe::open_part(&part)?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(StoreError::Locked { path: part });
         }
         let len = file.metadata().map_err(|e| StoreError::io(&part, e))?.len();
@@ -56,9 +75,9 @@ impl PartFile {
             file.set_len(size).map_err(|e| StoreError::io(&part, e))?;
         }
         if size > 0 {
-            // SAFETY: as above. Allocation failure other than ENOSPC (no support) is ignored.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-            if rc == libc::ENOSPC {
+            // Allocation failure other than ENOSPC (no support) is ignored.
+            let rc = nix::fcntl::posix_fallocate(&file, 0, size as nix::libc::off_t);
+            if rc == Err(nix::errno::Errno::ENOSPC) {
                 // Leave the `.part` as it was, not a file-sized hole.
                 let _ = file.set_len(len);
                 return Err(StoreError::DiskFull { path: part });
@@ -69,7 +88,7 @@ impl PartFile {
         // file locked above (not one that replaced it in between).
         let direct = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::DIRECT).bits() as i32)
             .open(&part)
             .ok()
             .filter(|d| same_file(d, &file));
@@ -141,7 +160,7 @@ impl PartFile {
                     }
                     // A short direct write: the rest goes through the page cache below.
                     Ok(n) => written = n,
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
                         tracing::debug!("direct writes refused ({e}); using the page cache");
                         self.direct_ok.store(false, Ordering::Relaxed);
                     }
@@ -153,15 +172,7 @@ impl PartFile {
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StoreError::io(&self.part, e))?;
-        // SAFETY: a plain syscall on a descriptor we own. Failure only loses the head start.
-        unsafe {
-            libc::sync_file_range(
-                self.file.as_raw_fd(),
-                offset as libc::off64_t,
-                data.len() as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        start_writeback(&self.file, offset, data.len());
         Ok(())
     }
 

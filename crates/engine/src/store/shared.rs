@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -320,15 +319,13 @@ impl SharedFile {
             // Not a chunk of this file (a length of 0 would mean "to the end").
             return;
         }
-        // SAFETY: an advisory syscall on a descriptor we own.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                self.manifest.offset(index) as libc::off_t,
-                libc::off_t::from(len),
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
+        // Advice only: a failure costs the head start, nothing else.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            self.manifest.offset(index),
+            std::num::NonZeroU64::new(u64::from(len)),
+            rustix::fs::Advice::WillNeed,
+        );
     }
 
     /// Reads one chunk (blocking). If the file's size or modification time is no longer what was

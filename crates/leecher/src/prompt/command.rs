@@ -32,15 +32,29 @@ pub enum Command {
     Nothing,
 }
 
-/// Parses one line; the error is one sentence for the person.
-pub fn parse(line: &str) -> Result<Command, String> {
+/// Why a line is not a command: one sentence for the person.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    /// The word as the terminal may show it.
+    #[error("unknown command {0:?}; type help for the list")]
+    Unknown(String),
+    #[error("a backslash ends the line")]
+    TrailingBackslash,
+    #[error("a quote is not closed")]
+    OpenQuote,
+}
+
+/// Parses one line.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
     let words = split(line)?;
     let Some((first, rest)) = words.split_first() else {
         return Ok(Command::Nothing);
     };
-    let arity = |min: usize, max: usize, usage: &str| {
+    let arity = |min: usize, max: usize, usage: &'static str| {
         if rest.len() < min || rest.len() > max {
-            Err(format!("usage: {usage}"))
+            Err(ParseError::Usage(usage))
         } else {
             Ok(())
         }
@@ -71,16 +85,13 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }
         "help" | "?" => Ok(Command::Help),
         "exit" | "quit" => Ok(Command::Exit),
-        other => Err(format!(
-            "unknown command {:?}; type help for the list",
-            shoal_proto::names::printable(other)
-        )),
+        other => Err(ParseError::Unknown(shoal_proto::names::printable(other))),
     }
 }
 
 /// Splits a line into words: whitespace separates, '…' and "…" group, a backslash takes the next
 /// character as it is.
-pub fn split(line: &str) -> Result<Vec<String>, String> {
+pub fn split(line: &str) -> Result<Vec<String>, ParseError> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut quote: Option<char> = None;
@@ -88,7 +99,7 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
     while let Some(c) = chars.next() {
         match (quote, c) {
             (_, '\\') if quote != Some('\'') => {
-                let next = chars.next().ok_or("a backslash ends the line")?;
+                let next = chars.next().ok_or(ParseError::TrailingBackslash)?;
                 word.get_or_insert_with(String::new).push(next);
             }
             (Some(q), c) if c == q => quote = None,
@@ -102,7 +113,7 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quote.is_some() {
-        return Err("a quote is not closed".into());
+        return Err(ParseError::OpenQuote);
     }
     words.extend(word);
     Ok(words)
@@ -177,8 +188,14 @@ mod tests {
         assert_eq!(parse("stop x").unwrap(), Command::Stop("x".into()));
         assert_eq!(parse("").unwrap(), Command::Nothing);
         assert_eq!(parse("exit").unwrap(), Command::Exit);
-        assert!(parse("get").unwrap_err().starts_with("usage: get"));
+        assert!(parse("get")
+            .unwrap_err()
+            .to_string()
+            .starts_with("usage: get"));
         assert!(parse("status now").is_err());
-        assert!(parse("fetch x").unwrap_err().contains("unknown command"));
+        assert!(parse("fetch x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown command"));
     }
 }

@@ -76,18 +76,11 @@ impl Console {
 /// Routes `tracing` through the console: logging to stderr (filtered by `RUST_LOG`, default
 /// info), as the other programs do, but one whole line at a time above the prompt.
 pub fn init_logging(console: Console) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(move || LogLine {
-            console: console.clone(),
-            buf: Vec::new(),
-        })
-        .with_target(false)
-        // Escape sequences of a coloured log line would be counted as text by the line editor.
-        .with_ansi(false)
-        .init();
+    // Plain: escape sequences of a coloured log line would be counted as text by the line editor.
+    shoal_cli::init_logging_plain(move || LogLine {
+        console: console.clone(),
+        buf: Vec::new(),
+    });
 }
 
 /// One event's text, printed whole when the formatter drops it.

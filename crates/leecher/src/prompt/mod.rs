@@ -46,8 +46,8 @@ impl From<super::Args> for Settings {
         let download = super::download_options(&args);
         Settings {
             // The environment is read here, not by clap (see `tracker_setting`).
-            tracker: shoal_engine::discovery::tracker_setting(args.tracker),
-            discovery: shoal_engine::discovery::discovery_wanted(args.no_discovery),
+            tracker: shoal_engine::discovery::tracker_setting(args.find.tracker),
+            discovery: shoal_engine::discovery::discovery_wanted(args.find.no_discovery),
             port: args.port,
             advertise: args.advertise,
             upload: args.max_upload_rate,

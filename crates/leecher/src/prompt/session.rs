@@ -52,9 +52,7 @@ impl Session {
         })
         .await?;
         let client = Arc::new(client);
-        let (listener, advertise) = prepare(settings.port, settings.advertise.as_deref())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let (listener, advertise) = prepare(settings.port, settings.advertise.as_deref()).await?;
         let library = Library::new();
         let upload = settings.upload.map(|r| Arc::new(RateLimit::new(r)));
         let seeding = Seeding::start(library.clone(), client.clone(), listener, advertise, upload)?;
@@ -108,9 +106,7 @@ impl Session {
                         Ok(resolve(&self.client, &query).await?)
                     })
                     .await?;
-                self.transfers
-                    .start(entry, dir)
-                    .map_err(anyhow::Error::msg)?;
+                self.transfers.start(entry, dir)?;
             }
             Command::Share(path) => self.share(&path)?,
             Command::Status => {

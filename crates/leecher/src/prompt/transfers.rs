@@ -18,6 +18,15 @@ use tokio_util::task::TaskTracker;
 
 use super::console::Console;
 
+/// Why a `get` did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the folder {} does not exist", .0.display())]
+    NoFolder(PathBuf),
+    #[error("{0} is already downloading")]
+    AlreadyDownloading(String),
+}
+
 /// A download in progress.
 pub struct Transfer {
     pub id: FileId,
@@ -103,10 +112,14 @@ impl Transfers {
     }
 
     /// Starts downloading `entry` into `dir` (default: `--out`); returns at once.
-    pub fn start(self: &Arc<Self>, entry: ListEntry, dir: Option<PathBuf>) -> Result<(), String> {
+    pub fn start(
+        self: &Arc<Self>,
+        entry: ListEntry,
+        dir: Option<PathBuf>,
+    ) -> Result<(), StartError> {
         let dir = dir.unwrap_or_else(|| self.options.out_dir.clone());
         if !dir.is_dir() {
-            return Err(format!("the folder {} does not exist", dir.display()));
+            return Err(StartError::NoFolder(dir));
         }
         let name = shoal_proto::names::safe_file_name(&entry.name, &entry.id);
         let transfer = Arc::new(Transfer {
@@ -120,7 +133,7 @@ impl Transfers {
         {
             let mut running = self.running.lock().unwrap();
             if running.iter().any(|t| t.id == entry.id) {
-                return Err(format!("{name} is already downloading"));
+                return Err(StartError::AlreadyDownloading(name));
             }
             running.push(transfer.clone());
         }

@@ -7,84 +7,14 @@
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use shoal_proto::tracker::CONNECT_PADDING;
 use shoal_proto::TransactionId;
+use shoal_testkit::strategies::Leaves;
 
 use super::*;
 
-fn file_id() -> impl Strategy<Value = FileId> {
-    // A small domain, so files collide across peers and requests.
-    (0u8..6).prop_map(|n| FileId([n; 32]))
-}
-
-fn name() -> impl Strategy<Value = String> {
-    prop_oneof![4 => "[a-cA-C ]{1,4}", 1 => ".{0,40}", 1 => "x{250,260}"]
-}
-
-fn id_prefix() -> impl Strategy<Value = IdPrefix> {
-    // Prefixes from the network are whatever string was sent: build them as the decoder would.
-    prop_oneof!["[0-9a-fA-F]{8,64}", ".{0,70}"].prop_map(|s| {
-        postcard::from_bytes(&postcard::to_allocvec(&s).unwrap()).expect("a newtype of String")
-    })
-}
-
-fn filter() -> impl Strategy<Value = Filter> {
-    prop_oneof![
-        Just(Filter::All),
-        name().prop_map(Filter::NameContains),
-        name().prop_map(Filter::NameIs),
-        id_prefix().prop_map(Filter::IdPrefix),
-    ]
-}
-
-fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (
-        0u16..4,
-        option::weighted(0.2, any::<[u8; 4]>().prop_map(IpAddr::from)),
-    )
-        .prop_map(|(port, ip)| PeerInfo {
-            port,
-            advertise: ip.map(|ip| Advertise { ip, proof: None }),
-        })
-}
-
-fn have() -> impl Strategy<Value = Have> {
-    prop_oneof![
-        Just(Have::Complete),
-        (0u64..4).prop_map(|bytes| Have::Partial { bytes })
-    ]
-}
-
-fn progress() -> impl Strategy<Value = Progress> {
-    (file_id(), 0u64..4).prop_map(|(id, bytes)| Progress { id, bytes })
-}
-
-fn entry() -> impl Strategy<Value = FileEntry> {
-    (file_id(), 0u64..3, name(), have()).prop_map(|(id, size, name, have)| FileEntry {
-        id,
-        size,
-        name,
-        have,
-    })
-}
-
+/// The small domain (see [`Leaves::small`]): files and peers collide across requests.
 fn body() -> impl Strategy<Value = RequestBody> {
-    prop_oneof![
-        any::<[u8; CONNECT_PADDING]>().prop_map(|padding| RequestBody::Connect { padding }),
-        (peer_info(), vec(entry(), 0..5))
-            .prop_map(|(peer, files)| RequestBody::Announce { peer, files }),
-        (peer_info(), 0u32..6, vec(progress(), 0..3)).prop_map(|(peer, files, progress)| {
-            RequestBody::Heartbeat {
-                peer,
-                files,
-                progress,
-            }
-        }),
-        (peer_info(), option::of(vec(file_id(), 0..4)))
-            .prop_map(|(peer, files)| RequestBody::Unregister { peer, files }),
-        file_id().prop_map(|file| RequestBody::GetPeers { file }),
-        (filter(), 0u32..12).prop_map(|(filter, cursor)| RequestBody::List { filter, cursor }),
-    ]
+    Leaves::small().request_body()
 }
 
 /// How a datagram is made.

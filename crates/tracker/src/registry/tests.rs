@@ -854,10 +854,8 @@ fn floyd_draws_distinct_indices_uniformly() {
     for (n, k, rounds) in [(300, 50, 3000), (10, 10, 10), (20_000, 50, 2000)] {
         let mut hits = vec![0u32; n];
         for _ in 0..rounds {
-            let mut taken = Taken::new(n, k);
             let mut drawn = HashSet::new();
-            for j in n - k..n {
-                let i = taken.take(fastrand::usize(..=j), j);
+            for i in Draw::new(n, k) {
                 assert!(i < n && drawn.insert(i), "{i} drawn twice or out of range");
             }
             for i in drawn {

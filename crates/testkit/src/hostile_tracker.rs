@@ -2,8 +2,6 @@
 //! (names the real tracker refuses, sizes that lie), can offer one more page forever, slowly, and
 //! hands out the peers that announced to it plus any the test adds. Test support only.
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,23 +1,19 @@
 //! Helpers for the tracker's end-to-end tests: a tracker with its status page on, a small HTTP
-//! client for its JSON and metrics, and (in [`chromium`]) a headless browser to look at the page.
-
-#![allow(dead_code)]
-
-pub mod chromium;
+//! client for its JSON and metrics, and (in [`crate::chromium`]) a headless browser to look at the page.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::Swarm;
+use crate::{Bins, Swarm};
 
 /// A tracker (one-second heartbeats, as in every swarm test) with `--http 127.0.0.1:0`, and the
 /// address its status page listens on.
-pub fn swarm_with_page(extra: &[&str]) -> (Swarm, String) {
+pub fn swarm_with_page(bins: Bins, extra: &[&str]) -> (Swarm, String) {
     let mut args = vec!["--http", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let swarm = Swarm::with_tracker_args(&args);
+    let swarm = Swarm::with_tracker_args(bins, &args);
     let line = swarm
         .tracker
         .wait_stdout("http listening on", |l| l.starts_with("http listening on "));

@@ -2,8 +2,6 @@
 //! of a frame as long as the largest valid manifest and trickle its body, fast enough never to
 //! trip a 1 s stall timeout and slow enough to take minutes. Test support only.
 
-#![allow(dead_code)]
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
