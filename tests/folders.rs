@@ -387,7 +387,7 @@ fn hostile_trees_are_refused_before_anything_is_written() {
 /// the whole tree from the first, read back from the files it wrote.
 #[test]
 fn a_downloaded_folder_is_seeded_again() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let src = photos(&swarm, "photos");
     let want = expected(&src);
     let (mut seeder, _) = swarm.seeder(&["--chunk-size", "16K", "photos"]);
@@ -422,7 +422,7 @@ fn a_downloaded_folder_is_seeded_again() {
 /// folder (says so, withdraws it), and the leecher gets the rest from another seeder.
 #[test]
 fn a_changed_file_inside_withdraws_the_folder() {
-    let swarm = Swarm::new();
+    let swarm = Swarm::new(BINS);
     let src = photos(&swarm, "a/photos");
     let want = expected(&src);
     let a_dir = swarm.path("a");

@@ -14,11 +14,20 @@ static KEYS: OnceLock<Keys> = OnceLock::new();
 /// Loads the secret (`file`, else `P2P_SECRET`) and installs its keys; prints the warning for a
 /// passphrase. Returns whether this process is in a private swarm.
 pub fn set_up(file: Option<&Path>) -> Result<bool, SecretError> {
+    set_up_warning_with(file, |warning| tracing::warn!("{warning}"))
+}
+
+/// [`set_up`], with the passphrase warning handed to `warn` (the prompt prints it before its
+/// console takes over the log).
+pub fn set_up_warning_with(
+    file: Option<&Path>,
+    warn: impl FnOnce(&str),
+) -> Result<bool, SecretError> {
     let Some(loaded) = shoal_secret::load(file)? else {
         return Ok(false);
     };
     if let Some(warning) = loaded.warning() {
-        tracing::warn!("{warning}");
+        warn(warning);
     }
     install(Keys::derive(&loaded.secret));
     Ok(true)

@@ -115,7 +115,11 @@ pub fn main() -> ExitCode {
         parsed => parsed.unwrap_or_else(|e| e.exit()),
     };
     if args.interactive {
-        if let Err(e) = shoal_engine::private::set_up(args.secret_file.as_deref()) {
+        // Logging starts with the prompt's console: say the passphrase warning now.
+        let warn = |w: &str| eprintln!("leecher: warning: {w}");
+        if let Err(e) =
+            shoal_engine::private::set_up_warning_with(args.secret_file.as_deref(), warn)
+        {
             eprintln!("leecher: {e}");
             return ExitCode::FAILURE;
         }
