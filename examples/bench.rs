@@ -40,6 +40,8 @@ mod folders;
 mod load;
 #[path = "bench/machine.rs"]
 mod machine;
+#[path = "bench/private_lan.rs"]
+mod private_lan;
 #[path = "bench/procs.rs"]
 mod procs;
 #[path = "bench/report.rs"]
@@ -81,7 +83,10 @@ usage: cargo run --release --example bench -- [FLAGS]
   --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)
   --folders        run only the folder cases instead (issue 12): 10,000 files of 4 KiB beside
                    tar | tar + sync, seeder start-up in files/s, 8 x 128 MiB beside one 1 GiB
-                   file from 4 seeders; results in target/bench-folders.json by default";
+                   file from 4 seeders; results in target/bench-folders.json by default
+  --private-lan    run only the private-swarm LAN case instead (issue 13; needs root): a file of
+                   --size from one seeder whose upload is capped at 1 Gbit/s with tc, open and
+                   private runs interleaved; results in target/bench-private-lan.json by default";
 
 const NAME: &str = "bench.bin";
 const GIB: u64 = 1 << 30;
@@ -104,6 +109,7 @@ struct Args {
     swarm: bool,
     swarm_sizes: Vec<usize>,
     folders: bool,
+    private_lan: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -122,6 +128,7 @@ fn parse_args() -> Result<Args> {
         swarm: false,
         swarm_sizes: vec![8, 16, 32],
         folders: false,
+        private_lan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -154,6 +161,7 @@ fn parse_args() -> Result<Args> {
             "--no-json" => a.json = None,
             "--swarm" => a.swarm = true,
             "--folders" => a.folders = true,
+            "--private-lan" => a.private_lan = true,
             "--swarm-sizes" => {
                 a.swarm_sizes = value()?
                     .split(',')
@@ -165,6 +173,14 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
+    ensure!(
+        [a.swarm, a.folders, a.private_lan]
+            .iter()
+            .filter(|on| **on)
+            .count()
+            <= 1,
+        "--swarm, --folders and --private-lan are cases of their own: give one at most"
+    );
     ensure!(a.runs >= 1, "--runs must be at least 1");
     ensure!(a.size >= MIB, "--size must be at least 1M");
     ensure!(a.seeders >= 1, "--seeders must be at least 1");
@@ -252,7 +268,7 @@ fn bench(args: &Args) -> Result<()> {
     }
     let (bins, target_dir) = machine::build()?;
 
-    let aria2 = if args.swarm || args.folders {
+    let aria2 = if args.swarm || args.folders || args.private_lan {
         Err("not in --swarm".to_string())
     } else if args.aria2 {
         aria::ensure_tools(args.install).map_err(|e| {
@@ -282,6 +298,8 @@ fn bench(args: &Args) -> Result<()> {
     let most = args.swarm_sizes.iter().copied().max().unwrap_or(0) as u64;
     let need = if args.folders {
         4 * GIB
+    } else if args.private_lan {
+        2 * args.size + GIB
     } else if args.swarm {
         (most + 2) * SWARM_FILE + GIB
     } else {
@@ -295,7 +313,16 @@ fn bench(args: &Args) -> Result<()> {
         human(need)
     );
 
-    let report = if args.folders {
+    let report = if args.private_lan {
+        step(&format!(
+            "private swarm: {} from one seeder capped at 1 Gbit/s, open and private runs interleaved",
+            human(args.size)
+        ));
+        let results = private_lan::run(&bins, tmp.path(), args.runs, args.size);
+        let mut report = report::Report::default();
+        private_lan::tabulate(&mut report, &results);
+        report
+    } else if args.folders {
         step("folders: 10,000 small files, and 8 x 128 MiB beside one 1 GiB file");
         let results = folders::run(&bins, tmp.path(), args.runs).map_err(|e| failed("", &e));
         let mut report = report::Report::default();
@@ -316,7 +343,9 @@ fn bench(args: &Args) -> Result<()> {
     println!("load average after: {}", machine::loadavg());
     if let Some(json) = &args.json {
         let path = json.clone().unwrap_or_else(|| {
-            target_dir.join(if args.folders {
+            target_dir.join(if args.private_lan {
+                "bench-private-lan.json"
+            } else if args.folders {
                 "bench-folders.json"
             } else if args.swarm {
                 "bench-swarm.json"

@@ -135,9 +135,9 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
 
 /// One round: finish times from the start of the first leecher, the seeder's upload, and the
 /// largest peak resident set of its leechers.
-struct Round {
+pub(crate) struct Round {
     first: f64,
-    last: f64,
+    pub(crate) last: f64,
     seeder_sent: u64,
     /// What the leechers uploaded, counted as the seeder's is.
     leechers_sent: u64,
@@ -145,15 +145,17 @@ struct Round {
 }
 
 /// The namespaces: `shoal-bench-PID-sw` holds the bridge, `...-hK` host K (from 1).
-struct Lan {
+pub(crate) struct Lan {
     prefix: String,
     net: String,
     dir: PathBuf,
     made: Vec<String>,
+    /// A private swarm's secret, given to every program started from then on (`P2P_SECRET`).
+    pub(crate) secret: Option<String>,
 }
 
 impl Lan {
-    fn new(hosts: usize, rate_bits: u64, dir: &Path) -> Result<Lan> {
+    pub(crate) fn new(hosts: usize, rate_bits: u64, dir: &Path) -> Result<Lan> {
         ensure!(hosts <= 250, "at most 248 leechers");
         let pid = std::process::id();
         let mut lan = Lan {
@@ -162,6 +164,7 @@ impl Lan {
             net: format!("10.{}.{}", 20 + pid % 200, (pid / 200) % 250 + 1),
             dir: dir.to_path_buf(),
             made: Vec::new(),
+            secret: None,
         };
         let sw = lan.ns_name(0);
         lan.add_ns(&sw)?;
@@ -241,16 +244,16 @@ impl Lan {
         Ok(())
     }
 
-    fn ip(&self, h: usize) -> String {
+    pub(crate) fn ip(&self, h: usize) -> String {
         format!("{}.{h}", self.net)
     }
 
-    fn home(&self, h: usize) -> PathBuf {
+    pub(crate) fn home(&self, h: usize) -> PathBuf {
         self.dir.join(format!("h{h}"))
     }
 
     /// Starts `prog ARGS` on host `h`, in its folder, with discovery off.
-    fn spawn(&self, h: usize, label: &str, prog: &Path, args: &[&str]) -> Result<Proc> {
+    pub(crate) fn spawn(&self, h: usize, label: &str, prog: &Path, args: &[&str]) -> Result<Proc> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns_name(h)])
             .arg(prog)
@@ -259,6 +262,9 @@ impl Lan {
             .env("P2P_NO_DISCOVERY", "1")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
+        if let Some(secret) = &self.secret {
+            cmd.env("P2P_SECRET", secret);
+        }
         procs::spawn(label, &mut cmd, Opts::default())
     }
 
@@ -310,7 +316,7 @@ impl Lan {
 
     /// `n` leechers on h3.. started together, from a fresh seeder; `alone` (T1) exits once done
     /// instead of seeding.
-    fn round(
+    pub(crate) fn round(
         &self,
         bins: &Path,
         tracker: &str,
