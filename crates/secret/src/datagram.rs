@@ -26,6 +26,12 @@ const TIME: usize = 8;
 const TAG: usize = 16;
 /// Bytes sealing adds to a datagram.
 pub const OVERHEAD: usize = MAGIC.len() + NONCE + TIME + TAG;
+/// The largest plain datagram of the tracker protocol (`shoal_proto::tracker::MAX_DATAGRAM`,
+/// kept equal by a test in the tracker): anything longer than this plus [`OVERHEAD`] is refused
+/// before it is copied or authenticated, so a flood of forged 64 KiB datagrams costs little.
+pub const MAX_PLAIN: usize = 1200;
+/// The longest sealed datagram opened.
+pub const MAX_SEALED: usize = MAX_PLAIN + OVERHEAD;
 /// Largest difference between a datagram's time and the receiver's clock: the machines' clocks
 /// must agree to within this.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -58,6 +64,8 @@ impl Direction {
 pub enum OpenError {
     #[error("not a sealed datagram")]
     NotSealed,
+    #[error("longer than any sealed datagram")]
+    TooLong,
     #[error("does not open under this swarm's key")]
     Forged,
     #[error("its time is outside the window")]
@@ -139,6 +147,9 @@ impl Sealer {
         out.clear();
         if sealed.len() < OVERHEAD || sealed[..MAGIC.len()] != MAGIC {
             return Err(OpenError::NotSealed);
+        }
+        if sealed.len() > MAX_SEALED {
+            return Err(OpenError::TooLong);
         }
         let (head, rest) = sealed.split_at(MAGIC.len() + NONCE);
         let (body, tag) = rest.split_at(rest.len() - TAG);
@@ -293,10 +304,19 @@ mod tests {
             a.open(Direction::Request, b"SHT2\0\0\0\0", NOW),
             Err(OpenError::NotSealed)
         );
-        // An oversized one is opened like any other (the plain decoder bounds its size), and
-        // only the genuine one opens.
-        let big = a.seal(Direction::Request, &[1u8; 65_000], NOW).unwrap();
-        assert_eq!(a.open(Direction::Request, &big, NOW).unwrap().len(), 65_000);
+        // One byte over the largest datagram is refused before it is opened, even if genuine.
+        let big = a
+            .seal(Direction::Request, &[1u8; MAX_PLAIN + 1], NOW)
+            .unwrap();
+        assert_eq!(
+            a.open(Direction::Request, &big, NOW),
+            Err(OpenError::TooLong)
+        );
+        let most = a.seal(Direction::Request, &[1u8; MAX_PLAIN], NOW).unwrap();
+        assert_eq!(
+            a.open(Direction::Request, &most, NOW).unwrap().len(),
+            MAX_PLAIN
+        );
     }
 
     #[test]
