@@ -4,6 +4,7 @@
 //! Prometheus scraper). Without it every path gets the same plain `404 not found`, so the page
 //! tells an outsider nothing, not even that a tracker is there.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -53,6 +54,19 @@ pub fn keyed_page(page: &str, key: &str) -> String {
     })
 }
 
+/// The warning for a private swarm's page served at `at`, unless only this machine can reach it:
+/// plain HTTP carries the key and every name in clear.
+pub fn in_clear(at: SocketAddr) -> Option<String> {
+    (!at.ip().is_loopback()).then(|| {
+        format!(
+            "the status page on {at} is unencrypted HTTP: anyone on the network path can read \
+             its key and the swarm's names; bind it to 127.0.0.1 and reach it through an SSH \
+             tunnel (ssh -L {port}:127.0.0.1:{port} THIS-HOST)",
+            port = at.port()
+        )
+    })
+}
+
 fn carries(request: &Request, key: &str) -> bool {
     let in_query = request
         .uri()
@@ -89,6 +103,17 @@ mod tests {
         assert!(!same("abc", "abd"));
         assert!(!same("abc", "abcd"));
         assert!(!same("", "a"));
+    }
+
+    #[test]
+    fn a_page_reachable_from_elsewhere_is_warned_about() {
+        for local in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:1"] {
+            assert_eq!(in_clear(local.parse().unwrap()), None, "{local}");
+        }
+        for open in ["0.0.0.0:8080", "[::]:8080", "192.168.1.5:8080"] {
+            let w = in_clear(open.parse().unwrap()).unwrap_or_else(|| panic!("{open}"));
+            assert!(w.contains("unencrypted") && w.contains("127.0.0.1"), "{w}");
+        }
     }
 
     #[test]

@@ -337,6 +337,9 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
                     // Only the URL with the key shows anything: print it where the operator
                     // looks.
                     println!("status page: http://{at}/?key={}", k.page_token);
+                    if let Some(warning) = http_key::in_clear(at) {
+                        tracing::warn!("{warning}");
+                    }
                     status = status.with_key(&k.page_token);
                 }
                 None => tracing::info!("status page at http://{at}/"),
