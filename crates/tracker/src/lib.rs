@@ -289,7 +289,7 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     let config = config(args)?;
     let keys = match shoal_secret::load(args.secret_file.as_deref())? {
         Some(loaded) => {
-            if let Some(warning) = loaded.warning() {
+            for warning in loaded.warnings() {
                 tracing::warn!("{warning}");
             }
             Some(shoal_secret::Keys::derive(&loaded.secret))
