@@ -37,10 +37,28 @@ fn private_swarm_with(extra: &[&str]) -> (Swarm, String) {
     let secret = new_secret(keydir.path());
     let file = keydir.path().join("swarm.secret");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
+    set_mode(&file, 0o600);
     let mut args = vec!["--secret-file", file.to_str().unwrap()];
     args.extend_from_slice(extra);
     let swarm = Swarm::with_tracker_args(BINS, &args);
     (swarm, secret)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A secret file others may read works, with a warning that says how to fix it.
+#[test]
+fn a_secret_file_others_can_read_is_warned_about() {
+    let keydir = tempfile::tempdir().unwrap();
+    let file = keydir.path().join("swarm.secret");
+    std::fs::write(&file, format!("{}\n", new_secret(keydir.path()))).unwrap();
+    set_mode(&file, 0o644);
+    let swarm = Swarm::with_tracker_args(BINS, &["--secret-file", file.to_str().unwrap()]);
+    let line = swarm.tracker.wait_stderr("can be read by other users");
+    assert!(line.contains("chmod 600"), "{line}");
 }
 
 fn env<'a>(swarm: &'a Swarm, secret: &'a str) -> [(&'a str, &'a str); 2] {
