@@ -37,10 +37,28 @@ fn private_swarm_with(extra: &[&str]) -> (Swarm, String) {
     let secret = new_secret(keydir.path());
     let file = keydir.path().join("swarm.secret");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
+    set_mode(&file, 0o600);
     let mut args = vec!["--secret-file", file.to_str().unwrap()];
     args.extend_from_slice(extra);
     let swarm = Swarm::with_tracker_args(BINS, &args);
     (swarm, secret)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A secret file others may read works, with a warning that says how to fix it.
+#[test]
+fn a_secret_file_others_can_read_is_warned_about() {
+    let keydir = tempfile::tempdir().unwrap();
+    let file = keydir.path().join("swarm.secret");
+    std::fs::write(&file, format!("{}\n", new_secret(keydir.path()))).unwrap();
+    set_mode(&file, 0o644);
+    let swarm = Swarm::with_tracker_args(BINS, &["--secret-file", file.to_str().unwrap()]);
+    let line = swarm.tracker.wait_stderr("can be read by other users");
+    assert!(line.contains("chmod 600"), "{line}");
 }
 
 fn env<'a>(swarm: &'a Swarm, secret: &'a str) -> [(&'a str, &'a str); 2] {
@@ -252,6 +270,13 @@ fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
         Keys::derive(&Secret::parse(&secret).unwrap().0).page_token
     );
 
+    // Without the key every path, the stylesheet, script and icon included, gets the same
+    // generic answer, which names neither shoal nor a private swarm.
+    let unknown = http_get(addr, "/no-such-path");
+    assert_eq!(
+        (unknown.status, unknown.body.as_str()),
+        (404, "not found\n")
+    );
     for path in [
         "/",
         "/api/swarm",
@@ -259,18 +284,34 @@ fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
         "/api/peers",
         "/api/stats",
         "/metrics",
+        "/app.css",
+        "/app.js",
+        "/icon.svg",
     ] {
         let r = http_get(addr, path);
-        assert_eq!(r.status, 403, "GET {path} without the key: {}", r.body);
-        assert!(r.body.contains("private swarm"), "{}", r.body);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (404, "not found\n"),
+            "GET {path} without the key"
+        );
+        assert_eq!(
+            r.headers.get("referrer-policy").map(String::as_str),
+            Some("no-referrer"),
+            "GET {path}"
+        );
         let wrong = http_get(
             addr,
             &format!("{path}?key=0123456789abcdef0123456789abcdef"),
         );
-        assert_eq!(wrong.status, 403, "GET {path} with another key");
+        assert_eq!(wrong.status, 404, "GET {path} with another key");
         let sep = if path.contains('?') { '&' } else { '?' };
         let ok = http_get(addr, &format!("{path}{sep}key={key}"));
         assert_eq!(ok.status, 200, "GET {path} with the key: {}", ok.body);
+        assert_eq!(
+            ok.headers.get("referrer-policy").map(String::as_str),
+            Some("no-referrer"),
+            "GET {path} with the key"
+        );
         assert_eq!(
             get_with_bearer(addr, path, key),
             200,
@@ -278,12 +319,20 @@ fn the_page_api_and_metrics_need_the_key_the_tracker_printed() {
         );
         assert_eq!(
             get_with_bearer(addr, path, "nope"),
-            403,
+            404,
             "{path} with a wrong bearer"
         );
     }
-    // The script asks the API with the key the page was opened with; it holds no data itself.
-    let js = http_get(addr, "/app.js");
+    // The page passes the key on in its links; the script asks the API with the key the page
+    // was opened with.
+    let page = http_get(addr, &format!("/?key={key}"));
+    for link in ["/app.css", "/app.js", "/icon.svg", "/api/swarm", "/metrics"] {
+        assert!(
+            page.body.contains(&format!("\"{link}?key={key}\"")),
+            "{link} without the key in the page"
+        );
+    }
+    let js = http_get(addr, &format!("/app.js?key={key}"));
     assert_eq!(js.status, 200);
     assert!(js.body.contains("keyParam"));
 }

@@ -17,17 +17,17 @@ pub fn set_up(file: Option<&Path>) -> Result<bool, SecretError> {
     set_up_warning_with(file, |warning| tracing::warn!("{warning}"))
 }
 
-/// [`set_up`], with the passphrase warning handed to `warn` (the prompt prints it before its
-/// console takes over the log).
+/// [`set_up`], with the warnings (a passphrase, a secret file others can read) handed to `warn`
+/// (the prompt prints them before its console takes over the log).
 pub fn set_up_warning_with(
     file: Option<&Path>,
-    warn: impl FnOnce(&str),
+    mut warn: impl FnMut(&str),
 ) -> Result<bool, SecretError> {
     let Some(loaded) = shoal_secret::load(file)? else {
         return Ok(false);
     };
-    if let Some(warning) = loaded.warning() {
-        warn(warning);
+    for warning in loaded.warnings() {
+        warn(&warning);
     }
     install(Keys::derive(&loaded.secret));
     Ok(true)

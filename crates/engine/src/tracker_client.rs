@@ -44,7 +44,7 @@ pub enum TrackerError {
         addr: SocketAddr,
         theirs: Option<u8>,
     },
-    #[error("no tracker of this swarm answered; is P2P_SECRET the same on every machine? (asked {addr}; the machines' clocks must also agree to within a minute)")]
+    #[error("no tracker of this swarm answered; is P2P_SECRET the same on every machine? (asked {addr}; a clock behind the tracker's is refused too, by more than a minute, or on a busy tracker by more than the time its last 262,144 datagrams took)")]
     NotOfSwarm { addr: SocketAddr },
     #[error("{0}")]
     Io(#[from] std::io::Error),

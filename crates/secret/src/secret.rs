@@ -119,33 +119,62 @@ impl Secret {
 pub struct Loaded {
     pub secret: Secret,
     pub origin: Origin,
+    /// The secret file and its mode, when users other than its owner may read it.
+    pub loose_file: Option<(String, u32)>,
 }
 
 impl Loaded {
-    /// The warning to print once at start for a passphrase, if this is one.
-    pub fn warning(&self) -> Option<&'static str> {
-        (self.origin == Origin::Passphrase).then_some(
-            "the secret is a passphrase: anyone who captures this swarm's traffic can try guesses \
-             at it offline; a generated secret (`tracker --new-secret`) is stronger",
-        )
+    /// The warnings to print once at start: for a passphrase, and for a secret file others can
+    /// read.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        if self.origin == Origin::Passphrase {
+            all.push(
+                "the secret is a passphrase: anyone who captures this swarm's traffic can try \
+                 guesses at it offline; a generated secret (`tracker --new-secret`) is stronger"
+                    .to_string(),
+            );
+        }
+        if let Some((path, mode)) = &self.loose_file {
+            all.push(format!(
+                "the secret file {path} can be read by other users of this machine (mode \
+                 {mode:03o}): `chmod 600 {path}`"
+            ));
+        }
+        all
     }
 }
 
 /// The secret from `--secret-file PATH` if given, else from `P2P_SECRET` if set and not empty;
 /// `None` for an open swarm.
 pub fn load(file: Option<&Path>) -> Result<Option<Loaded>, SecretError> {
-    let text = match file {
-        Some(path) => std::fs::read_to_string(path).map_err(|source| SecretError::File {
-            path: path.display().to_string(),
-            source,
-        })?,
+    let (text, loose_file) = match file {
+        Some(path) => {
+            let read = |source| SecretError::File {
+                path: path.display().to_string(),
+                source,
+            };
+            let text = std::fs::read_to_string(path).map_err(read)?;
+            (text, loose(path).map_err(read)?)
+        }
         None => match std::env::var("P2P_SECRET") {
-            Ok(v) if !v.is_empty() => v,
+            Ok(v) if !v.is_empty() => (v, None),
             _ => return Ok(None),
         },
     };
     let (secret, origin) = Secret::parse(&text)?;
-    Ok(Some(Loaded { secret, origin }))
+    Ok(Some(Loaded {
+        secret,
+        origin,
+        loose_file,
+    }))
+}
+
+/// `path` and its permission bits, if its group or others may read it.
+fn loose(path: &Path) -> std::io::Result<Option<(String, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o044 != 0).then(|| (path.display().to_string(), mode)))
 }
 
 #[cfg(test)]
@@ -188,6 +217,17 @@ mod tests {
         let s = Secret::generate().unwrap();
         std::fs::write(&path, s.to_text() + "\n").unwrap();
         assert_eq!(load(Some(&path)).unwrap().unwrap().secret, s);
+        // Written with the usual umask's 0644, then made private.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m));
+        mode(0o644).unwrap();
+        let warned = load(Some(&path)).unwrap().unwrap().warnings();
+        assert!(
+            warned.len() == 1 && warned[0].contains("chmod 600") && warned[0].contains("644"),
+            "{warned:?}"
+        );
+        mode(0o600).unwrap();
+        assert!(load(Some(&path)).unwrap().unwrap().warnings().is_empty());
         let missing = dir.path().join("nope");
         let e = load(Some(&missing)).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");

@@ -40,12 +40,25 @@ pub struct Tally {
     /// Replies not sent because they would have been larger than the request of an unverified
     /// source (amplification) or than a datagram.
     pub suppressed: u64,
+    /// Sealed datagrams (of a private swarm) that did not open under the swarm's key: an
+    /// outsider's or a forgery.
+    pub forged: u64,
+    /// Sealed datagrams whose time was outside the window: a replay, or a clock that is off.
+    pub stale: u64,
+    /// Sealed datagrams seen before within the window: a replay.
+    pub replayed: u64,
 }
 
 impl Tally {
-    /// Datagrams that got no answer: malformed, rate limited, or whose answer was suppressed.
+    /// Datagrams that got no answer: malformed, rate limited, whose answer was suppressed, or
+    /// (in a private swarm) forged, stale or replayed.
     pub fn dropped(&self) -> u64 {
-        self.malformed + self.rate_limited + self.suppressed
+        self.malformed
+            + self.rate_limited
+            + self.suppressed
+            + self.forged
+            + self.stale
+            + self.replayed
     }
 }
 

@@ -52,7 +52,7 @@ const NOT_ROWS: usize = 32 * 1024;
 /// What the rows of one answer may cost (see [`Cost`]).
 const ROW_BUDGET: usize = MAX_ANSWER - NOT_ROWS;
 
-const INDEX_HTML: &str = include_str!("ui/index.html");
+pub(crate) const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_CSS: &str = include_str!("ui/app.css");
 const APP_JS: &str = include_str!("ui/app.js");
 const ICON_SVG: &str = include_str!("ui/icon.svg");
@@ -67,8 +67,10 @@ pub struct Status {
     cache: Mutex<Option<Cached>>,
     /// Held while an answer is built and encoded: one at a time, so one transient copy at most.
     building: Mutex<()>,
-    /// A private swarm's page key: every data route asks for it ([`crate::http_key`]).
+    /// A private swarm's page key: every route asks for it ([`crate::http_key`]).
     key: Option<Arc<str>>,
+    /// The page, with the key in its links in a private swarm.
+    index: Bytes,
 }
 
 struct Cached {
@@ -90,12 +92,14 @@ impl Status {
             cache: Mutex::new(None),
             building: Mutex::new(()),
             key: None,
+            index: Bytes::from_static(INDEX_HTML.as_bytes()),
         }
     }
 
-    /// The page of a private swarm's tracker: refused without `key`.
+    /// The page of a private swarm's tracker: not found without `key`.
     pub fn with_key(mut self, key: &str) -> Status {
         self.key = Some(key.into());
+        self.index = crate::http_key::keyed_page(INDEX_HTML, key).into();
         self
     }
 }
@@ -116,7 +120,9 @@ pub fn router(status: Arc<Status>) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+            get(|State(status): State<Arc<Status>>| async move {
+                asset("text/html; charset=utf-8", status.index.clone())
+            }),
         )
         .route(
             "/app.css",
@@ -143,7 +149,7 @@ pub fn router(status: Arc<Status>) -> Router {
         .with_state(status)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: impl Into<Bytes>) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -158,7 +164,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
                 HeaderValue::from_static("nosniff"),
             ),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }

@@ -289,7 +289,7 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
     let config = config(args)?;
     let keys = match shoal_secret::load(args.secret_file.as_deref())? {
         Some(loaded) => {
-            if let Some(warning) = loaded.warning() {
+            for warning in loaded.warnings() {
                 tracing::warn!("{warning}");
             }
             Some(shoal_secret::Keys::derive(&loaded.secret))
@@ -337,6 +337,9 @@ async fn set_up(args: &Args) -> anyhow::Result<Ready> {
                     // Only the URL with the key shows anything: print it where the operator
                     // looks.
                     println!("status page: http://{at}/?key={}", k.page_token);
+                    if let Some(warning) = http_key::in_clear(at) {
+                        tracing::warn!("{warning}");
+                    }
                     status = status.with_key(&k.page_token);
                 }
                 None => tracing::info!("status page at http://{at}/"),

@@ -69,6 +69,9 @@ const DROPS: &[(&str, Counter)] = &[
     ("malformed", |t| t.malformed),
     ("rate_limited", |t| t.rate_limited),
     ("suppressed", |t| t.suppressed),
+    ("forged", |t| t.forged),
+    ("stale", |t| t.stale),
+    ("replayed", |t| t.replayed),
 ];
 
 const GAUGES: &[(&str, &str, Gauge)] = &[

@@ -44,6 +44,7 @@ impl<'a> Sealed<'a> {
                 .open_into(Direction::Request, datagram, now_ms, &mut self.request)
         {
             tracing::debug!("dropped a datagram from {src}: {why}");
+            registry.count_unopened(now, datagram.len(), why);
             return false;
         }
         if !registry.handle_into(now, src, &self.request, &mut self.reply) {
@@ -122,5 +123,33 @@ mod tests {
             !sealed.answer(&mut reg, now, src, &tampered, &mut out),
             "tampered"
         );
+        let stale = client.seal(Direction::Request, &connect(13), 1).unwrap();
+        assert!(
+            !sealed.answer(&mut reg, now, src, &stale, &mut out),
+            "stale"
+        );
+        let mut long = vec![0u8; 60_000];
+        long[..4].copy_from_slice(&shoal_secret::datagram::MAGIC);
+        assert!(!sealed.answer(&mut reg, now, src, &long, &mut out), "long");
+        // What an operator sees in /metrics.
+        let t = reg.totals();
+        assert_eq!(
+            (t.forged, t.stale, t.replayed, t.malformed, t.datagrams),
+            (2, 1, 1, 2, 7)
+        );
+        let text = crate::metrics::render(&reg, now);
+        for line in [
+            "shoal_tracker_dropped_total{reason=\"forged\"} 2",
+            "shoal_tracker_dropped_total{reason=\"stale\"} 1",
+            "shoal_tracker_dropped_total{reason=\"replayed\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_sealed_bound_is_the_protocols() {
+        use shoal_secret::datagram::MAX_PLAIN;
+        assert_eq!(MAX_PLAIN, shoal_proto::tracker::MAX_DATAGRAM);
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::tracker::{encoded_len, Have};
 use shoal_proto::FileId;
+use shoal_secret::datagram::OpenError;
 
 use crate::activity::{Activity, Tally};
 pub use crate::limits::Limits;
@@ -192,6 +193,20 @@ impl Registry {
     /// Counters since start.
     pub fn totals(&self) -> &Tally {
         &self.totals
+    }
+
+    /// Counts a sealed datagram of `len` bytes that was dropped before the registry read it.
+    pub fn count_unopened(&mut self, now: Instant, len: usize, why: OpenError) {
+        self.count(now, |t| {
+            t.datagrams += 1;
+            t.bytes_in += len as u64;
+            match why {
+                OpenError::NotSealed | OpenError::TooLong => t.malformed += 1,
+                OpenError::Forged => t.forged += 1,
+                OpenError::Stale => t.stale += 1,
+                OpenError::Replayed => t.replayed += 1,
+            }
+        });
     }
 
     /// Counters per second over the last minute, oldest first, the current second last.
