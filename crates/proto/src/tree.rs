@@ -191,6 +191,14 @@ impl TreeManifest {
             return Err(TreeError::TooLarge);
         }
         let body = bytes.strip_prefix(TREE_MAGIC).ok_or(TreeError::Encoding)?;
+        // postcard builds the whole entry list before `new` can count it, and 16 MiB of 2-byte
+        // entries would be millions of them: read the count from the front first.
+        let (_chunk_size, rest) =
+            postcard::take_from_bytes::<u32>(body).map_err(|_| TreeError::Encoding)?;
+        let (count, _) = postcard::take_from_bytes::<u64>(rest).map_err(|_| TreeError::Encoding)?;
+        if count > MAX_ENTRIES as u64 {
+            return Err(TreeError::TooManyEntries);
+        }
         let wire: Wire = postcard::from_bytes(body).map_err(|_| TreeError::Encoding)?;
         let tree = TreeManifest::new(wire.chunk_size, wire.entries)?;
         // Only the canonical encoding may stand for a tree, or one tree would have many ids.
