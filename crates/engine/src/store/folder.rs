@@ -139,6 +139,32 @@ mod tests {
         assert!(shared.is_withdrawn());
     }
 
+    /// A FIFO planted in place of a shared file neither hangs the seeder nor is served: the share
+    /// is withdrawn as for a changed file.
+    #[test]
+    fn a_fifo_in_place_of_a_shared_file_is_refused() {
+        let dir = folder();
+        let root = dir.path().join("share");
+        let shared = hash_folder(&root, K as u32, &AtomicU64::new(0))
+            .unwrap()
+            .shared;
+        std::fs::remove_file(root.join("a/two")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("a/two"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(3)),
+            Err(ServeError::Changed)
+        ));
+        assert!(shared.is_withdrawn());
+        assert!(shared.source(ChunkIndex(3)).is_err());
+    }
+
     /// A symbolic link planted in a download's `.part` folder is never written through.
     #[test]
     fn a_part_folder_never_writes_through_a_planted_link() {
