@@ -308,10 +308,18 @@ impl OpenFiles {
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file; refusing to open it"));
         }
-        if self.access.intersects(OFlags::WRONLY | OFlags::RDWR) && meta.nlink() != 1 {
-            return Err(io::Error::other(
-                "a file with more than one name; refusing to write through it",
-            ));
+        if self.access.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            if meta.nlink() != 1 {
+                return Err(io::Error::other(
+                    "a file with more than one name; refusing to write through it",
+                ));
+            }
+            // Another user's file planted in our folder is not ours to fill.
+            if meta.uid() != rustix::process::geteuid().as_raw() {
+                return Err(io::Error::other(
+                    "a file owned by another user; refusing to write through it",
+                ));
+            }
         }
         // Back to blocking I/O, as `fsafe::open_part` does.
         let flags = rustix::fs::fcntl_getfl(&file)?;
