@@ -9,10 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
-
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, CWD};
+use rustix::fs::{FlockOperation, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use shoal_proto::tree::{EntryKind, TreeManifest};
 use shoal_proto::ChunkIndex;
@@ -235,7 +232,7 @@ impl PartTree {
             let old =
                 std::fs::symlink_metadata(&self.part).map_err(|e| StoreError::io(&self.part, e))?;
             let removed = if old.is_dir() {
-                remove_tree(&self.part, old.dev())
+                super::remove::remove_tree(&self.part, old.dev())
             } else {
                 std::fs::remove_file(&self.part)
             };
@@ -267,54 +264,6 @@ fn umask() -> u32 {
         })
         .unwrap_or(0o022)
         & 0o777
-}
-
-/// Removes the folder `path` and everything in it, never following a symbolic link and never
-/// entering another file system (`dev` is the folder's own): a mount point inside the old tree
-/// is left, with what is around it, and the removal fails with a sentence.
-fn remove_tree(path: &Path, dev: u64) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let at = rustix::fs::open(parent, OFlags::DIRECTORY | OFlags::PATH, Mode::empty())?;
-    let name = path.file_name().unwrap_or(path.as_os_str());
-    remove_tree_at(&at, name, dev)
-}
-
-fn remove_tree_at(at: &impl AsFd, name: &std::ffi::OsStr, dev: u64) -> io::Result<()> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let dir = rustix::fs::openat(at, name, flags, Mode::empty())?;
-    if rustix::fs::fstat(&dir)?.st_dev != dev {
-        return Err(io::Error::other(
-            "a folder in the old tree is on another file system (a mount point); it was left",
-        ));
-    }
-    let mut names = Vec::new();
-    for e in rustix::fs::Dir::read_from(&dir)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push((std::ffi::OsStr::from_bytes(n).to_owned(), e.file_type()));
-        }
-    }
-    for (n, kind) in names {
-        let is_dir = match kind {
-            FileType::Directory => true,
-            FileType::Unknown => {
-                let st = rustix::fs::statat(&dir, &n, AtFlags::SYMLINK_NOFOLLOW)?;
-                FileType::from_raw_mode(st.st_mode) == FileType::Directory
-            }
-            _ => false,
-        };
-        if is_dir {
-            remove_tree_at(&dir, &n, dev)?;
-        } else {
-            rustix::fs::unlinkat(&dir, &n, AtFlags::empty())?;
-        }
-    }
-    rustix::fs::unlinkat(at, name, AtFlags::REMOVEDIR)?;
-    Ok(())
 }
 
 /// Refuses a tree larger than the free space of the file system it is to be written to.
