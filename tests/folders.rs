@@ -150,6 +150,7 @@ fn a_folder_arrives_exact_and_is_one_share() {
     );
     let forced = swarm.run_leecher(&out, &["--no-seed", "--force", "photos"]);
     forced.assert_ok();
+    assert!(forced.stderr.contains("replacing "), "{}", forced.dump());
     assert_eq!(read_tree(&out.join("photos")), want, "{}", forced.dump());
     assert_eq!(dir_names(&out), ["photos"], "leftovers\n{}", forced.dump());
 }
@@ -199,6 +200,14 @@ fn only_fetches_the_files_its_globs_match() {
     swarm
         .run_leecher(&out, &["--no-seed", "--only", "nothing/*", "photos"])
         .assert_fails_with("already exists");
+    // --force would put the part in place of the whole: refused, the folder left as it was.
+    swarm
+        .run_leecher(
+            &out,
+            &["--no-seed", "--force", "--only", "**/a.jpg", "photos"],
+        )
+        .assert_fails_with("--force with --only would replace all of it");
+    assert_eq!(read_tree(&out.join("photos")), got);
     swarm
         .run_leecher(
             &swarm.folder("out2"),

@@ -46,10 +46,23 @@ pub fn printable(name: &str) -> String {
         .collect()
 }
 
-/// Control characters, and the bidirectional overrides and isolates (U+202A-U+202E,
-/// U+2066-U+2069), which make a name display as another (`exe.txt` shown as `txt.exe`).
+/// Control characters, the bidirectional overrides, isolates and marks (U+202A-U+202E,
+/// U+2066-U+2069, U+200E, U+200F, U+061C), which make a name display as another (`exe.txt` shown
+/// as `txt.exe`), the line and paragraph separators (U+2028, U+2029), which break a line, and
+/// the zero-width characters (U+200B-U+200D, U+2060, U+FEFF), which make two names look alike.
 pub fn unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'
+                | '\u{FEFF}'
+        )
 }
 
 #[cfg(test)]
@@ -90,5 +103,8 @@ mod tests {
     fn printable_names_stay_on_one_line() {
         assert_eq!(printable("a\nb\u{1b}[31mc"), "a?b?[31mc");
         assert_eq!(printable("plain name.iso"), "plain name.iso");
+        let invisible =
+            "\u{200E}\u{200F}\u{061C}\u{2028}\u{2029}\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}";
+        assert_eq!(printable(&format!("a{invisible}b")), "a??????????b");
     }
 }

@@ -37,7 +37,7 @@ pub enum PathError {
     Dots,
     #[error("holds a backslash")]
     Backslash,
-    #[error("holds a control character or a bidirectional override")]
+    #[error("holds a control character, a bidirectional control or an invisible character")]
     Unprintable,
     #[error("starts with a drive letter")]
     DriveLetter,

@@ -11,6 +11,8 @@
 //! Everything a peer could use to write outside the destination, or to make us allocate without
 //! bound, is refused at decode time, before anything touches the disk: see [`TreeError`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::folded::FoldedSet;
@@ -81,12 +83,14 @@ struct Wire {
     entries: Vec<Entry>,
 }
 
+/// Cheap to clone: a download hands its tree to several owners (the store, the scheduler, the
+/// summary), and the largest tree takes over a hundred MiB, so they share one copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeManifest {
     chunk_size: u32,
-    entries: Vec<Entry>,
+    entries: Arc<Vec<Entry>>,
     /// For every file with at least one chunk: its first global chunk and its entry.
-    starts: Vec<(u32, u32)>,
+    starts: Arc<Vec<(u32, u32)>>,
     num_chunks: u32,
     size: u64,
 }
@@ -161,8 +165,8 @@ impl TreeManifest {
         }
         Ok(TreeManifest {
             chunk_size,
-            entries,
-            starts,
+            entries: Arc::new(entries),
+            starts: Arc::new(starts),
             num_chunks: next as u32,
             size,
         })
@@ -171,7 +175,7 @@ impl TreeManifest {
     /// The canonical encoding; the id is its hash.
     pub fn encode(&self) -> Vec<u8> {
         // The same layout as `Wire` (postcard writes a struct as the tuple of its fields).
-        let wire = (self.chunk_size, &self.entries);
+        let wire = (self.chunk_size, &*self.entries);
         let body = postcard::to_allocvec(&wire).expect("encoding a tree into a Vec cannot fail");
         [TREE_MAGIC, &body].concat()
     }
@@ -191,6 +195,14 @@ impl TreeManifest {
             return Err(TreeError::TooLarge);
         }
         let body = bytes.strip_prefix(TREE_MAGIC).ok_or(TreeError::Encoding)?;
+        // postcard builds the whole entry list before `new` can count it, and 16 MiB of 2-byte
+        // entries would be millions of them: read the count from the front first.
+        let (_chunk_size, rest) =
+            postcard::take_from_bytes::<u32>(body).map_err(|_| TreeError::Encoding)?;
+        let (count, _) = postcard::take_from_bytes::<u64>(rest).map_err(|_| TreeError::Encoding)?;
+        if count > MAX_ENTRIES as u64 {
+            return Err(TreeError::TooManyEntries);
+        }
         let wire: Wire = postcard::from_bytes(body).map_err(|_| TreeError::Encoding)?;
         let tree = TreeManifest::new(wire.chunk_size, wire.entries)?;
         // Only the canonical encoding may stand for a tree, or one tree would have many ids.

@@ -119,6 +119,12 @@ fn too_many_entries_or_chunks_are_refused() {
         TreeManifest::decode(&raw(many)),
         Err(TreeError::TooManyEntries)
     );
+    // The count is read before any entry is built: a huge one is refused as such, whatever
+    // follows it, so a peer cannot make us allocate millions of entries first.
+    let mut huge = [TREE_MAGIC, &postcard::to_allocvec(&CS).unwrap()].concat();
+    huge.extend(postcard::to_allocvec(&(MAX_ENTRIES as u64 * 8)).unwrap());
+    huge.extend([1, b'a', 1].repeat(1000));
+    assert_eq!(TreeManifest::decode(&huge), Err(TreeError::TooManyEntries));
     let half = u64::from(MAX_CHUNKS / 2 + 1) * u64::from(CS);
     let big = raw(vec![("a", file(half)), ("b", file(half))]);
     assert!(TreeManifest::decode(&big).is_err());

@@ -203,6 +203,8 @@ pub enum DownloadError {
     },
     #[error("--only chooses files inside a folder, and {0} is a file")]
     OnlyForFolders(String),
+    #[error("{0} already exists, and --force with --only would replace all of it with only the chosen files; move it away first")]
+    OnlyWithForce(PathBuf),
     #[error("--only matches nothing in {0}; `leecher --files` lists what is inside")]
     NothingChosen(String),
     #[error("interrupted{}", part_note(.part))]
@@ -274,6 +276,11 @@ pub async fn download(
     let folder = entry.name.ends_with('/');
     let name = safe_file_name(entry.name.trim_end_matches('/'), &entry.id);
     let dest = opts.out_dir.join(&name);
+    // `--force` replaces the whole destination, and `--only` fetches part of a tree: together
+    // they would put the part in place of the whole.
+    if opts.only.is_some() && opts.force && std::fs::symlink_metadata(&dest).is_ok() {
+        return Err(DownloadError::OnlyWithForce(dest));
+    }
     if folder {
         // Anything but a folder is replaced only with --force; a folder may already be the tree,
         // which only its manifest can tell.

@@ -139,6 +139,57 @@ mod tests {
         assert!(shared.is_withdrawn());
     }
 
+    /// A FIFO planted in place of a shared file neither hangs the seeder nor is served: the share
+    /// is withdrawn as for a changed file.
+    #[test]
+    fn a_fifo_in_place_of_a_shared_file_is_refused() {
+        let dir = folder();
+        let root = dir.path().join("share");
+        let shared = hash_folder(&root, K as u32, &AtomicU64::new(0))
+            .unwrap()
+            .shared;
+        std::fs::remove_file(root.join("a/two")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("a/two"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            shared.read_chunk(ChunkIndex(3)),
+            Err(ServeError::Changed)
+        ));
+        assert!(shared.is_withdrawn());
+        assert!(shared.source(ChunkIndex(3)).is_err());
+    }
+
+    /// While it is filled, a download's folder is closed to other users; in place, it has the
+    /// mode any new folder gets (the umask's).
+    #[test]
+    fn a_part_folder_is_private_until_it_is_in_place() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = folder();
+        let hashed = hash_folder(&dir.path().join("share"), K as u32, &AtomicU64::new(0)).unwrap();
+        let tree = hashed.shared.manifest.tree().unwrap();
+        let dest = dir.path().join("out");
+        let part = crate::fsafe::part_path(&dest, &FileId([4; 32]));
+        let all = vec![true; tree.entries().len()];
+        let (part_tree, existed) = PartTree::open(&part, &dest, tree, &all).unwrap();
+        assert!(!existed);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&part), 0o700);
+        for i in 0..tree.num_chunks() {
+            let data = hashed.shared.read_chunk(ChunkIndex(i)).unwrap();
+            part_tree.write_chunk(tree, ChunkIndex(i), &data).unwrap();
+        }
+        part_tree.finish(false).unwrap();
+        let usual = dir.path().join("usual");
+        std::fs::create_dir(&usual).unwrap();
+        assert_eq!(mode(&dest), mode(&usual));
+    }
+
     /// A symbolic link planted in a download's `.part` folder is never written through.
     #[test]
     fn a_part_folder_never_writes_through_a_planted_link() {

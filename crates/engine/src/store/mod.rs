@@ -19,6 +19,7 @@ pub mod have;
 pub mod library;
 pub mod part;
 pub mod part_tree;
+mod remove;
 pub mod shared;
 pub mod tree;
 pub mod tree_check;

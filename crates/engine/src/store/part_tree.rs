@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -50,7 +50,8 @@ impl PartTree {
         wanted: &[bool],
     ) -> Result<(PartTree, bool), StoreError> {
         let part = part.to_path_buf();
-        let existed = match std::fs::create_dir(&part) {
+        // Only we may enter it while it is being filled; it gets the umask's mode at the end.
+        let existed = match std::fs::DirBuilder::new().mode(0o700).create(&part) {
             Ok(()) => false,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
             Err(e) => return Err(StoreError::io(&part, e)),
@@ -197,7 +198,12 @@ impl PartTree {
         if !names_file(&self.part, root).unwrap_or(false) {
             return Err(replaced().into());
         }
+        rustix::fs::fchmod(root, Mode::from_raw_mode(0o777 & !umask()))
+            .map_err(|e| StoreError::io(&self.part, e.into()))?;
         let exists = std::fs::symlink_metadata(&self.dest).is_ok();
+        if replace && exists {
+            tracing::info!("replacing {}", self.dest.display());
+        }
         let flags = if replace && exists {
             RenameFlags::EXCHANGE
         } else {
@@ -222,12 +228,11 @@ impl PartTree {
             .into());
         }
         if replace && exists {
-            // The old tree now stands under the `.part` name; `remove_dir_all` does not follow
-            // symbolic links in it.
+            // The old tree now stands under the `.part` name.
             let old =
                 std::fs::symlink_metadata(&self.part).map_err(|e| StoreError::io(&self.part, e))?;
             let removed = if old.is_dir() {
-                std::fs::remove_dir_all(&self.part)
+                super::remove::remove_tree(&self.part, old.dev())
             } else {
                 std::fs::remove_file(&self.part)
             };
@@ -245,6 +250,20 @@ impl PartTree {
         }
         Ok(self.dest)
     }
+}
+
+/// The process's umask, read without changing it (setting it to read it would race with other
+/// threads creating files); 0o022 where `/proc` does not say.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+        & 0o777
 }
 
 /// Refuses a tree larger than the free space of the file system it is to be written to.
@@ -286,14 +305,13 @@ fn create_all(
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(StoreError::io(&shown, e.into())),
         }
-        // What is there must be a real folder, reached without a symbolic link.
-        open_beneath(root, path, OFlags::DIRECTORY | OFlags::PATH, 0)
-            .map(drop)
-            .map_err(|_| {
-                StoreError::from(FsError::NotRegular {
-                    path: shown.clone(),
-                })
+        // What is there must be a real folder, reached without a symbolic link, and ours.
+        let dir = open_beneath(root, path, OFlags::DIRECTORY | OFlags::PATH, 0).map_err(|_| {
+            StoreError::from(FsError::NotRegular {
+                path: shown.clone(),
             })
+        })?;
+        owned(&dir, &shown)
     };
     for (e, _) in tree.entries().iter().zip(wanted).filter(|(_, w)| **w) {
         for a in e.path.ancestors() {
@@ -325,6 +343,7 @@ fn create_all(
         if !meta.is_file() {
             return Err(FsError::NotRegular { path: shown }.into());
         }
+        owned(&file, &shown)?;
         if meta.nlink() > 1 {
             return Err(FsError::HardLinked {
                 path: shown,
@@ -336,6 +355,20 @@ fn create_all(
             file.set_len(size)
                 .map_err(|err| StoreError::io(&shown, err))?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a file or folder in the `.part` folder that another user owns (planted there, it is
+/// not ours to fill), as `fsafe::open_part` does for a `.part` file.
+fn owned(f: &File, shown: &Path) -> Result<(), StoreError> {
+    let uid = f.metadata().map_err(|e| StoreError::io(shown, e))?.uid();
+    if uid != rustix::process::geteuid().as_raw() {
+        return Err(FsError::NotOwned {
+            path: shown.to_path_buf(),
+            uid,
+        }
+        .into());
     }
     Ok(())
 }

@@ -289,22 +289,41 @@ impl OpenFiles {
         self.get_or_create(entry, path, 0)
     }
 
-    /// [`Self::get`], creating the file with `mode` if the access says `O_CREAT`. A file opened
-    /// for writing must be a regular file with one name: a hard link planted in the folder would
-    /// send our writes into another file.
+    /// [`Self::get`], creating the file with `mode` if the access says `O_CREAT`. Only a regular
+    /// file is opened: a FIFO planted in the folder would hang a blocking open on a runtime
+    /// thread, so the open does not block and anything else is refused (a shared folder then
+    /// withdraws the share, as for a changed file). A file opened for writing must also have one
+    /// name: a hard link planted in the folder would send our writes into another file.
     pub fn get_or_create(&self, entry: u32, path: &RelPath, mode: u32) -> io::Result<Arc<File>> {
         if let Some(f) = self.open.lock().unwrap().0.get(&entry) {
             return Ok(f.clone());
         }
-        let file = open_beneath(&self.root, path.as_str(), self.access, mode)?;
+        let file = open_beneath(
+            &self.root,
+            path.as_str(),
+            self.access | OFlags::NONBLOCK,
+            mode,
+        )?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("not a regular file; refusing to open it"));
+        }
         if self.access.intersects(OFlags::WRONLY | OFlags::RDWR) {
-            let meta = file.metadata()?;
-            if !meta.is_file() || meta.nlink() != 1 {
+            if meta.nlink() != 1 {
                 return Err(io::Error::other(
-                    "not a regular file with one name; refusing to write through it",
+                    "a file with more than one name; refusing to write through it",
+                ));
+            }
+            // Another user's file planted in our folder is not ours to fill.
+            if meta.uid() != rustix::process::geteuid().as_raw() {
+                return Err(io::Error::other(
+                    "a file owned by another user; refusing to write through it",
                 ));
             }
         }
+        // Back to blocking I/O, as `fsafe::open_part` does.
+        let flags = rustix::fs::fcntl_getfl(&file)?;
+        rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
         let file = Arc::new(file);
         let mut open = self.open.lock().unwrap();
         let (map, order) = &mut *open;
