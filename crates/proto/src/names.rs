@@ -49,14 +49,18 @@ pub fn printable(name: &str) -> String {
 /// Control characters, the bidirectional overrides, isolates and marks (U+202A-U+202E,
 /// U+2066-U+2069, U+200E, U+200F, U+061C), which make a name display as another (`exe.txt` shown
 /// as `txt.exe`), the line and paragraph separators (U+2028, U+2029), which break a line, and
-/// the zero-width characters (U+200B-U+200D, U+2060, U+FEFF), which make two names look alike.
+/// the invisible zero-width space, word joiner and byte-order mark (U+200B, U+2060, U+FEFF), which
+/// make two names look alike. The zero-width joiner and non-joiner (U+200C, U+200D) stay: Persian
+/// and Indic names and emoji need them.
 pub fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{202A}'..='\u{202E}'
                 | '\u{2066}'..='\u{2069}'
-                | '\u{200B}'..='\u{200F}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
                 | '\u{061C}'
                 | '\u{2028}'
                 | '\u{2029}'
@@ -103,8 +107,14 @@ mod tests {
     fn printable_names_stay_on_one_line() {
         assert_eq!(printable("a\nb\u{1b}[31mc"), "a?b?[31mc");
         assert_eq!(printable("plain name.iso"), "plain name.iso");
-        let invisible =
-            "\u{200E}\u{200F}\u{061C}\u{2028}\u{2029}\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}";
-        assert_eq!(printable(&format!("a{invisible}b")), "a??????????b");
+        let invisible = "\u{200E}\u{200F}\u{061C}\u{2028}\u{2029}\u{200B}\u{2060}\u{FEFF}";
+        assert_eq!(printable(&format!("a{invisible}b")), "a????????b");
+        // Joiners shape Persian words and emoji: they stay.
+        for name in [
+            "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}.txt",
+            "\u{1F469}\u{200D}\u{1F4BB}.png",
+        ] {
+            assert_eq!(printable(name), name);
+        }
     }
 }

@@ -376,13 +376,12 @@ fn shrink_set<T: Eq + Hash>(set: &mut HashSet<T>) {
     }
 }
 
-/// Whether a name is text a person can read on one line: no control characters (newlines,
-/// escapes) and no bidirectional overrides or isolates (U+202A-U+202E, U+2066-U+2069), which can
-/// make `exe.txt` show as `txt.exe`.
+/// Whether a name is text a person can read on one line: nothing that
+/// [`shoal_proto::names::unprintable`] refuses (control characters, bidirectional overrides,
+/// isolates and marks, line separators, invisible characters).
 pub fn printable_name(name: &str) -> bool {
-    !name
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    // The leecher's rule, so that the tracker never lists a name a leecher would show altered.
+    !name.chars().any(shoal_proto::names::unprintable)
 }
 
 #[cfg(test)]

@@ -159,10 +159,11 @@ fn unreadable_names_are_refused_with_their_own_code() {
     for good in [
         "Ünïcødé ñame.iso",
         "日本語.txt",
-        "a\u{200F}b (a mark, not an override)",
+        "\u{1F469}\u{200D}\u{1F4BB} (a joiner, as in emoji).png",
     ] {
         assert!(printable_name(good), "{good:?}");
     }
+    assert!(!printable_name("a\u{200F}b (a bidi mark)"));
 }
 
 #[test]
