@@ -6,7 +6,8 @@
 //! The parts: [`manifest`] (finding a peer with the manifest), [`supervise`] (opening and
 //! replacing peer connections) with its [`book`] of peers, [`worker`] (one per peer connection,
 //! its requests in flight paced by [`pace`]), [`verify`] (hashing and writing chunks off the
-//! runtime), [`part`] (where they are written) and [`select`] (`--only`).
+//! runtime), [`part`] (where they are written), [`dest`] (what stands at the destination) and
+//! [`select`] (`--only`).
 //!
 //! See `SCHEDULER.md` for what happens to a chunk when a peer dies, stalls or lies.
 
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::fsafe::{self, Destination};
+use crate::fsafe;
 use crate::pool::BufferPool;
 use crate::rate::RateLimit;
 use crate::scheduler::{PeerStats, Scheduler};
@@ -33,6 +34,7 @@ use crate::store::{Library, SharedFile, StoreError};
 use crate::tracker_client::{TrackerClient, TrackerError};
 
 mod book;
+mod dest;
 mod manifest;
 // Public for the swarm simulation, which paces its simulated workers with it.
 pub mod pace;
@@ -281,21 +283,7 @@ pub async fn download(
     if opts.only.is_some() && opts.force && std::fs::symlink_metadata(&dest).is_ok() {
         return Err(DownloadError::OnlyWithForce(dest));
     }
-    if folder {
-        // Anything but a folder is replaced only with --force; a folder may already be the tree,
-        // which only its manifest can tell.
-        match std::fs::symlink_metadata(&dest) {
-            Ok(m) if !m.is_dir() && !opts.force => return Err(DownloadError::Exists(dest)),
-            _ => {}
-        }
-    }
-    let mut maybe_had = match folder {
-        true => false,
-        false => match fsafe::destination(&dest, opts.force, entry.size)? {
-            Destination::Taken => return Err(DownloadError::Exists(dest)),
-            d => d == Destination::MaybeTheFile,
-        },
-    };
+    let maybe_had = dest::before_manifest(&dest, folder, opts.force, entry.size)?;
     let span = tracing::info_span!("download", file = %entry.id.short());
     let mut book = PeerBook::new(opts.serving_port);
     let (manifest, first) = tokio::select! {
@@ -310,42 +298,13 @@ pub async fn download(
             "the tracker listed another size than the verified manifest says; using the manifest"
         );
     }
-    // The label may have been wrong about the kind: the verified manifest decides.
-    match (&manifest, folder) {
-        (AnyManifest::File(_), true) => {
-            maybe_had = match fsafe::destination(&dest, opts.force, manifest.size())? {
-                Destination::Taken => return Err(DownloadError::Exists(dest)),
-                d => d == Destination::MaybeTheFile,
-            }
-        }
-        (AnyManifest::Tree(_), _) => {
-            maybe_had = match std::fs::symlink_metadata(&dest) {
-                Err(_) => false,
-                Ok(_) if opts.force => false,
-                // Part of a folder is never "already had": the folder there may hold more.
-                Ok(m) if m.is_dir() && opts.only.is_none() => true,
-                Ok(_) => return Err(DownloadError::Exists(dest)),
-            }
-        }
-        (AnyManifest::File(_), false) => {}
-    }
-    let wanted = match (&manifest, &opts.only) {
-        (AnyManifest::Tree(t), only) => select::wanted(t, only.as_ref()),
-        (AnyManifest::File(_), None) => vec![true],
-        (AnyManifest::File(_), Some(_)) => return Err(DownloadError::OnlyForFolders(name)),
-    };
-    let (total, files) = match &manifest {
-        AnyManifest::Tree(t) => select::chosen(t, &wanted),
-        AnyManifest::File(m) => (m.size(), 1),
-    };
-    if files == 0 && opts.only.is_some() {
-        return Err(DownloadError::NothingChosen(name));
-    }
-    // Chunks of entries left out count as done for the scheduler, never for the have-set.
-    let unwanted = match &manifest {
-        AnyManifest::Tree(t) => select::unwanted_chunks(t, &wanted),
-        AnyManifest::File(m) => vec![false; m.num_chunks() as usize],
-    };
+    let maybe_had = dest::after_manifest(&dest, folder, &opts, &manifest, maybe_had)?;
+    let select::Choice {
+        wanted,
+        unwanted,
+        total,
+        files,
+    } = select::choose(&manifest, opts.only.as_ref(), &name)?;
     let skipped = unwanted.iter().filter(|u| **u).count() as u32;
     progress.total.store(total, Ordering::Relaxed);
     if maybe_had {

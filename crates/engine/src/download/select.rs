@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use shoal_proto::tree::{EntryKind, TreeManifest};
+use shoal_proto::AnyManifest;
+
+use super::DownloadError;
 
 /// Globs on the relative paths inside a folder: `*` and `?` stay within one component, `**`
 /// crosses any number (`raw/*.cr2`, `**/*.jpg`). A path is chosen if any glob matches it.
@@ -48,8 +51,52 @@ impl PathFilter {
     }
 }
 
+/// What a download fetches: by entry (a single file is one), by chunk what it leaves out, and
+/// the bytes and files chosen.
+pub(super) struct Choice {
+    pub wanted: Vec<bool>,
+    pub unwanted: Vec<bool>,
+    pub total: u64,
+    pub files: usize,
+}
+
+/// What the download of `manifest` (named `name`) fetches with `only`; `--only` on a single file,
+/// or globs that match nothing, are refused.
+pub(super) fn choose(
+    manifest: &AnyManifest,
+    only: Option<&PathFilter>,
+    name: &str,
+) -> Result<Choice, DownloadError> {
+    let tree = match (manifest, only) {
+        (AnyManifest::Tree(t), _) => t,
+        (AnyManifest::File(m), None) => {
+            return Ok(Choice {
+                wanted: vec![true],
+                unwanted: vec![false; m.num_chunks() as usize],
+                total: m.size(),
+                files: 1,
+            })
+        }
+        (AnyManifest::File(_), Some(_)) => {
+            return Err(DownloadError::OnlyForFolders(name.to_string()))
+        }
+    };
+    let wanted = wanted(tree, only);
+    let (total, files) = chosen(tree, &wanted);
+    if files == 0 && only.is_some() {
+        return Err(DownloadError::NothingChosen(name.to_string()));
+    }
+    Ok(Choice {
+        // Chunks of entries left out count as done for the scheduler, never for the have-set.
+        unwanted: unwanted_chunks(tree, &wanted),
+        wanted,
+        total,
+        files,
+    })
+}
+
 /// Which entries of `tree` a download fetches: all of them without a filter.
-pub fn wanted(tree: &TreeManifest, filter: Option<&PathFilter>) -> Vec<bool> {
+fn wanted(tree: &TreeManifest, filter: Option<&PathFilter>) -> Vec<bool> {
     tree.entries()
         .iter()
         .map(|e| filter.is_none_or(|f| f.matches(e.path.as_str())))
@@ -57,7 +104,7 @@ pub fn wanted(tree: &TreeManifest, filter: Option<&PathFilter>) -> Vec<bool> {
 }
 
 /// Chunk by chunk, whether it belongs to an entry not wanted.
-pub fn unwanted_chunks(tree: &TreeManifest, wanted: &[bool]) -> Vec<bool> {
+fn unwanted_chunks(tree: &TreeManifest, wanted: &[bool]) -> Vec<bool> {
     let mut out = Vec::with_capacity(tree.num_chunks() as usize);
     for (e, w) in tree.entries().iter().zip(wanted) {
         if let EntryKind::File { hashes, .. } = &e.kind {
@@ -69,7 +116,7 @@ pub fn unwanted_chunks(tree: &TreeManifest, wanted: &[bool]) -> Vec<bool> {
 }
 
 /// Bytes and files chosen.
-pub fn chosen(tree: &TreeManifest, wanted: &[bool]) -> (u64, usize) {
+fn chosen(tree: &TreeManifest, wanted: &[bool]) -> (u64, usize) {
     let mut bytes = 0;
     let mut files = 0;
     for (e, w) in tree.entries().iter().zip(wanted) {

@@ -25,6 +25,10 @@ use crate::pool::ALIGN;
 /// final `syncfs` wait once for all.
 const DIRECT_MIN: usize = 64 * 1024;
 
+/// Files at least this large are created, with their space reserved, when the download starts;
+/// smaller ones at their first chunk.
+const PREALLOCATE_MIN: u64 = 1 << 20;
+
 /// A folder download's `.part` folder (named by [`crate::fsafe::part_path`], with the `--only`
 /// globs' tag in the name if there are some), locked so two
 /// leechers cannot write it at once, renamed to the final name only once every chunk is verified
@@ -279,8 +283,8 @@ fn check_space(root: &File, part: &Path, size: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates every folder of `tree` beneath `root`, and its empty files; with `files_too` every
-/// file, at its size (what exists already is kept: a resumed download). Anything that is not what we would have created
+/// Creates every folder of `tree` beneath `root`, its empty files and its files of at least
+/// [`PREALLOCATE_MIN`] bytes; with `files_too` every file, at its size (what exists already is kept: a resumed download). Anything that is not what we would have created
 /// (a symbolic link, a special file, a file with other names) is refused before it is written.
 fn create_all(
     root: &File,
@@ -327,8 +331,10 @@ fn create_all(
             mkdir(e.path.as_str())?;
             continue;
         };
-        // Empty files get no chunk, so no first write creates them.
-        if !files_too && size > 0 {
+        // Empty files get no chunk, so no first write creates them; large files get their space
+        // now (as a single file's `.part` does), so that direct writes do not allocate as they go
+        // and a full disk is reported before the download starts.
+        if !files_too && size > 0 && size < PREALLOCATE_MIN {
             continue;
         }
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK;
@@ -354,6 +360,13 @@ fn create_all(
         if meta.len() != size {
             file.set_len(size)
                 .map_err(|err| StoreError::io(&shown, err))?;
+        }
+        if size >= PREALLOCATE_MIN {
+            let mode = rustix::fs::FallocateFlags::empty();
+            // A file system without it (or any other failure) only loses the head start.
+            if let Err(Errno::NOSPC) = rustix::fs::fallocate(&file, mode, 0, size) {
+                return Err(StoreError::DiskFull { path: shown });
+            }
         }
     }
     Ok(())
