@@ -18,7 +18,8 @@
 # peer list exactly as a leecher is handed it, by tracker_peers.sh), downloads verified with
 # sha256sum, a seeder and a leecher that find the tracker by broadcast discovery, the loopback
 # seeder reachable from elsewhere, --advertise, and a leecher re-seeding to a later leecher after
-# the original seeders left. Phase 2, IPv6 (`tracker --listen [::]:6969`): peers over IPv6 and
+# the original seeders left, and a private swarm's tracker on h6 that discovery finds only with
+# its secret (another secret: the one sentence). Phase 2, IPv6 (`tracker --listen [::]:6969`): peers over IPv6 and
 # IPv4 to the same dual-stack tracker, no v4-mapped or loopback address in any list. Also: a host
 # name that resolves to ::1 before 127.0.0.1 reaches an IPv4 tracker, --no-discovery and
 # P2P_NO_DISCOVERY=1 turn discovery off, every program stops cleanly on Ctrl-C.
@@ -310,6 +311,30 @@ if [ "$RC" -eq 1 ] && ! grep -q 'found a tracker' "$work/logs/nodisc-env.err"; t
 else
     fail "P2P_NO_DISCOVERY=1: expected exit 1 without discovery, got $RC"
 fi
+
+# A private swarm's tracker beside the open one (h6, port 6969): discovery with its secret finds
+# it and not h1's (which does not open sealed probes), with another secret finds nothing and
+# says so, and the open programs above never heard from it.
+secret=$("$bin/tracker" --new-secret | head -n 1)
+start private-tracker 6 env P2P_SECRET="$secret" "$bin/tracker"
+private_tracker=$PID
+wait_for "$work/logs/private-tracker.out" '^tracker listening on' 10 "$private_tracker" ||
+    fail "the private tracker on h6 did not start"
+run private-list 5 20 env P2P_SECRET="$secret" "$bin/leecher" --list
+if [ "$RC" -eq 0 ] && grep -qF "found a tracker at $(v4 6):6969 on the local network" \
+    "$work/logs/private-list.err" && [ ! -s "$work/logs/private-list.out" ]; then
+    pass "private swarm: discovery with the secret finds h6's tracker (empty list), not h1's"
+else
+    fail "private swarm: discovery with the secret: $RC: $(tail -n 2 "$work/logs/private-list.err")"
+fi
+other=$("$bin/tracker" --new-secret | head -n 1)
+run private-other 5 20 env P2P_SECRET="$other" "$bin/leecher" --list
+if [ "$RC" -eq 1 ] && grep -q 'no tracker of this swarm answered' "$work/logs/private-other.err"; then
+    pass "private swarm: another secret finds no tracker and says so"
+else
+    fail "private swarm: another secret: $RC: $(tail -n 2 "$work/logs/private-other.err")"
+fi
+stop "private tracker on h6" "$private_tracker"
 
 stop "leecher re-seeding on h4" "$leech4"
 stop "seeder on h1" "$seed1"

@@ -145,17 +145,26 @@ struct Args {
     new_secret: bool,
 }
 
-/// `--new-secret`: the secret alone on the first line (for scripts), then how to use it.
+/// `--new-secret`: the secret alone on the first line (for scripts), then how to use it. A reader
+/// that stops after the first line (`| head -n 1`) is no error.
 fn print_new_secret() -> anyhow::Result<()> {
+    use std::io::Write;
     let text = shoal_secret::Secret::generate()?.to_text();
-    println!("{text}");
-    println!();
-    println!("Give every machine of the swarm (tracker, seeders, leechers) this secret, either");
-    println!("in the environment:        export P2P_SECRET={text}");
-    println!("or in a file only you can read, passed as --secret-file FILE to every program.");
-    println!("Without it a program of this swarm gets no answer from the tracker and no byte");
-    println!("from a peer. Keep it like a password.");
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    let printed = writeln!(out, "{text}\n").and_then(|()| {
+        writeln!(
+            out,
+            "Give every machine of the swarm (tracker, seeders, leechers) this secret, either\n\
+             in the environment:        export P2P_SECRET={text}\n\
+             or in a file only you can read, passed as --secret-file FILE to every program.\n\
+             Without it a program of this swarm gets no answer from the tracker and no byte\n\
+             from a peer. Keep it like a password."
+        )
+    });
+    match printed {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// The command line: parses flags, runs, maps errors to one sentence and exit code 1.
