@@ -303,8 +303,19 @@ fn a_person_lists_gets_shares_and_leaves() {
     p.expect("stopped sharing film one.bin");
     wait_seeders(&swarm, &seeded_id, 1);
 
-    p.command("share .");
-    p.expect("folders are not shares yet");
+    // A folder is one share, as with `seeder FOLDER`.
+    std::fs::create_dir_all(home.join("album/deep")).unwrap();
+    std::fs::write(home.join("album/a.bin"), pattern(20_000, 7)).unwrap();
+    std::fs::write(home.join("album/deep/b.bin"), pattern(30_000, 8)).unwrap();
+    p.command("share album");
+    let sharing = p.expect(" 50000 album/");
+    let album = sharing
+        .split("sharing ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id in {sharing:?}"))
+        .to_string();
+    wait_until_listed(&swarm, &album);
     p.command("get nothing-like-it");
     p.expect("no file named or with id \"nothing-like-it\"");
     assert!(

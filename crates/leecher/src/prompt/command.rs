@@ -9,7 +9,7 @@ pub const COMMANDS: [&str; 7] = ["list", "get", "share", "status", "stop", "help
 pub const HELP: &str = "\
 list [PATTERN]        files the tracker knows (names containing PATTERN): id, size, seeders, name
 get NAME-or-ID [DIR]  download in the background into DIR (default: the --out folder), then share it
-share PATH            hash a file and share it (folders: `seeder FOLDER`)
+share PATH            hash a file or a folder (one share) and share it
 status                downloads in progress, files shared, their peers and upload rates
 stop NAME             stop a download, or stop sharing a file
 help                  this text

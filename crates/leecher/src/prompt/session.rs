@@ -11,6 +11,7 @@ use std::time::Duration;
 use shoal_engine::discovery::choose_tracker;
 use shoal_engine::rate::RateLimit;
 use shoal_engine::seeding::{prepare, Seeding};
+use shoal_engine::store::folder::hash_folder;
 use shoal_engine::store::{Library, SharedFile};
 use shoal_engine::tracker_client::{resolve, TrackerClient};
 use shoal_proto::manifest::DEFAULT_CHUNK_SIZE;
@@ -148,17 +149,17 @@ impl Session {
         Ok(())
     }
 
-    /// Hashes the file in the background, then shares it; the prompt stays free meanwhile.
+    /// Hashes the file or folder in the background, then shares it (a folder as one share, as
+    /// `seeder FOLDER` does); the prompt stays free meanwhile.
     fn share(&self, path: &Path) -> anyhow::Result<()> {
         let meta =
             std::fs::metadata(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
-        if meta.is_dir() {
-            anyhow::bail!(
-                "{} is a folder; folders are not shares yet in the prompt: `seeder FOLDER` shares one",
-                path.display()
-            );
+        let folder = meta.is_dir();
+        if folder {
+            std::fs::read_dir(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
+        } else {
+            std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         }
-        std::fs::File::open(path).map_err(|e| shoal_engine::store::StoreError::io(path, e))?;
         println!("hashing {} in the background", path.display());
         let (path, library, console) = (
             path.to_path_buf(),
@@ -166,8 +167,15 @@ impl Session {
             self.console.clone(),
         );
         tokio::spawn(async move {
-            let hashed = tokio::task::spawn_blocking(move || {
-                SharedFile::hash(&path, DEFAULT_CHUNK_SIZE, &Default::default())
+            let notes_to = console.clone();
+            let hashed = tokio::task::spawn_blocking(move || match folder {
+                true => hash_folder(&path, DEFAULT_CHUNK_SIZE, &Default::default()).map(|h| {
+                    for note in &h.notes {
+                        notes_to.line(format!("share: {note}"));
+                    }
+                    h.shared
+                }),
+                false => SharedFile::hash(&path, DEFAULT_CHUNK_SIZE, &Default::default()),
             })
             .await
             .expect("hashing panicked");
