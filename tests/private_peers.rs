@@ -272,19 +272,6 @@ fn a_peer_without_the_secret_gets_nothing() {
     assert_eq!(std::fs::read(out.join(NAME)).unwrap(), data);
 }
 
-/// The chunks the leechers have logged as verified (`chunk verified chunk=N`), all together.
-fn verified(leechers: &[Proc]) -> HashSet<u32> {
-    leechers
-        .iter()
-        .flat_map(|p| p.stderr())
-        .filter(|l| l.contains("chunk verified"))
-        .filter_map(|l| {
-            let rest = &l[l.find("chunk=")? + "chunk=".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .collect()
-}
-
 /// Partial seeding over Noise: leechers started together serve each other the chunks they have
 /// verified, and all finish after the only seeder dies once every chunk has reached one of them.
 #[test]
@@ -311,7 +298,7 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
         })
         .collect();
     let deadline = std::time::Instant::now() + PATIENCE;
-    while verified(&leechers).len() < CHUNKS {
+    while verified_chunks(&leechers).len() < CHUNKS {
         assert!(
             std::time::Instant::now() < deadline,
             "not every chunk reached a leecher\n{}",
@@ -325,13 +312,7 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
         let summary = p.wait_stderr("downloaded big.bin: ");
         let got = std::fs::read(swarm.path(&format!("l{i}/big.bin"))).unwrap();
         assert!(got == data, "leecher {i}: bytes differ\n{}", p.dump());
-        let rest = &summary[summary.find("from leechers: ").unwrap() + 15..];
-        from_leechers += rest
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse::<u32>()
-            .unwrap();
+        from_leechers += Summary::parse(&summary).from_leechers;
         p.stop_cleanly();
     }
     assert!(

@@ -2,7 +2,6 @@
 //! chunks they have verified, so they all finish even when the only seeder dies once every chunk
 //! has reached some leecher.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use shoal_testkit::*;
@@ -12,19 +11,6 @@ const BINS: Bins = bins!();
 const CHUNK: usize = 16 * 1024;
 const CHUNKS: usize = 256;
 const LEECHERS: usize = 3;
-
-/// The chunks the leechers have logged as verified (`chunk verified chunk=N`), all together.
-fn verified(leechers: &[Proc]) -> BTreeSet<u32> {
-    leechers
-        .iter()
-        .flat_map(|p| p.stderr())
-        .filter(|l| l.contains("chunk verified"))
-        .filter_map(|l| {
-            let rest = &l[l.find("chunk=")? + "chunk=".len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .collect()
-}
 
 /// `from seeders: S chunks, from leechers: L chunks; uploaded U chunks while downloading`.
 fn sources(summary: &str) -> (u32, u32, u32) {
@@ -52,7 +38,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let seen = verified(&leechers).len();
+        let seen = verified_chunks(&leechers).len();
         if seen == CHUNKS {
             break;
         }

@@ -278,6 +278,20 @@ pub fn chunks_per_peer(summary: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// The chunks the leechers have logged as verified (`chunk verified chunk=N`, at
+/// `shoal_engine::download::verify=debug`), all together.
+pub fn verified_chunks(leechers: &[Proc]) -> std::collections::BTreeSet<u32> {
+    leechers
+        .iter()
+        .flat_map(|p| p.stderr())
+        .filter(|l| l.contains("chunk verified"))
+        .filter_map(|l| {
+            let rest = &l[l.find("chunk=")? + "chunk=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
 /// Runs a program (a path, as for [`Proc::spawn`]) to completion.
 pub fn run(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     finish(&mut Proc::spawn(name, args, cwd, env))
