@@ -91,6 +91,11 @@ impl Client {
         self.reveal_more(writer, |r, conn| r.want_more(conn));
     }
 
+    /// The client asked for `index`, which we have not sent yet.
+    pub fn requested(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
+        self.reveal_more(writer, |r, conn| r.requested(conn, index));
+    }
+
     pub fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
         self.reveal_more(writer, |r, conn| r.served(conn, index));
     }

@@ -133,14 +133,6 @@ impl Scheduler {
             .is_some_and(|h| h.list.len() == self.num_chunks as usize)
     }
 
-    /// Whether `peer` told us of a chunk we have not verified yet. When `next_for` gives nothing
-    /// for a peer of which this is true, every such chunk is in flight elsewhere.
-    pub fn peer_has_wanted(&self, peer: PeerKey) -> bool {
-        self.haves
-            .get(&peer)
-            .is_some_and(|h| h.list.iter().any(|&i| !self.done[i as usize]))
-    }
-
     /// `peer`'s Bitfield: its have-set becomes `has` (shorter means the rest is false, longer is
     /// cut). Chunks it was asked for and no longer claims go back to whoever is left.
     pub fn peer_bitfield(&mut self, peer: PeerKey, has: &[bool]) {

@@ -191,7 +191,13 @@ async fn serve_conn(
                 _ = tokio::time::sleep_until(slot.idle_deadline()) => {
                     return Err(ConnError::Timeout(slot.idle()));
                 }
-                frame = reader.next() => queue.push_back(frame.ok_or(ConnError::Closed)??),
+                frame = reader.next() => {
+                    let frame = frame.ok_or(ConnError::Closed)??;
+                    if let Header::Request { index } = frame.header {
+                        peer.requested(index, &mut writer);
+                    }
+                    queue.push_back(frame);
+                }
                 _ = peer.news() => {
                     peer.announce_news(&mut writer);
                     tokio::time::timeout(WRITE_TIMEOUT, writer.flush())
@@ -207,6 +213,7 @@ async fn serve_conn(
                 Some(Some(Err(e))) => ended = Some(e),
                 Some(Some(Ok(frame))) => {
                     if let Header::Request { index } = frame.header {
+                        peer.requested(index, &mut writer);
                         if file.has(index) {
                             file.prefetch(index);
                         }

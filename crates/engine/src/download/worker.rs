@@ -19,9 +19,6 @@ use crate::store::Announced;
 /// How long a worker with nothing to ask waits for its peer's next Have. The server drops a
 /// client that asks nothing for two minutes; the supervisor then connects again.
 const IDLE_WAIT: Duration = Duration::from_secs(180);
-/// How long a worker waits on a complete peer that showed it nothing it lacks before asking it
-/// to show more anyway (see `Header::WantMore`).
-const WANT_MORE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
@@ -100,8 +97,6 @@ async fn pull(
     let mut pace = Pace::new(most, unit);
     // Whether we asked this peer to show us more since its last Have (see `Header::WantMore`).
     let mut asked_more = false;
-    // It showed us nothing we lack for WANT_MORE_PATIENCE: ask anyway.
-    let mut impatient = false;
     loop {
         changed.borrow_and_update();
         for index in told.catch_up(shared.store.have()) {
@@ -126,22 +121,16 @@ async fn pull(
                     None => break,
                 }
             }
-            // A complete peer shows us only some of its chunks (its reveal policy); those it
-            // showed may all be asked of other peers already: then ask it for more, once per
-            // Have. One that showed us nothing we lack is sending its chunks to others (its
-            // first pass) and shows us more as we gain chunks; asking it then would only get
-            // us chunks it sent already, taking its uplink from chunks the swarm lacks. Unless
-            // it showed us nothing for a while.
-            outstanding.is_empty()
-                && conn.complete
-                && !asked_more
-                && (impatient || sched.peer_has_wanted(addr))
+            // A complete peer shows us only some of its chunks (its reveal policy): when what
+            // it showed does not fill our window (the rest is done or asked of other peers),
+            // ask it to show more, once per Have from it. In its first pass it shows only
+            // chunks nobody asked it for yet, so this never costs its uplink a second copy then.
+            outstanding.len() < pace.window() && conn.complete && !asked_more
         };
         if stuck {
             tracing::debug!("asking for more");
             conn.writer.queue(&Header::WantMore);
             asked_more = true;
-            impatient = false;
         }
         conn.writer.flush().await?;
         let frame = if outstanding.is_empty() {
@@ -152,10 +141,6 @@ async fn pull(
             tokio::select! {
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
-                _ = tokio::time::sleep(WANT_MORE_PATIENCE), if conn.complete && !asked_more => {
-                    impatient = true;
-                    continue;
-                }
                 f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
         } else {
