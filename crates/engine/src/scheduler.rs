@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use shoal_proto::ChunkIndex;
 
@@ -21,6 +22,13 @@ pub const MAX_HOLDERS: usize = 3;
 /// Until this many chunks are done, picks are random rather than rarest first: a chunk every peer
 /// has is fetched fast, and a leecher with something to trade is worth more to the swarm.
 pub const RANDOM_FIRST: u32 = 4;
+
+/// In endgame, a chunk is asked of one more peer only once it has been on its way for this many
+/// times the typical delivery (request to arrival, a moving average): a second copy costs some
+/// peer's uplink a whole chunk, so it is worth it only for a chunk that is late.
+pub const ENDGAME_PATIENCE: u32 = 2;
+/// Weight of the newest delivery time in the moving average.
+const DELIVERY_WEIGHT: f64 = 0.2;
 
 /// `slot` of a chunk that is not missing.
 const NOT_MISSING: u32 = u32::MAX;
@@ -73,6 +81,15 @@ pub struct Scheduler {
     in_flight: BTreeMap<u32, Vec<PeerKey>>,
     peers: HashMap<PeerKey, PeerStats>,
     haves: HashMap<PeerKey, HaveSet>,
+    /// The time as the caller last told it ([`Scheduler::set_clock`]); zero if it never did.
+    now: Duration,
+    /// Per chunk, when it was last asked of a peer.
+    asked_at: Vec<Duration>,
+    /// Moving average of request-to-arrival times of chunks asked of one peer.
+    delivery: Duration,
+    /// The earliest time a chunk in flight becomes late enough to be asked of another peer, as
+    /// of the last pick that found none.
+    next_late: Option<Duration>,
     rng: fastrand::Rng,
 }
 
@@ -96,6 +113,10 @@ impl Scheduler {
             in_flight: BTreeMap::new(),
             peers: HashMap::new(),
             haves: HashMap::new(),
+            now: Duration::ZERO,
+            asked_at: vec![Duration::ZERO; n],
+            delivery: Duration::ZERO,
+            next_late: None,
             rng: fastrand::Rng::with_seed(seed),
         };
         for i in 0..num_chunks {
@@ -104,6 +125,38 @@ impl Scheduler {
             }
         }
         s
+    }
+
+    /// The time now, on any clock that does not go back (the download's age, say): used only to
+    /// hold endgame copies back until a chunk is late. A caller that never sets it gets the
+    /// endgame at once, as if every delivery were instant.
+    pub fn set_clock(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    /// A chunk asked of `peer` arrived (before its hash is checked): its request-to-arrival time
+    /// feeds the typical delivery, if only one peer was asked for it.
+    pub fn arrived(&mut self, index: ChunkIndex) {
+        let i = index.0;
+        if self.in_flight.get(&i).is_some_and(|h| h.len() == 1) {
+            let took = self
+                .now
+                .saturating_sub(self.asked_at[i as usize])
+                .as_secs_f64();
+            let avg = self.delivery.as_secs_f64();
+            let next = if avg == 0.0 {
+                took
+            } else {
+                avg + DELIVERY_WEIGHT * (took - avg)
+            };
+            self.delivery = Duration::from_secs_f64(next);
+        }
+    }
+
+    /// When a chunk in flight becomes late enough for an endgame copy, if the last pick found
+    /// none for that reason: a worker with room should ask again then.
+    pub fn next_late(&self) -> Option<Duration> {
+        self.next_late.filter(|t| *t > self.now)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -186,7 +239,8 @@ impl Scheduler {
     /// The next chunk `peer` should fetch, always one it has: while fewer than [`RANDOM_FIRST`]
     /// chunks are done, a random missing one; then the rarest missing one (fewest known holders),
     /// ties at random. Once nothing is missing (endgame), a chunk it has that is in flight
-    /// elsewhere and that fewest peers hold, so that a slow peer cannot hold the download hostage.
+    /// elsewhere, late (asked last [`ENDGAME_PATIENCE`] typical deliveries ago or more), and that
+    /// fewest peers hold, so that a slow peer cannot hold the download hostage.
     /// `None` when there is nothing for this peer to do now (it may have something after a Have).
     pub fn next_for(&mut self, peer: PeerKey) -> Option<ChunkIndex> {
         if self.is_banned(&peer) {
@@ -201,6 +255,7 @@ impl Scheduler {
     }
 
     fn pick(&mut self, peer: PeerKey, set: &HaveSet) -> Option<u32> {
+        self.next_late = None;
         if self.missing_count > 0 {
             // A worker whose peer has none of the missing chunks waits for a Have: it does not
             // double up on chunks in flight elsewhere before the endgame.
@@ -211,12 +266,20 @@ impl Scheduler {
             }?;
             self.remove_missing(pick);
             self.in_flight.insert(pick, vec![peer]);
+            self.asked_at[pick as usize] = self.now;
             return Some(pick);
         }
+        let patience = self.delivery * ENDGAME_PATIENCE;
         let mut best: Option<(u32, usize)> = None;
         let mut ties = 0;
+        let mut next_late: Option<Duration> = None;
         for (&i, holders) in &self.in_flight {
             if holders.len() >= MAX_HOLDERS || holders.contains(&peer) || !set.has(i) {
+                continue;
+            }
+            let late_at = self.asked_at[i as usize] + patience;
+            if late_at > self.now {
+                next_late = Some(next_late.map_or(late_at, |t| t.min(late_at)));
                 continue;
             }
             match best {
@@ -233,8 +296,10 @@ impl Scheduler {
                 }
             }
         }
+        self.next_late = next_late;
         let (i, _) = best?;
         self.in_flight.get_mut(&i)?.push(peer);
+        self.asked_at[i as usize] = self.now;
         Some(i)
     }
 

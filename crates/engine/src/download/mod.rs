@@ -250,6 +250,8 @@ struct Shared {
     /// When the last chunk was verified and written: only real progress holds off `--timeout`
     /// (a peer that only sends frames we reject must not keep the download alive).
     last_activity: Mutex<Instant>,
+    /// The scheduler's clock starts here ([`Shared::clock`]).
+    epoch: Instant,
     opts: DownloadOptions,
     cancel: CancellationToken,
 }
@@ -257,6 +259,11 @@ struct Shared {
 impl Shared {
     fn notify(&self) {
         self.changed.send_replace(());
+    }
+
+    /// The scheduler's time now (see `Scheduler::set_clock`).
+    fn clock(&self) -> std::time::Duration {
+        self.epoch.elapsed()
     }
 }
 
@@ -425,6 +432,7 @@ pub async fn download(
         verifiers: spawn_verifiers(2 * cores),
         fatal: Mutex::new(None),
         last_activity: Mutex::new(Instant::now()),
+        epoch: Instant::now(),
         opts: opts.clone(),
         cancel: cancel.child_token(),
     });

@@ -102,8 +102,9 @@ async fn pull(
         for index in told.catch_up(shared.store.have()) {
             conn.writer.queue(&Header::Have { index });
         }
-        let stuck = {
+        let (stuck, late) = {
             let mut sched = shared.sched.lock().unwrap();
+            sched.set_clock(shared.clock());
             if sched.is_banned(&addr) {
                 return Err(PullError::Banned);
             }
@@ -125,7 +126,10 @@ async fn pull(
             // it showed does not fill our window (the rest is done or asked of other peers),
             // ask it to show more, once per Have from it. In its first pass it shows only
             // chunks nobody asked it for yet, so this never costs its uplink a second copy then.
-            outstanding.len() < pace.window() && conn.complete && !asked_more
+            let room = outstanding.len() < pace.window();
+            // In endgame, a chunk in flight elsewhere that is not late yet may be by then.
+            let late = if room { sched.next_late() } else { None };
+            (room && conn.complete && !asked_more, late)
         };
         if stuck {
             tracing::debug!("asking for more");
@@ -141,6 +145,7 @@ async fn pull(
             tokio::select! {
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
+                _ = tokio::time::sleep_until((shared.epoch + late.unwrap_or_default()).into()), if late.is_some() => continue,
                 f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
         } else {
@@ -184,6 +189,8 @@ async fn pull(
                 }
                 let from_seeder = {
                     let mut sched = shared.sched.lock().unwrap();
+                    sched.set_clock(shared.clock());
+                    sched.arrived(index);
                     if sched.is_done(index) {
                         // Endgame: someone else's copy already won.
                         sched.release(addr, index);
