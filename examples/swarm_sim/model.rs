@@ -70,6 +70,10 @@ struct Link {
     /// Requests from the peer waiting for this host's uplink.
     queue: VecDeque<u32>,
     live: bool,
+    /// Whether this host asked the peer (the seeder) to show more since its last Have.
+    asked_more: bool,
+    /// When a wake-up for a late chunk (endgame) is due on this link, if one is.
+    wake_at: Option<u64>,
 }
 
 struct Host {
@@ -107,6 +111,11 @@ enum Msg {
         link: u32,
         chunk: u32,
     },
+    /// To the seeder: show more (`Header::WantMore`).
+    WantMore {
+        to: u32,
+        link: u32,
+    },
 }
 
 /// Host 0 is the seeder; leecher n is host n.
@@ -137,6 +146,8 @@ pub struct Sim {
 
 const UPLINK_DONE: u8 = 0;
 const CONNECT: u8 = 1;
+/// A worker with room looks again: a chunk in flight elsewhere became late (endgame).
+const WAKE: u8 = 2;
 
 impl Sim {
     pub fn new(p: Params) -> Sim {
@@ -234,6 +245,8 @@ impl Sim {
             pace: Pace::new(window, chunk),
             queue: VecDeque::new(),
             live: false,
+            asked_more: false,
+            wake_at: None,
         };
         self.hosts[a as usize].links.push(new(b, lb));
         self.hosts[b as usize].links.push(new(a, la));
@@ -260,6 +273,12 @@ impl Sim {
                 self.now = t;
                 if kind == CONNECT {
                     self.connect(h, l);
+                } else if kind == WAKE {
+                    let link = &mut self.hosts[h as usize].links[l as usize];
+                    if link.wake_at == Some(t) {
+                        link.wake_at = None;
+                        self.fill(h, l);
+                    }
                 } else if self.p.fair_share {
                     // `l` is the generation the event was scheduled for.
                     if l == self.hosts[h as usize].fair.generation {
@@ -337,9 +356,11 @@ impl Sim {
     /// The worker of `h` for link `l` asks for chunks until its window is full.
     fn fill(&mut self, h: u32, l: u32) {
         let now = self.instant();
+        let reveal = self.p.reveal;
         let host = &mut self.hosts[h as usize];
         let Some(sched) = &mut host.sched else { return };
         let link = &mut host.links[l as usize];
+        sched.set_clock(Duration::from_nanos(self.now));
         let mut asked = Vec::new();
         while link.live && link.asked.len() < link.pace.window() {
             match sched.next_for(key(link.peer)) {
@@ -351,6 +372,20 @@ impl Sim {
                 None => break,
             }
         }
+        let room = link.live && link.asked.len() < link.pace.window();
+        // As the worker does: ask the seeder to show more when what it showed leaves room.
+        let want_more = room && reveal && link.peer == SEEDER && !link.asked_more;
+        if want_more {
+            link.asked_more = true;
+        }
+        let mut wake = None;
+        if let Some(t) = sched.next_late().filter(|_| room) {
+            let t = t.as_nanos() as u64;
+            if link.wake_at.is_none_or(|w| t < w) {
+                link.wake_at = Some(t);
+                wake = Some(t);
+            }
+        }
         let (to, back) = (link.peer, link.back);
         for chunk in asked {
             self.send(Msg::Request {
@@ -358,6 +393,12 @@ impl Sim {
                 link: back,
                 chunk,
             });
+        }
+        if want_more {
+            self.send(Msg::WantMore { to, link: back });
+        }
+        if let Some(t) = wake {
+            self.timed.push(Reverse((t, WAKE, h, l)));
         }
     }
 
@@ -367,6 +408,10 @@ impl Sim {
                 self.hosts[to as usize].links[link as usize]
                     .queue
                     .push_back(chunk);
+                if to == SEEDER && self.p.reveal {
+                    let more = self.reveal.requested(u64::from(link), ChunkIndex(chunk));
+                    self.reveal_to(link, more);
+                }
                 if self.p.fair_share {
                     if !self.hosts[to as usize].fair.sending_on(link) {
                         self.hosts[to as usize]
@@ -385,8 +430,17 @@ impl Sim {
                     .queue
                     .retain(|c| *c != chunk);
             }
+            Msg::WantMore { to, link } => {
+                if to == SEEDER && self.p.reveal {
+                    let more = self.reveal.want_more(u64::from(link));
+                    self.reveal_to(link, more);
+                }
+            }
             Msg::Have { to, link, chunk } => {
                 let from = self.hosts[to as usize].links[link as usize].peer;
+                if from == SEEDER {
+                    self.hosts[to as usize].links[link as usize].asked_more = false;
+                }
                 if to == SEEDER {
                     if self.p.reveal {
                         let more = self.reveal.client_have(u64::from(link), ChunkIndex(chunk));
@@ -527,6 +581,8 @@ impl Sim {
         link.asked.remove(pos);
         link.pace.arrived(bytes, !link.asked.is_empty(), now);
         let sched = host.sched.as_mut().expect("only leechers ask for chunks");
+        sched.set_clock(Duration::from_nanos(self.now));
+        sched.arrived(ChunkIndex(chunk));
         if sched.completed(key(from), ChunkIndex(chunk), 0) == Completion::Duplicate {
             self.out.wasted_chunks += 1;
         } else {

@@ -569,6 +569,31 @@ mod tests {
         s.check_invariants();
     }
 
+    /// In endgame a chunk in flight is asked of a second peer only once it is late: twice the
+    /// typical delivery after it was asked.
+    #[test]
+    fn the_endgame_doubles_only_late_chunks() {
+        let mut s = Scheduler::new(2, &[], 1);
+        let (a, b) = (peer(1), peer(2));
+        s.peer_bitfield(a, &all(2));
+        s.peer_bitfield(b, &all(2));
+        let first = s.next_for(a).unwrap();
+        let second = s.next_for(a).unwrap();
+        s.set_clock(Duration::from_secs(1));
+        s.arrived(first);
+        assert_eq!(s.completed(a, first, 1), Completion::Accepted);
+        assert_eq!(s.next_for(b), None, "asked 1 s ago, typical delivery 1 s");
+        assert_eq!(s.next_late(), Some(Duration::from_secs(2)));
+        s.set_clock(Duration::from_millis(1999));
+        assert_eq!(s.next_for(b), None);
+        s.set_clock(Duration::from_secs(2));
+        assert_eq!(s.next_for(b), Some(second), "late now");
+        assert_eq!(s.next_late(), None);
+        s.set_clock(Duration::from_secs(1));
+        assert_eq!(s.next_late(), None, "the clock never goes back");
+        s.check_invariants();
+    }
+
     #[test]
     fn rarest_first_once_past_the_random_start() {
         let mut s = past_random_start(10, 3);
