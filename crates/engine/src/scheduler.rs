@@ -6,7 +6,7 @@
 //! [`Scheduler::completed`], [`Scheduler::hash_failed`], [`Scheduler::release`],
 //! [`Scheduler::peer_gone`]. Nothing here does I/O or reads a clock; randomness comes from a seed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub struct Scheduler {
     in_flight: BTreeMap<u32, Vec<PeerKey>>,
     peers: HashMap<PeerKey, PeerStats>,
     haves: HashMap<PeerKey, HaveSet>,
+    /// Complete peers that show us their chunks a few at a time ([`Scheduler::peer_reveals`]).
+    revealing: HashSet<PeerKey>,
     /// The time as the caller last told it ([`Scheduler::set_clock`]); zero if it never did.
     now: Duration,
     /// Per chunk, when it was last asked of a peer.
@@ -113,6 +115,7 @@ impl Scheduler {
             in_flight: BTreeMap::new(),
             peers: HashMap::new(),
             haves: HashMap::new(),
+            revealing: HashSet::new(),
             now: Duration::ZERO,
             asked_at: vec![Duration::ZERO; n],
             delivery: Duration::ZERO,
@@ -184,6 +187,15 @@ impl Scheduler {
         self.haves
             .get(&peer)
             .is_some_and(|h| h.list.len() == self.num_chunks as usize)
+    }
+
+    /// `peer` is complete and shows us its chunks a few at a time, in the order it wants them
+    /// fetched (super-seeding, `reveal/`): among the rarest it showed, the one it showed first
+    /// is taken, not one at random, so that none waits while later ones are fetched (a chunk
+    /// left waiting is shown to another client in the end, and sent twice). Forgotten when the
+    /// peer is gone.
+    pub fn peer_reveals(&mut self, peer: PeerKey) {
+        self.revealing.insert(peer);
     }
 
     /// `peer`'s Bitfield: its have-set becomes `has` (shorter means the rest is false, longer is
@@ -259,7 +271,10 @@ impl Scheduler {
         if self.missing_count > 0 {
             // A worker whose peer has none of the missing chunks waits for a Have: it does not
             // double up on chunks in flight elsewhere before the endgame.
-            let pick = if self.done_count < RANDOM_FIRST {
+            let few = set.list.len() <= self.missing_count as usize;
+            let pick = if few && self.revealing.contains(&peer) {
+                self.first_rarest_pick(set)
+            } else if self.done_count < RANDOM_FIRST {
                 self.random_pick(set)
             } else {
                 self.rarest_pick(set)
@@ -318,6 +333,16 @@ impl Scheduler {
             }
         }
         pick
+    }
+
+    /// The rarest missing chunk `set` has, the first told of among ties. One step per chunk the
+    /// peer told us of (so only for a peer that told us of no more chunks than are missing).
+    fn first_rarest_pick(&self, set: &HaveSet) -> Option<u32> {
+        let missing = set
+            .list
+            .iter()
+            .filter(|&&i| self.slot[i as usize] != NOT_MISSING);
+        missing.min_by_key(|&&i| self.avail[i as usize]).copied()
     }
 
     /// The rarest missing chunk `set` has, ties at random. Costs at most
@@ -412,6 +437,7 @@ impl Scheduler {
             self.drop_holder(peer, i);
         }
         self.forget_haves(peer);
+        self.revealing.remove(&peer);
     }
 
     fn forget_haves(&mut self, peer: PeerKey) {
@@ -592,6 +618,26 @@ mod tests {
         s.set_clock(Duration::from_secs(1));
         assert_eq!(s.next_late(), None, "the clock never goes back");
         s.check_invariants();
+    }
+
+    /// A complete peer that reveals its chunks is asked for them in the order it showed them
+    /// (among the rarest), from the first pick on; another peer's ties are broken at random.
+    #[test]
+    fn a_revealing_peer_is_asked_in_the_order_it_showed() {
+        for seed in 0..8 {
+            let mut s = Scheduler::new(16, &[], seed);
+            let (seeder, other) = (peer(1), peer(2));
+            s.peer_reveals(seeder);
+            for i in [9, 2, 14, 5] {
+                s.peer_have(seeder, ChunkIndex(i));
+            }
+            s.peer_have(other, ChunkIndex(14));
+            // 14 is the least rare: last.
+            let order: Vec<u32> = (0..4).map(|_| s.next_for(seeder).unwrap().0).collect();
+            assert_eq!(order, [9, 2, 5, 14], "seed {seed}");
+            s.peer_gone(seeder);
+            s.check_invariants();
+        }
     }
 
     #[test]

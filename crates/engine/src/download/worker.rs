@@ -85,6 +85,9 @@ async fn pull(
     {
         let has = conn.peer_has(&shared.manifest)?;
         let mut sched = shared.sched.lock().unwrap();
+        if conn.complete {
+            sched.peer_reveals(addr);
+        }
         sched.peer_bitfield(addr, &has);
         for &i in &conn.early_haves {
             sched.peer_have(addr, i);
