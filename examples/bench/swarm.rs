@@ -5,6 +5,11 @@
 //! h1 runs the tracker, h2 the seeder (a fresh one every round), h3.. the leechers, which keep
 //! seeding once they finish (as in a swarm) until the last one is done. Needs root (namespaces)
 //! and iproute2.
+//!
+//! To see where a round's time goes: `SHOAL_BENCH_RUST_LOG` is every program's `RUST_LOG` (default
+//! `info`; `info,shoal_engine=debug` logs every request, verified chunk, chunk the seeder sent and
+//! `WantMore`, with times), and `SHOAL_BENCH_LOG_DIR=DIR` keeps each round's stderr of the seeder
+//! and of every leecher in `DIR/rK-nN/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -260,7 +265,10 @@ impl Lan {
             .args(args)
             .current_dir(self.home(h))
             .env("P2P_NO_DISCOVERY", "1")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOAL_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1");
         if let Some(secret) = &self.secret {
             cmd.env("P2P_SECRET", secret);
@@ -373,6 +381,9 @@ impl Lan {
             }
         }
         seeder.stop(libc::SIGINT, Duration::from_secs(5));
+        if let Some(dir) = std::env::var_os("SHOAL_BENCH_LOG_DIR") {
+            keep_logs(Path::new(&dir), n, &seeder, &leechers)?;
+        }
         let first = done.iter().copied().fold(f64::INFINITY, f64::min);
         let last = done.iter().copied().fold(0.0, f64::max);
         if n > 1 {
@@ -403,6 +414,25 @@ impl Drop for Lan {
             procs::netns_deleted(n);
         }
     }
+}
+
+/// Writes the round's stderr of the seeder and of each leecher into `dir/rK-nN/` (K counts the
+/// rounds of this run).
+fn keep_logs(dir: &Path, n: usize, seeder: &Proc, leechers: &[Proc]) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ROUND: AtomicUsize = AtomicUsize::new(0);
+    let round = ROUND.fetch_add(1, Ordering::Relaxed);
+    let dir = dir.join(format!("r{round}-n{n}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let procs =
+        std::iter::once(("seeder", seeder)).chain(leechers.iter().map(|l| (l.label.as_str(), l)));
+    for (label, p) in procs {
+        std::fs::write(
+            dir.join(format!("{label}.log")),
+            p.lines(Stream::Err).join("\n") + "\n",
+        )?;
+    }
+    Ok(())
 }
 
 fn ip(args: &[&str]) -> Result<String> {
