@@ -346,6 +346,10 @@ impl Sim {
                 peer_has
             };
             if let Some(s) = &mut self.hosts[me as usize].sched {
+                // As the worker does for a peer whose Welcome says complete (it reveals).
+                if peer == SEEDER && self.p.reveal {
+                    s.peer_reveals(key(peer));
+                }
                 s.peer_bitfield(key(peer), &shown);
             }
         }

@@ -48,7 +48,8 @@ enum State {
 enum Eligible {
     /// Never sent, and shown to no client: the first pass.
     Free,
-    /// Never sent, and asked for by no client (it may be shown to some).
+    /// Never sent, asked for by no client, and shown to one client at most: taken from a client
+    /// that has not asked for it yet, but never from two (each could ask, and get it sent).
     NeverAsked,
     /// Any chunk the client lacks.
     Any,
@@ -303,7 +304,9 @@ impl Reveal {
                 }
                 let ok = match eligible {
                     Eligible::Free => self.served[i] == 0 && self.pending[i] == 0,
-                    Eligible::NeverAsked => self.served[i] == 0 && self.asked[i] == 0,
+                    Eligible::NeverAsked => {
+                        self.served[i] == 0 && self.asked[i] == 0 && self.pending[i] <= 1
+                    }
                     Eligible::Any => true,
                 };
                 if !ok {

@@ -312,3 +312,33 @@ fn a_large_file_is_revealed_whole_by_sampled_picks() {
     assert!(sent.iter().all(|s| *s == 1), "every chunk once");
     assert_eq!(r.target(), MIN_REVEALED, "nothing left to show");
 }
+
+/// In the first pass a client that wants more is shown chunks another client was shown and has
+/// not asked for, but a chunk is taken so from one client once at most: two clients shown it
+/// besides its first could each ask for it, and be sent it.
+#[test]
+fn a_chunk_is_taken_from_a_client_once_at_most() {
+    let mut r = Reveal::new(4, 1);
+    let a = set(&r.join(1, &[]));
+    let b = set(&r.join(2, &[]));
+    assert_eq!(a.len() + b.len(), 4, "every chunk shown once");
+    assert!(r.join(3, &[]).is_empty(), "nothing free is left");
+    let three = set(&r.want_more(3));
+    assert_eq!(three.len(), AHEAD as usize);
+    assert!(r.join(4, &[]).is_empty());
+    let four = set(&r.want_more(4));
+    assert_eq!(four.len(), AHEAD as usize);
+    assert!(three.is_disjoint(&four), "{three:?} and {four:?}");
+    assert!(r.join(5, &[]).is_empty());
+    assert!(
+        r.want_more(5).is_empty(),
+        "every chunk is shown to two clients"
+    );
+    // Once asked for, a chunk is nobody else's to take.
+    let i = *a.iter().next().unwrap();
+    r.requested(1, ChunkIndex(i));
+    r.leave(3);
+    r.leave(4);
+    assert!(!set(&r.want_more(5)).contains(&i));
+    r.check_invariants();
+}
