@@ -85,9 +85,9 @@ pub enum Header {
         index: ChunkIndex,
     },
     /// From a client to a complete server that advertises only some of its chunks (the reveal
-    /// policy): none of the chunks shown so far is of use to it now (it got them, or asked
-    /// another peer for them), so show it more. Without it a client could wait for a Have that
-    /// never comes while the server waits for a request.
+    /// policy): the chunks shown so far do not fill its window of requests (it got them, or
+    /// asked another peer for them), so show it more. Without it a client could wait for a Have
+    /// that never comes while the server waits for a request.
     WantMore,
 }
 
