@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shoal_proto::peer::{self, Header};
 use shoal_proto::ChunkIndex;
@@ -23,7 +24,15 @@ pub struct Client {
     advert: Advert,
     /// Subscribed before the Bitfield was made: a chunk added after that is always announced.
     news: watch::Receiver<()>,
+    /// When we last answered the client's `WantMore`, and whether we revealed anything since.
+    want_more_at: Option<Instant>,
+    told_since_want_more: bool,
 }
+
+/// A `WantMore` that comes sooner than this after the last one answered, with nothing revealed
+/// since, is not answered: an honest client asks once per Have, or again after 2 s, and each
+/// answer that finds nothing may have weighed every chunk of the file.
+const WANT_MORE_EVERY: Duration = Duration::from_secs(1);
 
 enum Advert {
     /// Every chunk we have; the ones already told.
@@ -54,7 +63,13 @@ impl Client {
                 Advert::Everything(told)
             }
         };
-        let client = Client { file, advert, news };
+        let client = Client {
+            file,
+            advert,
+            news,
+            want_more_at: None,
+            told_since_want_more: false,
+        };
         (client, peer::encode_bitfield(&bits))
     }
 
@@ -88,6 +103,15 @@ impl Client {
 
     /// The client asked to be shown more ([`Header::WantMore`]).
     pub fn want_more(&mut self, writer: &mut FrameWriter) {
+        let now = Instant::now();
+        let recent = self
+            .want_more_at
+            .is_some_and(|t| now.duration_since(t) < WANT_MORE_EVERY);
+        if recent && !self.told_since_want_more {
+            return;
+        }
+        self.want_more_at = Some(now);
+        self.told_since_want_more = false;
         self.reveal_more(writer, |r, conn| r.want_more(conn));
     }
 
@@ -111,6 +135,7 @@ impl Client {
         let reveal = self.file.reveal().expect("a revealing file stays complete");
         for index in step(&mut reveal.lock().unwrap(), conn) {
             writer.queue(&Header::Have { index });
+            self.told_since_want_more = true;
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::store::Announced;
 /// How long a worker with nothing to ask waits for its peer's next Have. The server drops a
 /// client that asks nothing for two minutes; the supervisor then connects again.
 const IDLE_WAIT: Duration = Duration::from_secs(180);
+/// A `WantMore` that brought no Have is sent again after this long, while the window still has
+/// room (the server may have had nothing for us then, and have something now).
+const WANT_MORE_AGAIN: Duration = Duration::from_secs(2);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
@@ -98,8 +101,8 @@ async fn pull(
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
     let (most, unit) = super::part::pace_unit(&shared.manifest, shared.opts.window);
     let mut pace = Pace::new(most, unit);
-    // Whether we asked this peer to show us more since its last Have (see `Header::WantMore`).
-    let mut asked_more = false;
+    // When we asked this peer to show us more, if not since its last Have (`Header::WantMore`).
+    let mut asked_more: Option<Instant> = None;
     loop {
         changed.borrow_and_update();
         for index in told.catch_up(shared.store.have()) {
@@ -132,12 +135,16 @@ async fn pull(
             let room = outstanding.len() < pace.window();
             // In endgame, a chunk in flight elsewhere that is not late yet may be by then.
             let late = if room { sched.next_late() } else { None };
-            (room && conn.complete && !asked_more, late)
+            let again = asked_more.is_some_and(|t| t.elapsed() >= WANT_MORE_AGAIN);
+            (
+                room && conn.complete && (asked_more.is_none() || again),
+                late,
+            )
         };
         if stuck {
             tracing::debug!("asking for more");
             conn.writer.queue(&Header::WantMore);
-            asked_more = true;
+            asked_more = Some(Instant::now());
         }
         conn.writer.flush().await?;
         let frame = if outstanding.is_empty() {
@@ -149,6 +156,7 @@ async fn pull(
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
                 _ = tokio::time::sleep_until((shared.epoch + late.unwrap_or_default()).into()), if late.is_some() => continue,
+                _ = tokio::time::sleep_until((asked_more.unwrap_or(shared.epoch) + WANT_MORE_AGAIN).into()), if asked_more.is_some() && conn.complete => continue,
                 f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
         } else {
@@ -161,7 +169,7 @@ async fn pull(
             // Only this worker can ask for it: no need to wake the others (with 31 peers that
             // each announce every chunk, that would be 31 wake-ups per Have).
             (Header::Have { index }, _) => {
-                asked_more = false;
+                asked_more = None;
                 shared.sched.lock().unwrap().peer_have(addr, index)
             }
             (Header::Bitfield, Payload::Bytes(bits)) => {

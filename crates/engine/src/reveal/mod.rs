@@ -61,6 +61,8 @@ struct Client {
     revealed: u32,
     /// Chunks in `Asked`.
     asked: u32,
+    /// Its last [`Reveal::want_more`] in the first pass found nothing to show it.
+    starved: bool,
     got: u32,
 }
 
@@ -110,6 +112,7 @@ impl Reveal {
             state: vec![State::Lacks; n],
             revealed: 0,
             asked: 0,
+            starved: false,
             got: 0,
         };
         for (i, _) in client_has.iter().take(n).enumerate().filter(|(_, h)| **h) {
@@ -177,20 +180,36 @@ impl Reveal {
 
     /// The client has nothing left to ask us for: reveal up to [`AHEAD`] more that it lacks,
     /// chosen as the Haves after a served chunk are. While some chunk was never sent, only
-    /// chunks never sent that no client asked for yet, even if shown to another (which may not
-    /// ask for them for a while: it was shown many before the swarm joined, or has a small
-    /// window); after that, any chunk it lacks.
+    /// chunks never sent that no client asked for yet, shown to one other client at most (which
+    /// may not ask for them for a while: it was shown them before the swarm joined, or has a
+    /// small window); after that, for a lone client, for a client with nothing asked of us on
+    /// its way, or when the client's last ask found none of those, any chunk it lacks (a second
+    /// copy, but no client waits for ever). Nothing while the client has
+    /// [`MAX_REVEALED`] chunks shown that it did not ask for: asking for more cannot hoard.
     pub fn want_more(&mut self, conn: ConnId) -> Vec<ChunkIndex> {
         let Some(client) = self.clients.get(&conn) else {
             return Vec::new();
         };
+        if client.revealed - client.asked >= MAX_REVEALED {
+            return Vec::new();
+        }
         let upto = client.revealed + AHEAD;
-        let eligible = if self.unserved > 0 {
-            Eligible::NeverAsked
-        } else {
-            Eligible::Any
-        };
-        let shown = self.pick(conn, upto, eligible);
+        let waiting = client.asked > 0;
+        // A lone client takes nothing from anyone: any chunk (a seeder that served others before
+        // may never leave its first pass, some chunks having gone out from other seeders).
+        let first_pass = self.unserved > 0 && self.partial > 1 && !client.starved;
+        let mut shown = Vec::new();
+        if first_pass {
+            shown = self.pick(conn, upto, Eligible::NeverAsked);
+        }
+        // Nothing of those, and nothing asked of us on its way to it: any chunk now. With a
+        // chunk on its way, only when it asks again (it is not idle meanwhile).
+        if shown.is_empty() && (!first_pass || !waiting) {
+            shown = self.pick(conn, upto, Eligible::Any);
+        }
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.starved = first_pass && shown.is_empty();
+        }
         tracing::debug!(conn, unserved = self.unserved, shown = ?shown, "want more");
         shown
     }

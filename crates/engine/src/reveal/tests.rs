@@ -41,11 +41,23 @@ fn a_client_that_wants_more_is_shown_more() {
     assert_eq!(more.len(), AHEAD as usize);
     assert!(more.iter().all(|i| !first.contains(i)), "new chunks only");
     r.check_invariants();
-    // Until nothing is left that it lacks.
+    // Until nothing is left that it lacks, asking for what it was shown once it holds
+    // MAX_REVEALED it did not ask for (then it is shown nothing more).
     let mut shown: BTreeSet<ChunkIndex> = first.into_iter().chain(more).collect();
     loop {
         let more = r.want_more(1);
         if more.is_empty() {
+            if shown.len() as u32 >= MAX_REVEALED && shown.len() < 64 {
+                assert_eq!(
+                    shown.len() as u32,
+                    MAX_REVEALED,
+                    "at most that many not asked for"
+                );
+                for i in &shown {
+                    r.requested(1, *i);
+                }
+                continue;
+            }
             break;
         }
         assert!(
@@ -330,15 +342,92 @@ fn a_chunk_is_taken_from_a_client_once_at_most() {
     assert_eq!(four.len(), AHEAD as usize);
     assert!(three.is_disjoint(&four), "{three:?} and {four:?}");
     assert!(r.join(5, &[]).is_empty());
-    assert!(
-        r.want_more(5).is_empty(),
-        "every chunk is shown to two clients"
+    assert_eq!(
+        r.want_more(5).len() as u32,
+        AHEAD,
+        "every chunk is shown to two clients: any chunk, not nothing, to an idle client"
     );
-    // Once asked for, a chunk is nobody else's to take.
-    let i = *a.iter().next().unwrap();
-    r.requested(1, ChunkIndex(i));
+    // Once asked for, a chunk is nobody else's to take: with three of four asked for, the one
+    // left is all a client that wants more is shown.
     r.leave(3);
     r.leave(4);
-    assert!(!set(&r.want_more(5)).contains(&i));
+    let mut all: Vec<u32> = a.iter().chain(&b).copied().collect();
+    let left = all.pop().unwrap();
+    for i in all {
+        let owner = if a.contains(&i) { 1 } else { 2 };
+        r.requested(owner, ChunkIndex(i));
+    }
+    r.leave(5);
+    assert!(r.join(6, &[]).is_empty());
+    assert_eq!(set(&r.want_more(6)), BTreeSet::from([left]));
+    r.check_invariants();
+}
+
+/// In the first pass, a client that wants more while a chunk it asked us for is on its way, and
+/// finds nothing never sent nor asked for, is shown nothing; when it asks again, chunks sent or
+/// asked for already (a second copy, but it never waits for ever).
+#[test]
+fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
+    let mut r = Reveal::new(3, 1);
+    let a = r.join(1, &[]);
+    assert_eq!(a.len(), 2);
+    let b = r.join(2, &[]);
+    assert_eq!(b.len(), 1, "the one chunk left");
+    r.requested(1, a[0]);
+    r.served(1, a[0]);
+    r.requested(1, a[1]);
+    r.requested(2, b[0]);
+    assert!(
+        r.want_more(2).is_empty(),
+        "one chunk sent, two asked for, and one on its way to this client"
+    );
+    let next = set(&r.want_more(2));
+    assert_eq!(next, set(&a), "any chunk it lacks");
+    r.check_invariants();
+}
+
+/// A lone client is shown any chunk it lacks when it wants more, even by a seeder whose first
+/// pass never ended (it served other clients before, and other seeders sent some chunks).
+#[test]
+fn a_lone_client_is_shown_any_chunk() {
+    let mut r = Reveal::new(4, 1);
+    let a = r.join(1, &[]);
+    for i in &a {
+        r.requested(1, *i);
+        r.served(1, *i);
+    }
+    r.leave(1);
+    let b = r.join(2, &[]);
+    for i in &b {
+        r.requested(2, *i);
+    }
+    assert_eq!(
+        r.want_more(2).len() as u32,
+        AHEAD,
+        "two sent before, shown again"
+    );
+    r.check_invariants();
+}
+
+/// A client can make us show it no more than about `MAX_REVEALED` chunks it did not ask for,
+/// however often it wants more, and others still get theirs.
+#[test]
+fn wanting_more_cannot_hoard() {
+    let mut r = Reveal::new(1000, 1);
+    r.join(1, &[]);
+    for _ in 0..1000 {
+        r.want_more(1);
+    }
+    let c = &r.clients[&1];
+    assert!(
+        c.revealed - c.asked < MAX_REVEALED + AHEAD,
+        "{}",
+        c.revealed
+    );
+    assert_eq!(
+        r.join(2, &[]).len() as u32,
+        AHEAD,
+        "others still get theirs"
+    );
     r.check_invariants();
 }

@@ -29,6 +29,11 @@ pub const RANDOM_FIRST: u32 = 4;
 pub const ENDGAME_PATIENCE: u32 = 2;
 /// Weight of the newest delivery time in the moving average.
 const DELIVERY_WEIGHT: f64 = 0.2;
+/// A delivery counts in the average as at most this many times the average, so that one slow
+/// peer cannot make every chunk wait long before it is late.
+const DELIVERY_CLIP: f64 = 4.0;
+/// The endgame's patience never exceeds this (the default `--stall-timeout`).
+const MAX_PATIENCE: Duration = Duration::from_secs(10);
 
 /// `slot` of a chunk that is not missing.
 const NOT_MISSING: u32 = u32::MAX;
@@ -138,7 +143,8 @@ impl Scheduler {
     }
 
     /// A chunk asked of `peer` arrived (before its hash is checked): its request-to-arrival time
-    /// feeds the typical delivery, if only one peer was asked for it.
+    /// feeds the typical delivery, if only one peer was asked for it (at most [`DELIVERY_CLIP`]
+    /// times the typical delivery so far).
     pub fn arrived(&mut self, index: ChunkIndex) {
         let i = index.0;
         if self.in_flight.get(&i).is_some_and(|h| h.len() == 1) {
@@ -150,7 +156,7 @@ impl Scheduler {
             let next = if avg == 0.0 {
                 took
             } else {
-                avg + DELIVERY_WEIGHT * (took - avg)
+                avg + DELIVERY_WEIGHT * (took.min(DELIVERY_CLIP * avg) - avg)
             };
             self.delivery = Duration::from_secs_f64(next);
         }
@@ -255,6 +261,7 @@ impl Scheduler {
     /// fewest peers hold, so that a slow peer cannot hold the download hostage.
     /// `None` when there is nothing for this peer to do now (it may have something after a Have).
     pub fn next_for(&mut self, peer: PeerKey) -> Option<ChunkIndex> {
+        self.next_late = None;
         if self.is_banned(&peer) {
             return None;
         }
@@ -284,7 +291,7 @@ impl Scheduler {
             self.asked_at[pick as usize] = self.now;
             return Some(pick);
         }
-        let patience = self.delivery * ENDGAME_PATIENCE;
+        let patience = (self.delivery * ENDGAME_PATIENCE).min(MAX_PATIENCE);
         let mut best: Option<(u32, usize)> = None;
         let mut ties = 0;
         let mut next_late: Option<Duration> = None;

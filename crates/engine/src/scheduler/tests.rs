@@ -56,11 +56,49 @@ fn the_endgame_doubles_only_late_chunks() {
     s.set_clock(Duration::from_millis(1999));
     assert_eq!(s.next_for(b), None);
     s.set_clock(Duration::from_secs(2));
-    assert_eq!(s.next_for(b), Some(second), "late now");
-    assert_eq!(s.next_late(), None);
     s.set_clock(Duration::from_secs(1));
-    assert_eq!(s.next_late(), None, "the clock never goes back");
+    assert_eq!(
+        s.next_for(b),
+        Some(second),
+        "late at 2 s: the clock never goes back"
+    );
+    assert_eq!(s.next_late(), None);
     s.check_invariants();
+}
+
+/// One slow delivery among fast ones moves the typical delivery by a bounded step, and the
+/// patience never exceeds `MAX_PATIENCE` however slow the first delivery was.
+#[test]
+fn one_slow_peer_cannot_hold_the_endgame_back() {
+    let (a, b) = (peer(1), peer(2));
+    // The last chunk is asked at `at`, after deliveries that took `took` each: when is it late?
+    let late_at = |took: &[u64]| {
+        let n = took.len() as u32 + 1;
+        let mut s = Scheduler::new(n, &[], 1);
+        s.peer_bitfield(a, &all(n as usize));
+        s.peer_bitfield(b, &all(n as usize));
+        let mut now = 0;
+        for &t in took {
+            s.set_clock(Duration::from_secs(now));
+            let i = s.next_for(a).unwrap();
+            now += t;
+            s.set_clock(Duration::from_secs(now));
+            s.arrived(i);
+            s.completed(a, i, 1);
+        }
+        let last = s.next_for(a).unwrap();
+        assert_eq!(s.next_for(b), None);
+        let late = s.next_late().unwrap() - Duration::from_secs(now);
+        s.set_clock(Duration::from_secs(now) + late);
+        assert_eq!(s.next_for(b), Some(last));
+        late
+    };
+    let mut took = vec![1; 10];
+    assert_eq!(late_at(&took), Duration::from_secs(2));
+    took.push(300);
+    let late = late_at(&took);
+    assert!(late <= Duration::from_millis(3200), "{late:?}");
+    assert_eq!(late_at(&[300]), MAX_PATIENCE);
 }
 
 /// A complete peer that reveals its chunks is asked for them in the order it showed them
