@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::procs::{self, Stream};
+use crate::procs;
 use crate::report::{median, Report, Target, Unit};
 use crate::swarm::Lan;
 use crate::table::Outcome;
@@ -47,15 +47,7 @@ fn measure(bins: &Path, dir: &Path, runs: usize, file_size: u64) -> Result<Resul
             // A tracker of the kind of swarm this round is: an open one does not answer sealed
             // datagrams, nor a private one plain ones.
             lan.secret = sealed.then(|| secret.clone());
-            let mut tracker = lan.spawn(
-                1,
-                "tracker",
-                &bins.join("tracker"),
-                &["--listen", "0.0.0.0:6969"],
-            )?;
-            tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
-                l.starts_with("tracker listening on ")
-            })?;
+            let mut tracker = lan.tracker(bins)?;
             let r = lan.round(bins, &tracker_addr, 1, true, timeout)?;
             tracker.stop(libc::SIGINT, Duration::from_secs(5));
             let kind = if sealed { "private" } else { "open" };

@@ -69,15 +69,7 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
     crate::machine::generate(&src, plan.file_size)?;
 
     let tracker_addr = format!("{}:6969", lan.ip(1));
-    let mut tracker = lan.spawn(
-        1,
-        "tracker",
-        &bins.join("tracker"),
-        &["--listen", "0.0.0.0:6969"],
-    )?;
-    tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
-        l.starts_with("tracker listening on ")
-    })?;
+    let mut tracker = lan.tracker(bins)?;
     let timeout = |n: usize| Duration::from_secs(60 + 10 * n as u64);
     let mut t1 = Vec::new();
     for i in 0..plan.runs {
@@ -274,6 +266,20 @@ impl Lan {
             cmd.env("P2P_SECRET", secret);
         }
         procs::spawn(label, &mut cmd, Opts::default())
+    }
+
+    /// A tracker on h1, listening on port 6969 of its address, once it says so.
+    pub(crate) fn tracker(&self, bins: &Path) -> Result<Proc> {
+        let tracker = self.spawn(
+            1,
+            "tracker",
+            &bins.join("tracker"),
+            &["--listen", "0.0.0.0:6969"],
+        )?;
+        tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
+            l.starts_with("tracker listening on ")
+        })?;
+        Ok(tracker)
     }
 
     /// Bytes host `h` has sent on its link, as its qdisc counts them (headers included).
