@@ -281,3 +281,36 @@ fn garbage_chunk_with_the_wrong_index() {
 fn garbage_chunk_with_the_wrong_length() {
     garbage_case(Garbage::WrongLength, "bytes for chunk");
 }
+
+/// A peer whose upload slots are always taken refuses every request as busy: the leecher keeps
+/// the connection, asks it again after a pause (more than once), and gets the file from the
+/// honest seeder meanwhile. Busy is not a fault: nobody is dropped, banned or struck.
+#[test]
+fn a_busy_peer_is_asked_again_later_and_never_dropped() {
+    let swarm = Swarm::new(BINS);
+    let data = test_file(17);
+    let total = chunks_in(&data);
+    let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
+    let busy = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::AlwaysBusy);
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+
+    // Asked, refused, and asked again after each pause: on one connection.
+    busy.events
+        .wait("the busy peer to be asked three times", |c| c.requests >= 3);
+    pb.gate.open_all();
+
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_same_file(&out.join("f.bin"), &data, &run);
+    let s = Summary::from_stderr(&run.stderr);
+    assert_eq!(s.chunks_from(busy.addr), 0, "{}", run.dump());
+    assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());
+    assert!(s.banned.is_empty() && s.failed == 0, "{}", run.dump());
+    assert!(
+        !run.stderr.lines().any(|l| dropped(l, busy.addr)),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(busy.events.now().connections, 1, "{}", run.dump());
+}

@@ -42,6 +42,7 @@ pub mod store;
 pub mod support;
 pub mod tracker_client;
 pub mod transport;
+pub mod uploads;
 
 /// Default tracker address when neither `--tracker` nor `P2P_TRACKER` says otherwise.
 pub const DEFAULT_TRACKER: &str = "127.0.0.1:6969";

@@ -25,6 +25,7 @@ use crate::advert::Client;
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::rate::RateLimit;
 use crate::store::{Library, ServeError, SharedFile};
+use crate::uploads::{Turn, Uploads, SLOTS, SLOT_HOLD, WAITING};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
 /// [`crate::admission`]), never left waiting in the kernel's backlog.
@@ -59,16 +60,19 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
-    serve_admitting(listener, library, upload, cancel, admission).await;
+    let uploads = Uploads::new(SLOTS, WAITING);
+    serve_admitting(listener, library, upload, cancel, admission, uploads).await;
 }
 
-/// [`serve`] with its admission table given: tests use smaller caps and deadlines.
+/// [`serve`] with its admission table and upload slots given: tests use smaller caps and
+/// deadlines.
 async fn serve_admitting(
     listener: TcpListener,
     library: Arc<Library>,
     upload: Option<Arc<RateLimit>>,
     cancel: CancellationToken,
     admission: Arc<Admission>,
+    uploads: Arc<Uploads>,
 ) {
     let tasks = TaskTracker::new();
     loop {
@@ -95,6 +99,7 @@ async fn serve_admitting(
             }
         };
         let (library, upload) = (library.clone(), upload.clone());
+        let mut turn = uploads.turn();
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
@@ -103,7 +108,7 @@ async fn serve_admitting(
                 let served = tokio::select! {
                     _ = cancel.cancelled() => Ok(()),
                     _ = slot.evicted().cancelled() => Err(ConnError::Rejected(RejectReason::Busy)),
-                    r = serve_conn(stream, &library, upload, &slot, &mut tally) => r,
+                    r = serve_conn(stream, &library, upload, &slot, &mut turn, &mut tally) => r,
                 };
                 // Who fetched what: one line per connection that asked for a file we have.
                 if let Some(name) = tally.file {
@@ -153,6 +158,7 @@ async fn serve_conn(
     library: &Arc<Library>,
     upload: Option<Arc<RateLimit>>,
     slot: &Slot,
+    turn: &mut Turn,
     tally: &mut Tally,
 ) -> Result<(), ConnError> {
     // In a private swarm the Noise handshake comes first, within the hello's deadline.
@@ -232,8 +238,32 @@ async fn serve_conn(
         }
         let answer = async {
             match frame.header {
+                // Another client's turn: this one asks another peer, or again later.
+                Header::Request { index } if !turn.begin().await => {
+                    let busy = Header::Reject {
+                        index: Some(index),
+                        reason: RejectReason::Busy,
+                    };
+                    writer.send(&busy).await?
+                }
                 Header::Request { index } => {
-                    if send_chunk(&file, library, index, &mut writer).await? {
+                    // A chunk that takes long (a slow reader) does not keep others waiting.
+                    let sent = {
+                        let send = send_chunk(&file, library, index, &mut writer);
+                        tokio::pin!(send);
+                        tokio::select! {
+                            sent = &mut send => sent,
+                            _ = tokio::time::sleep(SLOT_HOLD) => {
+                                turn.step_aside();
+                                send.await
+                            }
+                        }
+                    };
+                    let more = queue
+                        .iter()
+                        .any(|f| matches!(f.header, Header::Request { .. }));
+                    turn.end(more);
+                    if sent? {
                         tally.chunks += 1;
                         tally.bytes += u64::from(file.manifest.chunk_len(index));
                         peer.served(index, &mut writer);
@@ -498,7 +528,7 @@ mod tests {
             .expect("a protocol 1 server refuses us");
         assert_eq!(
             err.to_string(),
-            format!("peer {old_addr} speaks protocol 1, this leecher speaks 3")
+            format!("peer {old_addr} speaks protocol 1, this leecher speaks {PROTOCOL_VERSION}")
         );
     }
 
@@ -573,9 +603,11 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// A server on 127.0.0.1 with `admission`, sharing a file of ten 16 KiB chunks.
+    /// A server on 127.0.0.1 with `admission` and `uploads`, sharing a file of ten 16 KiB
+    /// chunks.
     async fn admitting_server(
         admission: Arc<Admission>,
+        uploads: Arc<Uploads>,
     ) -> (
         SocketAddr,
         Arc<SharedFile>,
@@ -596,8 +628,46 @@ mod tests {
             None,
             cancel.clone(),
             admission,
+            uploads,
         ));
         (addr, file, cancel, dir)
+    }
+
+    /// While every upload slot is taken and nobody may wait, a request is refused as busy (the
+    /// connection stays open); once a slot is free, the same request is served.
+    #[tokio::test]
+    async fn a_request_is_refused_as_busy_while_the_slots_are_taken() {
+        let uploads = Uploads::new(1, 0);
+        let (addr, file, cancel, _dir) = admitting_server(
+            Admission::new(16, 8, Duration::from_secs(60)),
+            uploads.clone(),
+        )
+        .await;
+        let mut other = uploads.turn();
+        assert!(other.begin().await, "another client holds the only slot");
+        let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+        let pool = BufferPool::new(2);
+        let ask = Header::Request {
+            index: ChunkIndex(3),
+        };
+        conn.writer.send(&ask).await.unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+            Header::Reject {
+                index: Some(ChunkIndex(3)),
+                reason: RejectReason::Busy,
+            } => {}
+            other => panic!("expected Busy for chunk 3, got {other:?}"),
+        }
+        other.end(false);
+        conn.writer.send(&ask).await.unwrap();
+        match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
+            (Header::Chunk { index }, Payload::Chunk(buf)) => {
+                assert_eq!(index, ChunkIndex(3));
+                assert!(buf.iter().all(|&b| b == 7));
+            }
+            (other, _) => panic!("expected chunk 3, got {other:?}"),
+        }
+        cancel.cancel();
     }
 
     /// Frames that carry no work (Have) do not keep a connection open, however often they come;
@@ -605,7 +675,11 @@ mod tests {
     #[tokio::test]
     async fn only_work_keeps_a_connection_open() {
         let idle_limit = Duration::from_millis(500);
-        let (addr, file, cancel, _dir) = admitting_server(Admission::new(16, 8, idle_limit)).await;
+        let (addr, file, cancel, _dir) = admitting_server(
+            Admission::new(16, 8, idle_limit),
+            Uploads::new(SLOTS, WAITING),
+        )
+        .await;
         let patience = Duration::from_secs(10);
         let mut idle = PeerConn::connect(addr, file.id, patience, &[])
             .await
@@ -676,8 +750,11 @@ mod tests {
     /// served meanwhile.
     #[tokio::test]
     async fn a_source_over_its_cap_is_refused_and_others_are_not() {
-        let (addr, file, cancel, _dir) =
-            admitting_server(Admission::new(16, 2, Duration::from_secs(60))).await;
+        let (addr, file, cancel, _dir) = admitting_server(
+            Admission::new(16, 2, Duration::from_secs(60)),
+            Uploads::new(SLOTS, WAITING),
+        )
+        .await;
         let patience = Duration::from_secs(10);
         let from = |last: u8| async move {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();

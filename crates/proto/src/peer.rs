@@ -8,7 +8,8 @@
 //! A connection opens with `Hello` (file id and version) answered by `Welcome` or `Reject`. Then
 //! the client sends one `Bitfield` of the chunks it has (empty before it knows the manifest), and
 //! the server answers with its own. Then the client asks `GetManifest` and `Request`s chunks,
-//! several in flight; the server answers each with `Chunk` or `Reject`, in order. Either side
+//! several in flight; the server answers each with `Chunk` or `Reject`, in order (a `Reject` as
+//! `Busy` only means "not now": ask another peer, or this one later). Either side
 //! sends `Have` for every chunk it verifies later, at any time; `Have`, `Bitfield` and `Cancel`
 //! are never fatal. A peer that says another version's `Hello` gets a `Reject` it can read: the
 //! unit `VersionMismatch` of protocol 1 for a protocol 1 peer, `WrongVersion` for newer ones.
@@ -19,8 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{MAX_CHUNK_SIZE, MAX_ENCODED_LEN};
 use crate::{ChunkIndex, FileId};
 
-/// 3: a manifest may be a tree (a folder shared as one thing), which a version 2 peer cannot read.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: a request may be refused as [`RejectReason::Busy`] (the server's upload slots are taken),
+/// which ends a version 3 client's connection. 3: a manifest may be a tree (a folder shared as
+/// one thing), which a version 2 peer cannot read.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The first version; its peers know [`RejectReason::VersionMismatch`] but not
 /// [`RejectReason::WrongVersion`].
 pub const PROTOCOL_V1: u16 = 1;
@@ -108,6 +111,9 @@ pub enum RejectReason {
     NoSuchChunk,
     /// The server can no longer vouch for this data (for instance the file changed on disk).
     Unavailable,
+    /// Of a hello: the server has no connection to spare. Of a request: its upload slots are
+    /// taken (it sends to a few clients at a time); ask another peer, or this one again later.
+    /// Never fatal.
     Busy,
     Protocol,
     /// A request for a chunk the server does not have (yet).

@@ -54,6 +54,14 @@ impl Pace {
         }
     }
 
+    /// A request was refused (the peer was busy); `more` if requests are still outstanding. The
+    /// time until the next request is not the peer's delivery time.
+    pub fn refused(&mut self, more: bool) {
+        if !more {
+            self.busy_since = None;
+        }
+    }
+
     /// A chunk of `len` bytes came; `more` if requests are still outstanding.
     pub fn arrived(&mut self, len: usize, more: bool, now: Instant) {
         if let Some(since) = self.busy_since {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use shoal_proto::peer::{self, Header};
+use shoal_proto::peer::{self, Header, RejectReason};
 use shoal_proto::ChunkIndex;
 
 use super::pace::Pace;
@@ -22,6 +22,10 @@ const IDLE_WAIT: Duration = Duration::from_secs(180);
 /// A `WantMore` that brought no Have is sent again after this long, while the window still has
 /// room (the server may have had nothing for us then, and have something now).
 const WANT_MORE_AGAIN: Duration = Duration::from_secs(2);
+/// A peer that refused a request as busy (its upload slots are taken) is asked again after this
+/// long at first, then twice as long each time it refuses again, up to [`BUSY_WAIT_MOST`].
+const BUSY_WAIT: Duration = Duration::from_millis(50);
+const BUSY_WAIT_MOST: Duration = Duration::from_millis(400);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
@@ -103,10 +107,22 @@ async fn pull(
     let mut pace = Pace::new(most, unit);
     // When we asked this peer to show us more, if not since its last Have (`Header::WantMore`).
     let mut asked_more: Option<Instant> = None;
+    // Until when the peer is not asked for anything, after it said it was busy; and how long
+    // the next wait is.
+    let mut busy_until: Option<Instant> = None;
+    let mut busy_wait = BUSY_WAIT;
     loop {
+        if busy_until.is_some_and(|t| t <= Instant::now()) {
+            busy_until = None;
+        }
         changed.borrow_and_update();
+        // Only a complete peer's reveal policy reads them: a download in progress announces
+        // what it has on the connection where it is the client, and every Have is a packet on
+        // both sides (31 per chunk per connection kind in a swarm of 32).
         for index in told.catch_up(shared.store.have()) {
-            conn.writer.queue(&Header::Have { index });
+            if conn.complete {
+                conn.writer.queue(&Header::Have { index });
+            }
         }
         let (stuck, late) = {
             let mut sched = shared.sched.lock().unwrap();
@@ -117,7 +133,7 @@ async fn pull(
             if sched.is_complete() {
                 return Ok(());
             }
-            while outstanding.len() < pace.window() {
+            while busy_until.is_none() && outstanding.len() < pace.window() {
                 match sched.next_for(addr) {
                     Some(i) => {
                         tracing::debug!(chunk = %i, "requested");
@@ -132,7 +148,7 @@ async fn pull(
             // it showed does not fill our window (the rest is done or asked of other peers),
             // ask it to show more, once per Have from it. In its first pass it shows only
             // chunks nobody asked it for yet, so this never costs its uplink a second copy then.
-            let room = outstanding.len() < pace.window();
+            let room = busy_until.is_none() && outstanding.len() < pace.window();
             // In endgame, a chunk in flight elsewhere that is not late yet may be by then.
             let late = if room { sched.next_late() } else { None };
             let again = asked_more.is_some_and(|t| t.elapsed() >= WANT_MORE_AGAIN);
@@ -157,6 +173,7 @@ async fn pull(
                 _ = changed.changed() => continue,
                 _ = tokio::time::sleep_until((shared.epoch + late.unwrap_or_default()).into()), if late.is_some() => continue,
                 _ = tokio::time::sleep_until((asked_more.unwrap_or(shared.epoch) + WANT_MORE_AGAIN).into()), if asked_more.is_some() && conn.complete => continue,
+                _ = tokio::time::sleep_until(busy_until.unwrap_or(shared.epoch).into()), if busy_until.is_some() => continue,
                 f = conn.reader.next(IDLE_WAIT, None) => f?,
             }
         } else {
@@ -188,6 +205,7 @@ async fn pull(
                     });
                 }
                 outstanding.pop_front();
+                busy_wait = BUSY_WAIT;
                 pace.arrived(data.len(), !outstanding.is_empty(), Instant::now());
                 let expected = shared.manifest.chunk_len(index);
                 if data.len() != expected as usize {
@@ -220,6 +238,23 @@ async fn pull(
                 };
                 // The verifier threads live as long as `shared`, so the channel is open.
                 let _ = shared.verifiers.send(job);
+            }
+            // Its upload slots are taken: the chunk goes back to the other peers, and this one
+            // is left alone for a while.
+            (
+                Header::Reject {
+                    index: Some(index),
+                    reason: RejectReason::Busy,
+                },
+                _,
+            ) if outstanding.front() == Some(&index) => {
+                outstanding.pop_front();
+                pace.refused(!outstanding.is_empty());
+                let now = Instant::now();
+                busy_until = Some(now + busy_wait);
+                busy_wait = (busy_wait * 2).min(BUSY_WAIT_MOST);
+                shared.sched.lock().unwrap().release(addr, index);
+                shared.notify();
             }
             (
                 Header::Reject {

@@ -182,9 +182,9 @@ impl Reveal {
     /// chosen as the Haves after a served chunk are. While some chunk was never sent, only
     /// chunks never sent that no client asked for yet, shown to one other client at most (which
     /// may not ask for them for a while: it was shown them before the swarm joined, or has a
-    /// small window); after that, for a lone client, for a client with nothing asked of us on
-    /// its way, or when the client's last ask found none of those, any chunk it lacks (a second
-    /// copy, but no client waits for ever). Nothing while the client has
+    /// small window); after that, for a lone client, or when the client's last ask found none
+    /// of those, any chunk it lacks (a second copy, but no client waits for ever). Nothing
+    /// while the client has
     /// [`MAX_REVEALED`] chunks shown that it did not ask for: asking for more cannot hoard.
     pub fn want_more(&mut self, conn: ConnId) -> Vec<ChunkIndex> {
         let Some(client) = self.clients.get(&conn) else {
@@ -194,7 +194,6 @@ impl Reveal {
             return Vec::new();
         }
         let upto = client.revealed + AHEAD;
-        let waiting = client.asked > 0;
         // A lone client takes nothing from anyone: any chunk (a seeder that served others before
         // may never leave its first pass, some chunks having gone out from other seeders).
         let first_pass = self.unserved > 0 && self.partial > 1 && !client.starved;
@@ -202,9 +201,9 @@ impl Reveal {
         if first_pass {
             shown = self.pick(conn, upto, Eligible::NeverAsked);
         }
-        // Nothing of those, and nothing asked of us on its way to it: any chunk now. With a
-        // chunk on its way, only when it asks again (it is not idle meanwhile).
-        if shown.is_empty() && (!first_pass || !waiting) {
+        // Nothing of those: any chunk, but only when it asks again (it trades with the others
+        // meanwhile; shown a second copy at once, idle clients made the first pass end later).
+        if shown.is_empty() && !first_pass {
             shown = self.pick(conn, upto, Eligible::Any);
         }
         if let Some(client) = self.clients.get_mut(&conn) {

@@ -45,7 +45,11 @@ fn a_client_that_wants_more_is_shown_more() {
     // MAX_REVEALED it did not ask for (then it is shown nothing more).
     let mut shown: BTreeSet<ChunkIndex> = first.into_iter().chain(more).collect();
     loop {
-        let more = r.want_more(1);
+        let mut more = r.want_more(1);
+        if more.is_empty() {
+            // Nothing new in the first pass: any chunk when it asks again.
+            more = r.want_more(1);
+        }
         if more.is_empty() {
             if shown.len() as u32 >= MAX_REVEALED && shown.len() < 64 {
                 assert_eq!(
@@ -342,10 +346,14 @@ fn a_chunk_is_taken_from_a_client_once_at_most() {
     assert_eq!(four.len(), AHEAD as usize);
     assert!(three.is_disjoint(&four), "{three:?} and {four:?}");
     assert!(r.join(5, &[]).is_empty());
+    assert!(
+        r.want_more(5).is_empty(),
+        "every chunk is shown to two clients: nothing yet, even to an idle client"
+    );
     assert_eq!(
         r.want_more(5).len() as u32,
         AHEAD,
-        "every chunk is shown to two clients: any chunk, not nothing, to an idle client"
+        "asked again: any chunk, not nothing"
     );
     // Once asked for, a chunk is nobody else's to take: with three of four asked for, the one
     // left is all a client that wants more is shown.
@@ -363,9 +371,10 @@ fn a_chunk_is_taken_from_a_client_once_at_most() {
     r.check_invariants();
 }
 
-/// In the first pass, a client that wants more while a chunk it asked us for is on its way, and
-/// finds nothing never sent nor asked for, is shown nothing; when it asks again, chunks sent or
-/// asked for already (a second copy, but it never waits for ever).
+/// In the first pass, a client that wants more and finds nothing never sent nor asked for is
+/// shown nothing, whether or not a chunk it asked us for is on its way (an idle client trades
+/// with the others meanwhile); when it asks again, chunks sent or asked for already (a second
+/// copy, but it never waits for ever).
 #[test]
 fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
     let mut r = Reveal::new(3, 1);
@@ -383,6 +392,15 @@ fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
     );
     let next = set(&r.want_more(2));
     assert_eq!(next, set(&a), "any chunk it lacks");
+    r.check_invariants();
+    // The same with nothing on its way: client 3 joins when every chunk is shown or asked.
+    let c = r.join(3, &[]);
+    assert!(c.is_empty());
+    assert!(
+        r.want_more(3).is_empty(),
+        "idle, but the first pass goes on"
+    );
+    assert_eq!(r.want_more(3).len() as u32, AHEAD, "asked again: any chunk");
     r.check_invariants();
 }
 

@@ -115,6 +115,8 @@ pub enum Mode {
     /// Plays a peer that is still downloading and has the first this many chunks (its Welcome and
     /// Bitfield say so), and serves wrong bytes for them.
     PartialLiar(u32),
+    /// Refuses every chunk request as busy (its upload slots taken), for ever.
+    AlwaysBusy,
     /// Speaks protocol 1: refuses every other version's hello as protocol 1 did (a bare
     /// `VersionMismatch`), and counts the refusal as garbage.
     ProtocolV1,

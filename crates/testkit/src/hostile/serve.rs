@@ -107,6 +107,13 @@ pub(super) async fn answer(
         st.events.update(|c| c.requests += 1);
         match &st.mode {
             Mode::Silent | Mode::StallChunks | Mode::ProtocolV1 => {}
+            Mode::AlwaysBusy => {
+                let busy = Header::Reject {
+                    index: Some(index),
+                    reason: RejectReason::Busy,
+                };
+                send(wr, &busy, &[]).await?;
+            }
             Mode::Honest => {
                 st.gate.pass().await;
                 serve_chunk(wr, &file, index, false, st).await?;
