@@ -283,18 +283,11 @@ impl FrameWriter {
     }
 }
 
-/// The congestion control of peer connections, whatever the system's default (kept where the
-/// kernel lacks it). A swarm puts 30 and more flows on each uplink; BBR (version 1, the default
-/// of some systems) keeps sending at its estimate through loss, and in the bench's rounds at
-/// N = 32 retransmitted 10–15 % of all segments, against 0.3–2 % for CUBIC (Linux's own
-/// default), which also finished the rounds sooner (see PERFORMANCE.md).
-const CONGESTION_CONTROL: &str = "cubic";
-
-/// Socket options for every peer connection: small control frames must not wait for Nagle, and
-/// [`CONGESTION_CONTROL`].
+/// Socket options for every peer connection: small control frames must not wait for Nagle. The
+/// congestion control is the system's: CUBIC did better than BBR at N = 32 in the bench and
+/// worse at N = 8 and 16 (see PERFORMANCE.md).
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let _ = rustix::net::sockopt::set_tcp_congestion(stream, CONGESTION_CONTROL);
 }
 
 /// Splits a connected stream into a frame reader (accepting frames up to `max_frame`) and writer,
