@@ -25,7 +25,7 @@ use crate::advert::Client;
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::rate::RateLimit;
 use crate::store::{Library, ServeError, SharedFile};
-use crate::uploads::{Turn, Uploads, SLOTS, SLOT_HOLD, WAITING};
+use crate::uploads::{Turn, Uploads, PER_SOURCE, SLOTS, SLOT_HOLD, WAITING};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
 /// [`crate::admission`]), never left waiting in the kernel's backlog.
@@ -60,7 +60,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_SOURCE, IDLE_TIMEOUT);
-    let uploads = Uploads::new(SLOTS, WAITING);
+    let uploads = Uploads::new(SLOTS, WAITING, PER_SOURCE);
     serve_admitting(listener, library, upload, cancel, admission, uploads).await;
 }
 
@@ -99,7 +99,7 @@ async fn serve_admitting(
             }
         };
         let (library, upload) = (library.clone(), upload.clone());
-        let mut turn = uploads.turn();
+        let mut turn = uploads.turn(addr.ip());
         let cancel = cancel.child_token();
         tasks.spawn(
             async move {
@@ -281,8 +281,17 @@ async fn serve_conn(
                 Header::Cancel { .. } | Header::Bitfield => {}
                 other => return Err(ConnError::Unexpected(other)),
             }
-            // Haves a reveal queued go out now, not with the next answer.
-            writer.flush().await?;
+            // Haves a reveal queued go out now, not with the next answer; a client that stops
+            // reading here does not keep its slot either.
+            let flush = writer.flush();
+            tokio::pin!(flush);
+            tokio::select! {
+                r = &mut flush => r?,
+                _ = tokio::time::sleep(SLOT_HOLD) => {
+                    turn.step_aside();
+                    flush.await?
+                }
+            }
             Ok::<(), ConnError>(())
         };
         tokio::time::timeout(WRITE_TIMEOUT, answer)
@@ -637,13 +646,13 @@ mod tests {
     /// connection stays open); once a slot is free, the same request is served.
     #[tokio::test]
     async fn a_request_is_refused_as_busy_while_the_slots_are_taken() {
-        let uploads = Uploads::new(1, 0);
+        let uploads = Uploads::new(1, 0, 1);
         let (addr, file, cancel, _dir) = admitting_server(
             Admission::new(16, 8, Duration::from_secs(60)),
             uploads.clone(),
         )
         .await;
-        let mut other = uploads.turn();
+        let mut other = uploads.turn(std::net::Ipv4Addr::new(10, 0, 0, 1).into());
         assert!(other.begin().await, "another client holds the only slot");
         let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
         let pool = BufferPool::new(2);
@@ -677,7 +686,7 @@ mod tests {
         let idle_limit = Duration::from_millis(500);
         let (addr, file, cancel, _dir) = admitting_server(
             Admission::new(16, 8, idle_limit),
-            Uploads::new(SLOTS, WAITING),
+            Uploads::new(SLOTS, WAITING, PER_SOURCE),
         )
         .await;
         let patience = Duration::from_secs(10);
@@ -752,7 +761,7 @@ mod tests {
     async fn a_source_over_its_cap_is_refused_and_others_are_not() {
         let (addr, file, cancel, _dir) = admitting_server(
             Admission::new(16, 2, Duration::from_secs(60)),
-            Uploads::new(SLOTS, WAITING),
+            Uploads::new(SLOTS, WAITING, PER_SOURCE),
         )
         .await;
         let patience = Duration::from_secs(10);

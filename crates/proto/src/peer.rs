@@ -9,8 +9,9 @@
 //! the client sends one `Bitfield` of the chunks it has (empty before it knows the manifest), and
 //! the server answers with its own. Then the client asks `GetManifest` and `Request`s chunks,
 //! several in flight; the server answers each with `Chunk` or `Reject`, in order (a `Reject` as
-//! `Busy` only means "not now": ask another peer, or this one later). Either side
-//! sends `Have` for every chunk it verifies later, at any time; `Have`, `Bitfield` and `Cancel`
+//! `Busy` only means "not now": ask another peer, or this one later). Either side may send
+//! `Have` for every chunk it verifies later, at any time (shoal's client sends them only to a
+//! complete server, whose reveal policy reads them); `Have`, `Bitfield` and `Cancel`
 //! are never fatal. A peer that says another version's `Hello` gets a `Reject` it can read: the
 //! unit `VersionMismatch` of protocol 1 for a protocol 1 peer, `WrongVersion` for newer ones.
 

@@ -147,7 +147,7 @@ async fn pull(
             // A complete peer shows us only some of its chunks (its reveal policy): when what
             // it showed does not fill our window (the rest is done or asked of other peers),
             // ask it to show more, once per Have from it. In its first pass it shows only
-            // chunks nobody asked it for yet, so this never costs its uplink a second copy then.
+            // chunks nobody asked it for yet (or, asked again after finding none, any chunk).
             let room = busy_until.is_none() && outstanding.len() < pace.window();
             // In endgame, a chunk in flight elsewhere that is not late yet may be by then.
             let late = if room { sched.next_late() } else { None };
@@ -250,9 +250,11 @@ async fn pull(
             ) if outstanding.front() == Some(&index) => {
                 outstanding.pop_front();
                 pace.refused(!outstanding.is_empty());
-                let now = Instant::now();
-                busy_until = Some(now + busy_wait);
-                busy_wait = (busy_wait * 2).min(BUSY_WAIT_MOST);
+                // The requests pipelined behind it are refused with it: one pause for them all.
+                if busy_until.is_none() {
+                    busy_until = Some(Instant::now() + busy_wait);
+                    busy_wait = (busy_wait * 2).min(BUSY_WAIT_MOST);
+                }
                 shared.sched.lock().unwrap().release(addr, index);
                 shared.notify();
             }
