@@ -25,7 +25,7 @@ use crate::advert::Client;
 use crate::conn::{self, next_frame, ConnError, FrameWriter};
 use crate::rate::RateLimit;
 use crate::store::{Library, ServeError, SharedFile};
-use crate::uploads::{Turn, Uploads, PER_SOURCE, SLOTS, SLOT_HOLD, WAITING};
+use crate::uploads::{Turn, Uploads, PER_SOURCE, SLOTS, WAITING};
 
 /// Most connections served at once; more are accepted and closed at once (or evict one, see
 /// [`crate::admission`]), never left waiting in the kernel's backlog.
@@ -248,17 +248,9 @@ async fn serve_conn(
                 }
                 Header::Request { index } => {
                     // A chunk that takes long (a slow reader) does not keep others waiting.
-                    let sent = {
-                        let send = send_chunk(&file, library, index, &mut writer);
-                        tokio::pin!(send);
-                        tokio::select! {
-                            sent = &mut send => sent,
-                            _ = tokio::time::sleep(SLOT_HOLD) => {
-                                turn.step_aside();
-                                send.await
-                            }
-                        }
-                    };
+                    let sent = turn
+                        .hold(send_chunk(&file, library, index, &mut writer))
+                        .await;
                     let more = queue
                         .iter()
                         .any(|f| matches!(f.header, Header::Request { .. }));
@@ -283,15 +275,7 @@ async fn serve_conn(
             }
             // Haves a reveal queued go out now, not with the next answer; a client that stops
             // reading here does not keep its slot either.
-            let flush = writer.flush();
-            tokio::pin!(flush);
-            tokio::select! {
-                r = &mut flush => r?,
-                _ = tokio::time::sleep(SLOT_HOLD) => {
-                    turn.step_aside();
-                    flush.await?
-                }
-            }
+            turn.hold(writer.flush()).await?;
             Ok::<(), ConnError>(())
         };
         tokio::time::timeout(WRITE_TIMEOUT, answer)

@@ -19,6 +19,7 @@
 //! does not take a waiting place at once: it is refused, and asks again later like the others.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ pub const SLOTS: usize = 4;
 pub const WAITING: usize = 4;
 /// Chunks a client is sent in a row before it lets a waiting client go first.
 pub const TENURE: u32 = 4;
-/// A chunk still being sent after this long gives its slot up (see [`Turn::step_aside`]): a slow
+/// A chunk still being sent after this long gives its slot up (see [`Turn::hold`]): a slow
 /// reader, or a slow link (with `--max-upload-rate` or large chunks every chunk may take that
 /// long, and the slots then limit nothing: every client is sent to at once, as before slots).
 pub const SLOT_HOLD: Duration = Duration::from_secs(2);
@@ -165,9 +166,23 @@ impl Turn {
         self.permit.is_some()
     }
 
-    /// Gives the slot up while a chunk is still being sent (it took [`SLOT_HOLD`] already): the
-    /// next chunk waits its turn again.
-    pub fn step_aside(&mut self) {
+    /// Runs `work` (sending a chunk, flushing), giving the slot up if it is still going after
+    /// [`SLOT_HOLD`]: the next chunk then waits its turn again. No timer without a slot.
+    pub async fn hold<T>(&mut self, work: impl Future<Output = T>) -> T {
+        if self.permit.is_none() {
+            return work.await;
+        }
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => done,
+            _ = tokio::time::sleep(SLOT_HOLD) => {
+                self.step_aside();
+                work.await
+            }
+        }
+    }
+
+    fn step_aside(&mut self) {
         self.permit = None;
         self.served = 0;
     }
