@@ -283,11 +283,29 @@ impl FrameWriter {
     }
 }
 
+/// Bytes a chunk server's socket may hold not yet sent before a write waits (`TCP_NOTSENT_LOWAT`
+/// on accepted connections). Without it the kernel takes a whole chunk, and several more, into
+/// the socket's buffer at once, so a chunk's send ended long before its bytes left: its upload
+/// slot (`uploads.rs`) went to the next client while every connection with buffered data still
+/// shared the uplink, and a chunk took 0.4 s (up to 1.5 s) from "sent" to its arrival at N = 32
+/// instead of the 0.17 s of four slots. With it a send ends when the chunk is nearly on the wire.
+/// The loopback download is unchanged (1.30 GB/s both ways; PERFORMANCE.md, round 6).
+pub const NOTSENT_LOWAT: u32 = 32 * 1024;
+
 /// Socket options for every peer connection: small control frames must not wait for Nagle. The
 /// congestion control is the system's: CUBIC did better than BBR at N = 32 in the bench and
 /// worse at N = 8 and 16 (see PERFORMANCE.md).
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
+}
+
+/// Sets [`NOTSENT_LOWAT`] on a server's socket, best effort: where the system lacks the option, a
+/// server serves as before, its slots less exact.
+fn limit_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
 }
 
 /// Splits a connected stream into a frame reader (accepting frames up to `max_frame`) and writer,
@@ -305,6 +323,7 @@ pub async fn accept(
     max_frame: usize,
 ) -> Result<(FrameReader, FrameWriter), ConnError> {
     tune(&stream);
+    limit_unsent(&stream);
     let (r, w) = transport::open(stream, false).await?;
     Ok(framed(r, w, max_frame))
 }
@@ -626,5 +645,23 @@ impl PeerConn {
                 (other, _) => return Err(ConnError::Unexpected(other)),
             }
         }
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    /// A server's socket holds at most `NOTSENT_LOWAT` bytes not yet sent, so that a chunk's
+    /// send (and its upload slot) lasts until the chunk is nearly on the wire.
+    #[tokio::test]
+    async fn a_server_socket_limits_its_unsent_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&server);
+        limit_unsent(&server);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), NOTSENT_LOWAT);
     }
 }
