@@ -313,3 +313,42 @@ fn a_busy_peer_is_asked_again_later_and_never_dropped() {
         run.dump()
     );
 }
+
+/// A peer that declines every request as sent elsewhere (a seeder in its first pass) is asked
+/// for each chunk once at most (the leecher forgets that it has a chunk it declined), kept, and
+/// never struck; the file comes from the honest seeder.
+#[test]
+fn a_declined_chunk_is_fetched_from_another_peer() {
+    let swarm = Swarm::new(BINS);
+    let data = test_file(18);
+    let total = chunks_in(&data);
+    let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
+    let declines = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::DeclinesAll);
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+
+    declines
+        .events
+        .wait("the declining peer to be asked three times", |c| {
+            c.requests >= 3
+        });
+    pb.gate.open_all();
+
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_same_file(&out.join("f.bin"), &data, &run);
+    let s = Summary::from_stderr(&run.stderr);
+    assert_eq!(s.chunks_from(declines.addr), 0, "{}", run.dump());
+    assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());
+    assert!(s.banned.is_empty() && s.failed == 0, "{}", run.dump());
+    assert!(
+        declines.events.now().requests <= total,
+        "each chunk asked once at most: {}",
+        run.dump()
+    );
+    assert!(
+        !run.stderr.lines().any(|l| dropped(l, declines.addr)),
+        "{}",
+        run.dump()
+    );
+}

@@ -126,7 +126,11 @@ fn a_protocol_1_peer_is_named_and_skipped() {
     let old = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::ProtocolV1);
     let out = swarm.folder("out");
     let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
-    let sentence = format!("peer {} speaks protocol 1, this leecher speaks 4", old.addr);
+    let sentence = format!(
+        "peer {} speaks protocol 1, this leecher speaks {}",
+        old.addr,
+        shoal_proto::peer::PROTOCOL_VERSION
+    );
     leecher.wait_stderr(&sentence);
     let run = finish(&mut leecher);
     run.assert_ok();

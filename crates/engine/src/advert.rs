@@ -120,6 +120,33 @@ impl Client {
         self.reveal_more(writer, |r, conn| r.requested(conn, index));
     }
 
+    /// Whether to decline the client's request for `index` (`Reject { reason: Elsewhere }`):
+    /// the reveal policy's first pass sent it to another client already. If so, what the policy
+    /// reveals instead is queued.
+    pub fn declines(&mut self, index: ChunkIndex, writer: &mut FrameWriter) -> bool {
+        let mut declined = false;
+        self.reveal_more(writer, |r, conn| {
+            let more = r.declines(conn, index);
+            declined = more.is_some();
+            more.unwrap_or_default()
+        });
+        declined
+    }
+
+    /// We are about to send `index` to the client.
+    pub fn sending(&mut self, index: ChunkIndex) {
+        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
+            reveal.lock().unwrap().sending(*conn, index);
+        }
+    }
+
+    /// We refused the client's request for `index` as busy.
+    pub fn refused(&mut self, index: ChunkIndex) {
+        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
+            reveal.lock().unwrap().refused(*conn, index);
+        }
+    }
+
     pub fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
         self.reveal_more(writer, |r, conn| r.served(conn, index));
     }

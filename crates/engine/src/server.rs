@@ -238,8 +238,15 @@ async fn serve_conn(
         }
         let answer = async {
             match frame.header {
+                // In a seeder's first pass, a chunk sent already: the swarm has it. A slot this
+                // connection holds is given back if nothing else is queued.
+                Header::Request { index } if peer.declines(index, &mut writer) => {
+                    turn.end(more_queued(&queue));
+                    writer.send(&elsewhere(index)).await?
+                }
                 // Another client's turn: this one asks another peer, or again later.
                 Header::Request { index } if !turn.begin().await => {
+                    peer.refused(index);
                     let busy = Header::Reject {
                         index: Some(index),
                         reason: RejectReason::Busy,
@@ -247,18 +254,23 @@ async fn serve_conn(
                     writer.send(&busy).await?
                 }
                 Header::Request { index } => {
-                    // A chunk that takes long (a slow reader) does not keep others waiting.
-                    let sent = turn
-                        .hold(send_chunk(&file, library, index, &mut writer))
-                        .await;
-                    let more = queue
-                        .iter()
-                        .any(|f| matches!(f.header, Header::Request { .. }));
-                    turn.end(more);
-                    if sent? {
-                        tally.chunks += 1;
-                        tally.bytes += u64::from(file.manifest.chunk_len(index));
-                        peer.served(index, &mut writer);
+                    let more = more_queued(&queue);
+                    // Or sent to another client while this one waited for its turn.
+                    if peer.declines(index, &mut writer) {
+                        turn.end(more);
+                        writer.send(&elsewhere(index)).await?;
+                    } else {
+                        peer.sending(index);
+                        // A chunk that takes long (a slow reader) does not keep others waiting.
+                        let sent = turn
+                            .hold(send_chunk(&file, library, index, &mut writer))
+                            .await;
+                        turn.end(more);
+                        if sent? {
+                            tally.chunks += 1;
+                            tally.bytes += u64::from(file.manifest.chunk_len(index));
+                            peer.served(index, &mut writer);
+                        }
                     }
                 }
                 Header::GetManifest => {
@@ -285,6 +297,21 @@ async fn serve_conn(
             // An answer that took long to send is not idleness either.
             slot.worked();
         }
+    }
+}
+
+/// Whether requests are queued behind the one being answered.
+fn more_queued(queue: &VecDeque<peer::Frame>) -> bool {
+    queue
+        .iter()
+        .any(|f| matches!(f.header, Header::Request { .. }))
+}
+
+/// The answer to a request a seeder declines in its first pass.
+fn elsewhere(index: ChunkIndex) -> Header {
+    Header::Reject {
+        index: Some(index),
+        reason: RejectReason::Elsewhere,
     }
 }
 
@@ -626,6 +653,53 @@ mod tests {
         (addr, file, cancel, dir)
     }
 
+    /// The answer to a request; the reveal policy may show more chunks (Haves) before it.
+    async fn answer(conn: &mut PeerConn, pool: &Arc<BufferPool>) -> (Header, Payload) {
+        loop {
+            match conn.reader.next(LIMIT, Some(pool)).await.unwrap() {
+                (Header::Have { .. }, _) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// In a seeder's first pass (some chunk never sent, two clients lacking chunks), a request
+    /// for a chunk it sent already is declined as `Elsewhere`, and the connection stays open
+    /// for a chunk never sent.
+    #[tokio::test]
+    async fn a_seeder_declines_a_chunk_it_sent_already_in_its_first_pass() {
+        let (addr, file, cancel, _dir) = admitting_server(
+            Admission::new(16, 8, Duration::from_secs(60)),
+            Uploads::new(SLOTS, WAITING, PER_SOURCE),
+        )
+        .await;
+        let pool = BufferPool::new(2);
+        let mut a = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+        let mut b = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+        let ask = |i| Header::Request {
+            index: ChunkIndex(i),
+        };
+        a.writer.send(&ask(3)).await.unwrap();
+        let (header, _) = answer(&mut a, &pool).await;
+        assert_eq!(
+            header,
+            Header::Chunk {
+                index: ChunkIndex(3)
+            }
+        );
+        b.writer.send(&ask(3)).await.unwrap();
+        assert_eq!(answer(&mut b, &pool).await.0, elsewhere(ChunkIndex(3)));
+        b.writer.send(&ask(4)).await.unwrap();
+        let (header, _) = answer(&mut b, &pool).await;
+        assert_eq!(
+            header,
+            Header::Chunk {
+                index: ChunkIndex(4)
+            }
+        );
+        cancel.cancel();
+    }
+
     /// While every upload slot is taken and nobody may wait, a request is refused as busy (the
     /// connection stays open); once a slot is free, the same request is served.
     #[tokio::test]
@@ -644,15 +718,6 @@ mod tests {
             index: ChunkIndex(3),
         };
         conn.writer.send(&ask).await.unwrap();
-        // The reveal policy may show more chunks (Haves) before the answer.
-        async fn answer(conn: &mut PeerConn, pool: &Arc<BufferPool>) -> (Header, Payload) {
-            loop {
-                match conn.reader.next(LIMIT, Some(pool)).await.unwrap() {
-                    (Header::Have { .. }, _) => continue,
-                    other => return other,
-                }
-            }
-        }
         match answer(&mut conn, &pool).await.0 {
             Header::Reject {
                 index: Some(ChunkIndex(3)),

@@ -189,8 +189,11 @@ impl Turn {
 
     /// A chunk went out (or was refused for another reason); `more`: the client has further
     /// requests queued. Without them, or after [`TENURE`] chunks in a row while others wait,
-    /// the slot is given back.
+    /// the slot is given back. Nothing without a slot.
     pub fn end(&mut self, more: bool) {
+        if self.permit.is_none() {
+            return;
+        }
         self.served += 1;
         let others = self.uploads.waiting.load(Ordering::Relaxed) > 0;
         if !more || (self.served >= TENURE && others) {

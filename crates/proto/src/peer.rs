@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{MAX_CHUNK_SIZE, MAX_ENCODED_LEN};
 use crate::{ChunkIndex, FileId};
 
+/// 5: a complete peer may decline a request as [`RejectReason::Elsewhere`] (a chunk it sent to
+/// another peer already), which a version 4 client cannot read.
 /// 4: a request may be refused as [`RejectReason::Busy`] (the server's upload slots are taken),
 /// which ends a version 3 client's connection. 3: a manifest may be a tree (a folder shared as
 /// one thing), which a version 2 peer cannot read.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The first version; its peers know [`RejectReason::VersionMismatch`] but not
 /// [`RejectReason::WrongVersion`].
 pub const PROTOCOL_V1: u16 = 1;
@@ -124,6 +126,11 @@ pub enum RejectReason {
     WrongVersion {
         ours: u16,
     },
+    /// Of a request to a complete peer that sends each chunk once before any twice
+    /// (super-seeding): it sent this chunk to another peer already, so the client fetches it from
+    /// the swarm, and forgets that this peer has it until a later `Have` shows it again. Never
+    /// fatal (protocol 5 on).
+    Elsewhere,
 }
 
 impl std::fmt::Display for RejectReason {
@@ -136,6 +143,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Busy => "the peer is busy",
             RejectReason::Protocol => "protocol violation",
             RejectReason::NotHave => "the peer does not have this chunk",
+            RejectReason::Elsewhere => "the peer sent this chunk to another peer already",
             RejectReason::WrongVersion { ours } => {
                 return write!(f, "the peer speaks protocol {ours}");
             }

@@ -258,6 +258,23 @@ async fn pull(
                 shared.sched.lock().unwrap().release(addr, index);
                 shared.notify();
             }
+            // A seeder in its first pass sent this chunk to another peer already: that one (or
+            // a peer it passes it on to) is asked instead, and this one for its other chunks.
+            (
+                Header::Reject {
+                    index: Some(index),
+                    reason: RejectReason::Elsewhere,
+                },
+                _,
+            ) if outstanding.front() == Some(&index) => {
+                outstanding.pop_front();
+                pace.refused(!outstanding.is_empty());
+                let mut sched = shared.sched.lock().unwrap();
+                sched.release(addr, index);
+                sched.peer_lacks(addr, index);
+                drop(sched);
+                shared.notify();
+            }
             (
                 Header::Reject {
                     index: Some(index),

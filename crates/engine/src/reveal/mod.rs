@@ -5,7 +5,8 @@
 //! One [`Reveal`] per complete file, shared by every server connection of that file. Each call
 //! names one connection and returns the chunks to reveal to that connection only (its Bitfield on
 //! [`Reveal::join`], a Have each afterwards). Reveal is advice, not access control: a request for
-//! a chunk not revealed is still served.
+//! a chunk not revealed is still served, except that in the first pass a chunk already sent once
+//! is declined ([`Reveal::declines`]), revealed or not: the client gets it from the swarm.
 
 use std::collections::HashMap;
 
@@ -51,6 +52,9 @@ enum Eligible {
     /// Never sent, asked for by no client, and shown to one client at most: taken from a client
     /// that has not asked for it yet, but never from two (each could ask, and get it sent).
     NeverAsked,
+    /// Never sent, whoever was shown it or asked for it: for a client that found none of the
+    /// above (it competes for the chunk; whoever asks first is sent it).
+    Unsent,
     /// Any chunk the client lacks.
     Any,
 }
@@ -64,6 +68,8 @@ struct Client {
     /// Its last [`Reveal::want_more`] in the first pass found nothing to show it.
     starved: bool,
     got: u32,
+    /// The chunk we are sending it ([`Reveal::sending`]), until [`Reveal::served`].
+    sending: Option<u32>,
 }
 
 pub struct Reveal {
@@ -75,6 +81,8 @@ pub struct Reveal {
     asked: Vec<u32>,
     /// Per chunk: how many times we sent it.
     served: Vec<u32>,
+    /// Per chunk: to how many clients we are sending it now.
+    in_send: Vec<u32>,
     /// Chunks we never sent.
     unserved: u32,
     /// Chunks we never sent and show to no client: what the first pass can still reveal.
@@ -96,6 +104,7 @@ impl Reveal {
             pending: vec![0; n],
             asked: vec![0; n],
             served: vec![0; n],
+            in_send: vec![0; n],
             unserved: num_chunks,
             free: num_chunks,
             partial: 0,
@@ -114,6 +123,7 @@ impl Reveal {
             asked: 0,
             starved: false,
             got: 0,
+            sending: None,
         };
         for (i, _) in client_has.iter().take(n).enumerate().filter(|(_, h)| **h) {
             client.state[i] = State::Got;
@@ -161,8 +171,29 @@ impl Reveal {
         self.asked[i] += 1;
     }
 
+    /// We are about to send `index` to the client: until [`Reveal::served`] (or the client
+    /// leaves), another client's request for it is declined in the first pass, as if it had
+    /// been sent (without this, two slots could send the same chunk at once).
+    pub fn sending(&mut self, conn: ConnId, index: ChunkIndex) {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if index.0 >= self.num_chunks {
+            return;
+        }
+        if let Some(i) = client.sending.replace(index.0) {
+            self.in_send[i as usize] -= 1;
+        }
+        self.in_send[index.0 as usize] += 1;
+    }
+
     /// We sent `index` to the client: more to reveal to it.
     pub fn served(&mut self, conn: ConnId, index: ChunkIndex) -> Vec<ChunkIndex> {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            if let Some(i) = client.sending.take() {
+                self.in_send[i as usize] -= 1;
+            }
+        }
         let i = index.0 as usize;
         if i < self.served.len() {
             tracing::debug!(chunk = i, copy = self.served[i] + 1, conn, "sent");
@@ -179,13 +210,14 @@ impl Reveal {
     }
 
     /// The client has nothing left to ask us for: reveal up to [`AHEAD`] more that it lacks,
-    /// chosen as the Haves after a served chunk are. While some chunk was never sent, only
-    /// chunks never sent that no client asked for yet, shown to one other client at most (which
-    /// may not ask for them for a while: it was shown them before the swarm joined, or has a
-    /// small window); after that, for a lone client, or when the client's last ask found none
-    /// of those, any chunk it lacks (a second copy, but no client waits for ever). Nothing
-    /// while the client has
-    /// [`MAX_REVEALED`] chunks shown that it did not ask for: asking for more cannot hoard.
+    /// chosen as the Haves after a served chunk are. In the first pass (some chunk never sent,
+    /// and more than one client lacks some), only chunks never sent that no client asked for
+    /// yet, shown to one other client at most (which may not ask for them for a while: it was
+    /// shown them before the swarm joined, or has a small window); when the client's last ask
+    /// found none of those, any chunk never sent (whoever asks first gets it; no client waits
+    /// for ever). After the first pass, or for a lone client, any chunk it lacks. Nothing while
+    /// the client has [`MAX_REVEALED`] chunks shown that it did not ask for: asking for more
+    /// cannot hoard.
     pub fn want_more(&mut self, conn: ConnId) -> Vec<ChunkIndex> {
         let Some(client) = self.clients.get(&conn) else {
             return Vec::new();
@@ -196,21 +228,92 @@ impl Reveal {
         let upto = client.revealed + AHEAD;
         // A lone client takes nothing from anyone: any chunk (a seeder that served others before
         // may never leave its first pass, some chunks having gone out from other seeders).
-        let first_pass = self.unserved > 0 && self.partial > 1 && !client.starved;
-        let mut shown = Vec::new();
-        if first_pass {
-            shown = self.pick(conn, upto, Eligible::NeverAsked);
-        }
-        // Nothing of those: any chunk, but only when it asks again (it trades with the others
-        // meanwhile; shown a second copy at once, idle clients made the first pass end later).
-        if shown.is_empty() && !first_pass {
-            shown = self.pick(conn, upto, Eligible::Any);
-        }
+        let eligible = if !self.first_pass() {
+            Eligible::Any
+        } else if client.starved {
+            Eligible::Unsent
+        } else {
+            Eligible::NeverAsked
+        };
+        let shown = self.pick(conn, upto, eligible);
         if let Some(client) = self.clients.get_mut(&conn) {
-            client.starved = first_pass && shown.is_empty();
+            // Nothing of those: any chunk never sent, but only when it asks again (it trades
+            // with the others meanwhile; shown one at once, idle clients made the first pass end
+            // later).
+            client.starved = eligible == Eligible::NeverAsked && shown.is_empty();
         }
         tracing::debug!(conn, unserved = self.unserved, shown = ?shown, "want more");
         shown
+    }
+
+    /// We refused the client's request for `index` as busy (our upload slots are taken). A chunk
+    /// never sent goes back to the first pass, to be shown to a client we are sending to now:
+    /// otherwise a client refused again and again kept it from the swarm for seconds (5.4 s in
+    /// one N = 32 round) while we served others. The client may still ask for it again, and is
+    /// sent it if nobody was meanwhile (or declined, [`Reveal::declines`], if somebody was).
+    pub fn refused(&mut self, conn: ConnId, index: ChunkIndex) {
+        let i = index.0 as usize;
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        let (Some(0), Some(s @ (State::Revealed | State::Asked))) =
+            (self.served.get(i), client.state.get(i).copied())
+        else {
+            return;
+        };
+        if s == State::Asked {
+            self.asked[i] -= 1;
+            client.asked -= 1;
+        }
+        client.revealed -= 1;
+        client.state[i] = State::Lacks;
+        self.pending[i] -= 1;
+        if self.pending[i] == 0 {
+            self.free += 1;
+        }
+    }
+
+    /// Whether we send each chunk once before any twice: some chunk was never sent, and more
+    /// than one client lacks some.
+    fn first_pass(&self) -> bool {
+        self.unserved > 0 && self.partial > 1
+    }
+
+    /// The client asked us for `index`: `None` to serve it; or, to decline it and tell the
+    /// client to fetch it from the swarm (`Reject { reason: Elsewhere }`), what to reveal to it
+    /// instead. In the first pass, a chunk we sent already is on its way through the swarm, and
+    /// a second copy from us would delay a chunk the swarm does not have at all. A declined
+    /// chunk is no longer revealed to the client (it forgets that we have it), so it may be
+    /// shown again after the first pass, if the client still lacks it then.
+    pub fn declines(&mut self, conn: ConnId, index: ChunkIndex) -> Option<Vec<ChunkIndex>> {
+        let i = index.0 as usize;
+        if !self.first_pass() || i >= self.served.len() {
+            return None;
+        }
+        let client = self.clients.get_mut(&conn)?;
+        // Sent already, or being sent to another client.
+        let others_sending = self.in_send[i] - u32::from(client.sending == Some(index.0));
+        if self.served[i] == 0 && others_sending == 0 {
+            return None;
+        }
+        match client.state[i] {
+            State::Got => return None,
+            State::Lacks => {}
+            s @ (State::Revealed | State::Asked) => {
+                if s == State::Asked {
+                    self.asked[i] -= 1;
+                    client.asked -= 1;
+                }
+                client.revealed -= 1;
+                self.pending[i] -= 1;
+                client.state[i] = State::Lacks;
+                if self.pending[i] == 0 && self.served[i] == 0 {
+                    self.free += 1;
+                }
+            }
+        }
+        tracing::debug!(chunk = i, conn, "declined: sent already");
+        Some(self.top_up(conn, MAX_REVEALED))
     }
 
     /// The connection closed.
@@ -218,6 +321,9 @@ impl Reveal {
         let Some(client) = self.clients.remove(&conn) else {
             return;
         };
+        if let Some(i) = client.sending {
+            self.in_send[i as usize] -= 1;
+        }
         for (i, s) in client.state.iter().enumerate() {
             match s {
                 State::Got => self.copies[i] -= 1,
@@ -325,6 +431,7 @@ impl Reveal {
                     Eligible::NeverAsked => {
                         self.served[i] == 0 && self.asked[i] == 0 && self.pending[i] <= 1
                     }
+                    Eligible::Unsent => self.served[i] == 0,
                     Eligible::Any => true,
                 };
                 if !ok {
@@ -386,6 +493,13 @@ impl Reveal {
         assert_eq!(pending, self.pending);
         assert_eq!(asked, self.asked);
         assert_eq!(partial, self.partial);
+        let mut in_send = vec![0u32; n];
+        for c in self.clients.values() {
+            if let Some(i) = c.sending {
+                in_send[i as usize] += 1;
+            }
+        }
+        assert_eq!(in_send, self.in_send);
         let unserved = self.served.iter().filter(|s| **s == 0).count() as u32;
         assert_eq!(unserved, self.unserved);
         let free = (0..n)

@@ -289,8 +289,18 @@ fn random_operations_keep_the_counts() {
         for _ in 0..200 {
             let c = rng.u64(0..4);
             let i = ChunkIndex(rng.u32(0..n + 2));
-            let shown = match rng.u8(0..5) {
+            let shown = match rng.u8(0..9) {
                 4 => r.requested(c, i),
+                5 => r.want_more(c),
+                6 => r.declines(c, i).unwrap_or_default(),
+                7 => {
+                    r.refused(c, i);
+                    Vec::new()
+                }
+                8 => {
+                    r.sending(c, i);
+                    Vec::new()
+                }
                 0 => {
                     let bits: Vec<bool> = (0..rng.u32(0..n + 2)).map(|_| rng.bool()).collect();
                     r.join(c, &bits)
@@ -371,12 +381,12 @@ fn a_chunk_is_taken_from_a_client_once_at_most() {
     r.check_invariants();
 }
 
-/// In the first pass, a client that wants more and finds nothing never sent nor asked for is
-/// shown nothing, whether or not a chunk it asked us for is on its way (an idle client trades
-/// with the others meanwhile); when it asks again, chunks sent or asked for already (a second
-/// copy, but it never waits for ever).
+/// In the first pass, a client that wants more and finds nothing new (never sent, never asked
+/// for) is shown nothing, whether or not a chunk it asked us for is on its way (an idle client
+/// trades with the others meanwhile); when it asks again, chunks never sent even if another
+/// client asked for them (whoever asks first is sent it), never a chunk sent already.
 #[test]
-fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
+fn a_client_that_found_nothing_is_shown_unsent_chunks_next_time() {
     let mut r = Reveal::new(3, 1);
     let a = r.join(1, &[]);
     assert_eq!(a.len(), 2);
@@ -391,7 +401,7 @@ fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
         "one chunk sent, two asked for, and one on its way to this client"
     );
     let next = set(&r.want_more(2));
-    assert_eq!(next, set(&a), "any chunk it lacks");
+    assert_eq!(next, set(&a[1..]), "the chunk never sent, not the one sent");
     r.check_invariants();
     // The same with nothing on its way: client 3 joins when every chunk is shown or asked.
     let c = r.join(3, &[]);
@@ -400,7 +410,11 @@ fn a_client_that_found_nothing_is_shown_any_chunk_next_time() {
         r.want_more(3).is_empty(),
         "idle, but the first pass goes on"
     );
-    assert_eq!(r.want_more(3).len() as u32, AHEAD, "asked again: any chunk");
+    assert_eq!(
+        set(&r.want_more(3)),
+        set(&[a[1], b[0]]),
+        "asked again: the chunks never sent"
+    );
     r.check_invariants();
 }
 
@@ -447,5 +461,60 @@ fn wanting_more_cannot_hoard() {
         AHEAD,
         "others still get theirs"
     );
+    r.check_invariants();
+}
+
+/// In the first pass, a request for a chunk sent already, or being sent to another client, is
+/// declined (the client gets it from the swarm) and the client is shown another chunk instead;
+/// a lone client, and every client once each chunk went out once, is sent it.
+#[test]
+fn a_chunk_sent_already_is_declined_in_the_first_pass() {
+    let mut r = Reveal::new(4, 1);
+    let a = r.join(1, &[]);
+    let b = r.join(2, &[]);
+    assert_eq!(set(&a).len() + set(&b).len(), 4, "two each, none twice");
+    r.requested(1, a[0]);
+    assert_eq!(r.declines(1, a[0]), None, "never sent: sent");
+    r.sending(1, a[0]);
+    assert!(r.declines(2, a[0]).is_some(), "being sent to client 1");
+    r.check_invariants();
+    r.served(1, a[0]);
+    r.requested(2, a[0]);
+    let instead = r.declines(2, a[0]).expect("sent once already");
+    assert!(instead.iter().all(|i| *i != a[0]));
+    r.check_invariants();
+    // Once every chunk went out once, anyone is sent anything.
+    for i in [a[1], b[0], b[1]] {
+        r.sending(1, i);
+        r.served(1, i);
+    }
+    assert_eq!(r.declines(2, a[0]), None, "the first pass is over");
+    r.check_invariants();
+    // A lone client is never declined.
+    let mut r = Reveal::new(4, 1);
+    let a = r.join(1, &[]);
+    r.served(1, a[0]);
+    r.leave(1);
+    r.join(2, &[]);
+    assert_eq!(r.declines(2, a[0]), None);
+    r.check_invariants();
+}
+
+/// A chunk never sent whose request we refused as busy goes back to the first pass: the next
+/// client to be shown chunks may be shown it.
+#[test]
+fn a_chunk_refused_as_busy_can_be_shown_to_another_client() {
+    let mut r = Reveal::new(4, 1);
+    let a = r.join(1, &[]);
+    let b = r.join(2, &[]);
+    assert_eq!(set(&a).len() + set(&b).len(), 4);
+    r.requested(1, a[0]);
+    r.refused(1, a[0]);
+    r.check_invariants();
+    let c = r.join(3, &[]);
+    assert_eq!(c, vec![a[0]], "the only chunk free again");
+    // Client 1 asks again: it is not declined, the chunk was never sent.
+    r.requested(1, a[0]);
+    assert_eq!(r.declines(1, a[0]), None);
     r.check_invariants();
 }

@@ -254,6 +254,20 @@ impl Scheduler {
         }
     }
 
+    /// `peer` no longer claims `index` (a seeder declined it: `Reject { reason: Elsewhere }`),
+    /// until it tells us again with a Have.
+    pub fn peer_lacks(&mut self, peer: PeerKey, index: ChunkIndex) {
+        let i = index.0;
+        let Some(set) = self.haves.get_mut(&peer) else {
+            return;
+        };
+        if set.has(i) {
+            set.bits[i as usize] = false;
+            set.list.retain(|&c| c != i);
+            self.set_avail(i, self.avail[i as usize] - 1);
+        }
+    }
+
     /// The next chunk `peer` should fetch, always one it has: while fewer than [`RANDOM_FIRST`]
     /// chunks are done, a random missing one; then the rarest missing one (fewest known holders),
     /// ties at random. Once nothing is missing (endgame), a chunk it has that is in flight

@@ -294,3 +294,25 @@ fn random_operations_keep_the_invariants() {
         }
     }
 }
+
+/// A chunk a seeder declined (`Elsewhere`) is asked of another holder, and of that seeder only
+/// once it shows the chunk again with a Have.
+#[test]
+fn a_declined_chunk_is_asked_of_others_until_shown_again() {
+    let mut s = past_random_start(6, 1);
+    let (seeder, other) = (peer(1), peer(2));
+    s.peer_have(seeder, ChunkIndex(4));
+    assert_eq!(s.next_for(seeder), Some(ChunkIndex(4)));
+    s.release(seeder, ChunkIndex(4));
+    s.peer_lacks(seeder, ChunkIndex(4));
+    s.peer_lacks(seeder, ChunkIndex(5)); // never claimed: nothing changes
+    s.peer_lacks(peer(9), ChunkIndex(4)); // unknown peer: nothing changes
+    s.check_invariants();
+    assert_eq!(s.next_for(seeder), None, "it no longer claims chunk 4");
+    s.peer_have(other, ChunkIndex(4));
+    assert_eq!(s.next_for(other), Some(ChunkIndex(4)));
+    s.release(other, ChunkIndex(4));
+    s.peer_have(seeder, ChunkIndex(4));
+    assert_eq!(s.next_for(seeder), Some(ChunkIndex(4)), "shown again");
+    s.check_invariants();
+}

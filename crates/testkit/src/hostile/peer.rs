@@ -117,6 +117,9 @@ pub enum Mode {
     PartialLiar(u32),
     /// Refuses every chunk request as busy (its upload slots taken), for ever.
     AlwaysBusy,
+    /// Declines every chunk request as sent to another peer already (`Elsewhere`), as a seeder
+    /// in its first pass does.
+    DeclinesAll,
     /// Speaks protocol 1: refuses every other version's hello as protocol 1 did (a bare
     /// `VersionMismatch`), and counts the refusal as garbage.
     ProtocolV1,

@@ -107,12 +107,17 @@ pub(super) async fn answer(
         st.events.update(|c| c.requests += 1);
         match &st.mode {
             Mode::Silent | Mode::StallChunks | Mode::ProtocolV1 => {}
-            Mode::AlwaysBusy => {
-                let busy = Header::Reject {
-                    index: Some(index),
-                    reason: RejectReason::Busy,
+            Mode::AlwaysBusy | Mode::DeclinesAll => {
+                let reason = if matches!(st.mode, Mode::AlwaysBusy) {
+                    RejectReason::Busy
+                } else {
+                    RejectReason::Elsewhere
                 };
-                send(wr, &busy, &[]).await?;
+                let reject = Header::Reject {
+                    index: Some(index),
+                    reason,
+                };
+                send(wr, &reject, &[]).await?;
             }
             Mode::Honest => {
                 st.gate.pass().await;
