@@ -22,6 +22,15 @@ pub(super) enum RunEnd {
     Fatal(StoreError),
 }
 
+/// The first look-up for more peers after the one that started the download: a swarm started
+/// together registers within a fraction of a second, and a leecher that knew only the seeder
+/// until its next look-up could trade with nobody (at 1 s, the swarm's first second ran at a
+/// third of its uplinks).
+const FIRST_QUERY: Duration = Duration::from_millis(250);
+/// While look-ups find new peers, the next comes after twice the last wait, up to this; after
+/// one that finds none, twice the last wait up to 10 s.
+const GROWING_QUERY: Duration = Duration::from_secs(1);
+
 pub(super) async fn run_workers(
     shared: &Arc<Shared>,
     client: &Arc<TrackerClient>,
@@ -43,9 +52,9 @@ pub(super) async fn run_workers(
         );
     };
     spawn(&mut *workers, book, first.addr, Some(first));
-    let mut next_query = Instant::now() + Duration::from_secs(1);
+    let mut next_query = Instant::now() + FIRST_QUERY;
     let mut query = JoinSet::new();
-    let mut query_wait = Duration::from_secs(1);
+    let mut query_wait = FIRST_QUERY;
     loop {
         changed.borrow_and_update();
         if let Some(e) = shared.fatal.lock().unwrap().take() {
@@ -109,7 +118,7 @@ pub(super) async fn run_workers(
                     Err(e) => tracing::warn!("asking the tracker for peers failed: {e}"),
                 }
                 query_wait = if book.len() > before {
-                    Duration::from_secs(1)
+                    (query_wait * 2).min(GROWING_QUERY)
                 } else {
                     (query_wait * 2).min(Duration::from_secs(10))
                 };
