@@ -111,6 +111,12 @@ enum Msg {
         link: u32,
         chunk: u32,
     },
+    /// From the seeder: a request declined in its first pass (`Reject { reason: Elsewhere }`).
+    Declined {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
     /// To the seeder: show more (`Header::WantMore`).
     WantMore {
         to: u32,
@@ -429,6 +435,22 @@ impl Sim {
                 }
             }
             Msg::Chunk { to, link, chunk } => self.receive(to, link, chunk),
+            Msg::Declined { to, link, chunk } => {
+                let host = &mut self.hosts[to as usize];
+                let l = &mut host.links[link as usize];
+                let Some(pos) = l.asked.iter().position(|c| *c == chunk) else {
+                    return;
+                };
+                l.asked.remove(pos);
+                let peer = key(l.peer);
+                if let Some(s) = &mut host.sched {
+                    s.release(peer, ChunkIndex(chunk));
+                    s.peer_lacks(peer, ChunkIndex(chunk));
+                }
+                for k in 0..self.hosts[to as usize].links.len() as u32 {
+                    self.fill(to, k);
+                }
+            }
             Msg::Cancel { to, link, chunk } => {
                 self.hosts[to as usize].links[link as usize]
                     .queue
@@ -476,17 +498,45 @@ impl Sim {
     /// The uplink of `h` is free: send the next queued chunk, taking links in turn, as TCP
     /// connections sharing one uplink would (at chunk granularity).
     fn start_upload(&mut self, h: u32) {
-        let host = &mut self.hosts[h as usize];
-        let n = host.links.len();
-        for k in 0..n {
-            let l = (host.next_link + k) % n;
-            if let Some(chunk) = host.links[l].queue.pop_front() {
-                host.next_link = (l + 1) % n;
-                host.sending = Some((l as u32, chunk));
-                let secs = self.p.chunk_bytes as f64 / self.p.upload;
-                self.timed
-                    .push(Reverse((self.now + nanos(secs), UPLINK_DONE, h, l as u32)));
+        loop {
+            let host = &mut self.hosts[h as usize];
+            let (n, first) = (host.links.len(), host.next_link);
+            let Some((l, chunk)) = (0..n)
+                .map(|k| (first + k) % n)
+                .find_map(|l| host.links[l].queue.pop_front().map(|c| (l, c)))
+            else {
                 return;
+            };
+            host.next_link = (l + 1) % n;
+            if h == SEEDER && self.p.reveal && self.decline(l as u32, chunk) {
+                continue;
+            }
+            self.hosts[h as usize].sending = Some((l as u32, chunk));
+            let secs = self.p.chunk_bytes as f64 / self.p.upload;
+            self.timed
+                .push(Reverse((self.now + nanos(secs), UPLINK_DONE, h, l as u32)));
+            return;
+        }
+    }
+
+    /// The seeder is about to send `chunk` on `link`: whether its first pass declines it (the
+    /// client is told, and shown others); if not, it is being sent.
+    fn decline(&mut self, link: u32, chunk: u32) -> bool {
+        match self.reveal.declines(u64::from(link), ChunkIndex(chunk)) {
+            Some(more) => {
+                self.reveal_to(link, more);
+                let l = &self.hosts[SEEDER as usize].links[link as usize];
+                let (to, back) = (l.peer, l.back);
+                self.send(Msg::Declined {
+                    to,
+                    link: back,
+                    chunk,
+                });
+                true
+            }
+            None => {
+                self.reveal.sending(u64::from(link), ChunkIndex(chunk));
+                false
             }
         }
     }
@@ -503,9 +553,15 @@ impl Sim {
     /// With `fair_share`: starts the next chunk queued on `link` of `h`, if any.
     fn fair_start(&mut self, h: u32, link: u32) {
         let bytes = self.p.chunk_bytes as f64;
-        let host = &mut self.hosts[h as usize];
-        if let Some(chunk) = host.links[link as usize].queue.pop_front() {
-            host.fair.start(link, chunk, bytes);
+        while let Some(chunk) = self.hosts[h as usize].links[link as usize]
+            .queue
+            .pop_front()
+        {
+            if h == SEEDER && self.p.reveal && self.decline(link, chunk) {
+                continue;
+            }
+            self.hosts[h as usize].fair.start(link, chunk, bytes);
+            return;
         }
     }
 
