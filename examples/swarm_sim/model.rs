@@ -522,7 +522,10 @@ impl Sim {
     /// The seeder is about to send `chunk` on `link`: whether its first pass declines it (the
     /// client is told, and shown others); if not, it is being sent.
     fn decline(&mut self, link: u32, chunk: u32) -> bool {
-        match self.reveal.declines(u64::from(link), ChunkIndex(chunk)) {
+        match self
+            .reveal
+            .send_or_decline(u64::from(link), ChunkIndex(chunk))
+        {
             Some(more) => {
                 self.reveal_to(link, more);
                 let l = &self.hosts[SEEDER as usize].links[link as usize];
@@ -534,10 +537,7 @@ impl Sim {
                 });
                 true
             }
-            None => {
-                self.reveal.sending(u64::from(link), ChunkIndex(chunk));
-                false
-            }
+            None => false,
         }
     }
 

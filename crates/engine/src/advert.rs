@@ -133,10 +133,23 @@ impl Client {
         declined
     }
 
-    /// We are about to send `index` to the client.
-    pub fn sending(&mut self, index: ChunkIndex) {
+    /// The client's request for `index` has its turn: whether to decline it after all (another
+    /// client was sent it meanwhile; what the policy reveals instead is queued); if not, it is
+    /// being sent until [`Client::served`] or [`Client::not_sent`].
+    pub fn send_or_decline(&mut self, index: ChunkIndex, writer: &mut FrameWriter) -> bool {
+        let mut declined = false;
+        self.reveal_more(writer, |r, conn| {
+            let more = r.send_or_decline(conn, index);
+            declined = more.is_some();
+            more.unwrap_or_default()
+        });
+        declined
+    }
+
+    /// What [`Client::send_or_decline`] started was not sent.
+    pub fn not_sent(&mut self) {
         if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
-            reveal.lock().unwrap().sending(*conn, index);
+            reveal.lock().unwrap().not_sent(*conn);
         }
     }
 

@@ -238,8 +238,8 @@ async fn serve_conn(
         }
         let answer = async {
             match frame.header {
-                // In a seeder's first pass, a chunk sent already: the swarm has it. A slot this
-                // connection holds is given back if nothing else is queued.
+                // In a seeder's first pass, a chunk sent already to a client that has it: the swarm
+                // has it. A slot this connection holds is given back if nothing else is queued.
                 Header::Request { index } if peer.declines(index, &mut writer) => {
                     turn.end(more_queued(&queue));
                     writer.send(&elsewhere(index)).await?
@@ -256,20 +256,22 @@ async fn serve_conn(
                 Header::Request { index } => {
                     let more = more_queued(&queue);
                     // Or sent to another client while this one waited for its turn.
-                    if peer.declines(index, &mut writer) {
+                    if peer.send_or_decline(index, &mut writer) {
                         turn.end(more);
                         writer.send(&elsewhere(index)).await?;
                     } else {
-                        peer.sending(index);
                         // A chunk that takes long (a slow reader) does not keep others waiting.
                         let sent = turn
                             .hold(send_chunk(&file, library, index, &mut writer))
                             .await;
                         turn.end(more);
-                        if sent? {
+                        if matches!(sent, Ok(true)) {
                             tally.chunks += 1;
                             tally.bytes += u64::from(file.manifest.chunk_len(index));
                             peer.served(index, &mut writer);
+                        } else {
+                            peer.not_sent();
+                            sent?;
                         }
                     }
                 }

@@ -9,7 +9,8 @@
 //! the client sends one `Bitfield` of the chunks it has (empty before it knows the manifest), and
 //! the server answers with its own. Then the client asks `GetManifest` and `Request`s chunks,
 //! several in flight; the server answers each with `Chunk` or `Reject`, in order (a `Reject` as
-//! `Busy` only means "not now": ask another peer, or this one later). Either side may send
+//! `Busy` only means "not now": ask another peer, or this one later; one as `Elsewhere`, "ask
+//! the peers I sent it to"). Either side may send
 //! `Have` for every chunk it verifies later, at any time (shoal's client sends them only to a
 //! complete server, whose reveal policy reads them); `Have`, `Bitfield` and `Cancel`
 //! are never fatal. A peer that says another version's `Hello` gets a `Reject` it can read: the
@@ -127,9 +128,10 @@ pub enum RejectReason {
         ours: u16,
     },
     /// Of a request to a complete peer that sends each chunk once before any twice
-    /// (super-seeding): it sent this chunk to another peer already, so the client fetches it from
-    /// the swarm, and forgets that this peer has it until a later `Have` shows it again. Never
-    /// fatal (protocol 5 on).
+    /// (super-seeding): it sent this chunk to another peer that still has it, or is sending it,
+    /// so the client fetches it from the swarm, and forgets that this peer has it until a later
+    /// `Have` shows it again (shoal declines a client a chunk once at most). Never fatal
+    /// (protocol 5 on).
     Elsewhere,
 }
 

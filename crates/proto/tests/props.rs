@@ -105,6 +105,7 @@ fn reject_reason() -> impl Strategy<Value = RejectReason> {
         Just(RejectReason::Busy),
         Just(RejectReason::Protocol),
         Just(RejectReason::NotHave),
+        Just(RejectReason::Elsewhere),
         any::<u16>().prop_map(|ours| RejectReason::WrongVersion { ours }),
     ]
 }

@@ -147,7 +147,8 @@ async fn pull(
             // A complete peer shows us only some of its chunks (its reveal policy): when what
             // it showed does not fill our window (the rest is done or asked of other peers),
             // ask it to show more, once per Have from it. In its first pass it shows only
-            // chunks nobody asked it for yet (or, asked again after finding none, any chunk).
+            // chunks nobody asked it for yet (or, asked again after finding none, any chunk it
+            // never sent, or one it declined us).
             let room = busy_until.is_none() && outstanding.len() < pace.window();
             // In endgame, a chunk in flight elsewhere that is not late yet may be by then.
             let late = if room { sched.next_late() } else { None };

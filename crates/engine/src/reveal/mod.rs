@@ -5,10 +5,11 @@
 //! One [`Reveal`] per complete file, shared by every server connection of that file. Each call
 //! names one connection and returns the chunks to reveal to that connection only (its Bitfield on
 //! [`Reveal::join`], a Have each afterwards). Reveal is advice, not access control: a request for
-//! a chunk not revealed is still served, except that in the first pass a chunk already sent once
-//! is declined ([`Reveal::declines`]), revealed or not: the client gets it from the swarm.
+//! a chunk not revealed is still served, except that in the first pass a chunk sent already (to
+//! a client that still has it) or being sent is declined once ([`Reveal::declines`]), revealed
+//! or not: the client gets it from the swarm.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shoal_proto::ChunkIndex;
 
@@ -50,10 +51,12 @@ enum Eligible {
     /// Never sent, and shown to no client: the first pass.
     Free,
     /// Never sent, asked for by no client, and shown to one client at most: taken from a client
-    /// that has not asked for it yet, but never from two (each could ask, and get it sent).
+    /// that has not asked for it yet, but never from two (each could ask; the second is
+    /// declined).
     NeverAsked,
-    /// Never sent, whoever was shown it or asked for it: for a client that found none of the
-    /// above (it competes for the chunk; whoever asks first is sent it).
+    /// Never sent, whoever was shown it or asked for it, or declined to this client before (its
+    /// next request is served): for a client that found none of the above (it competes for the
+    /// chunk; whoever asks first is sent it).
     Unsent,
     /// Any chunk the client lacks.
     Any,
@@ -68,8 +71,11 @@ struct Client {
     /// Its last [`Reveal::want_more`] in the first pass found nothing to show it.
     starved: bool,
     got: u32,
-    /// The chunk we are sending it ([`Reveal::sending`]), until [`Reveal::served`].
+    /// The chunk we are sending it ([`Reveal::send_or_decline`]), until [`Reveal::served`],
+    /// [`Reveal::not_sent`] or it leaves.
     sending: Option<u32>,
+    /// Chunks we declined it ([`Reveal::declines`]): a request for one of them is served.
+    declined: HashSet<u32>,
 }
 
 pub struct Reveal {
@@ -124,6 +130,7 @@ impl Reveal {
             starved: false,
             got: 0,
             sending: None,
+            declined: HashSet::new(),
         };
         for (i, _) in client_has.iter().take(n).enumerate().filter(|(_, h)| **h) {
             client.state[i] = State::Got;
@@ -143,8 +150,9 @@ impl Reveal {
         self.top_up(conn, MAX_REVEALED)
     }
 
-    /// The client asked us for `index` (we have not sent it yet): more to reveal to it. No other
-    /// client is shown `index` by [`Reveal::want_more`] while we have chunks never sent.
+    /// The client asked us for `index` (we have not sent it yet): more to reveal to it. While we
+    /// have chunks never sent, no other client is shown `index` by [`Reveal::want_more`] unless
+    /// it found nothing else to ask for.
     pub fn requested(&mut self, conn: ConnId, index: ChunkIndex) -> Vec<ChunkIndex> {
         self.asked(conn, index);
         self.top_up(conn, MAX_REVEALED)
@@ -171,20 +179,31 @@ impl Reveal {
         self.asked[i] += 1;
     }
 
-    /// We are about to send `index` to the client: until [`Reveal::served`] (or the client
-    /// leaves), another client's request for it is declined in the first pass, as if it had
-    /// been sent (without this, two slots could send the same chunk at once).
-    pub fn sending(&mut self, conn: ConnId, index: ChunkIndex) {
-        let Some(client) = self.clients.get_mut(&conn) else {
-            return;
-        };
+    /// The client's request for `index` has its turn to be sent: `None` if it is to be sent
+    /// now (until [`Reveal::served`] or [`Reveal::not_sent`], another client's request for it
+    /// is declined in the first pass as if it had been sent: without this, two slots could send
+    /// the same chunk at once); or, as [`Reveal::declines`] says, what to reveal instead of it.
+    pub fn send_or_decline(&mut self, conn: ConnId, index: ChunkIndex) -> Option<Vec<ChunkIndex>> {
+        if let Some(more) = self.declines(conn, index) {
+            return Some(more);
+        }
+        let client = self.clients.get_mut(&conn)?;
         if index.0 >= self.num_chunks {
-            return;
+            return None;
         }
         if let Some(i) = client.sending.replace(index.0) {
             self.in_send[i as usize] -= 1;
         }
         self.in_send[index.0 as usize] += 1;
+        None
+    }
+
+    /// What [`Reveal::send_or_decline`] started was not sent (the chunk was unavailable, or the
+    /// send failed).
+    pub fn not_sent(&mut self, conn: ConnId) {
+        if let Some(i) = self.clients.get_mut(&conn).and_then(|c| c.sending.take()) {
+            self.in_send[i as usize] -= 1;
+        }
     }
 
     /// We sent `index` to the client: more to reveal to it.
@@ -281,23 +300,33 @@ impl Reveal {
 
     /// The client asked us for `index`: `None` to serve it; or, to decline it and tell the
     /// client to fetch it from the swarm (`Reject { reason: Elsewhere }`), what to reveal to it
-    /// instead. In the first pass, a chunk we sent already is on its way through the swarm, and
-    /// a second copy from us would delay a chunk the swarm does not have at all. A declined
-    /// chunk is no longer revealed to the client (it forgets that we have it), so it may be
-    /// shown again after the first pass, if the client still lacks it then.
+    /// instead. In the first pass, a chunk we sent to a client that still has it, or are sending
+    /// to another client, is on its way through the swarm, and a second copy from us would delay
+    /// a chunk the swarm does not have at all. A declined chunk is no longer revealed to the
+    /// client (it forgets that we have it). A client is declined a chunk once at most: its next
+    /// request for it is served (it may be shown it again when it finds nothing else to ask for,
+    /// or after the first pass), so a client that cannot reach the chunk's holders waits 2 s at
+    /// most, and a seeder whose first pass never ends (clients that got their chunks from
+    /// elsewhere) never declines anything for ever.
     pub fn declines(&mut self, conn: ConnId, index: ChunkIndex) -> Option<Vec<ChunkIndex>> {
         let i = index.0 as usize;
         if !self.first_pass() || i >= self.served.len() {
             return None;
         }
         let client = self.clients.get_mut(&conn)?;
-        // Sent already, or being sent to another client.
         let others_sending = self.in_send[i] - u32::from(client.sending == Some(index.0));
-        if self.served[i] == 0 && others_sending == 0 {
+        let in_swarm = self.served[i] > 0 && self.copies[i] > 0;
+        if !in_swarm && others_sending == 0 {
+            return None;
+        }
+        if !client.declined.insert(index.0) {
             return None;
         }
         match client.state[i] {
-            State::Got => return None,
+            State::Got => {
+                client.declined.remove(&index.0);
+                return None;
+            }
             State::Lacks => {}
             s @ (State::Revealed | State::Asked) => {
                 if s == State::Asked {
@@ -306,12 +335,12 @@ impl Reveal {
                 }
                 client.revealed -= 1;
                 self.pending[i] -= 1;
-                client.state[i] = State::Lacks;
                 if self.pending[i] == 0 && self.served[i] == 0 {
                     self.free += 1;
                 }
             }
         }
+        client.state[i] = State::Lacks;
         tracing::debug!(chunk = i, conn, "declined: sent already");
         Some(self.top_up(conn, MAX_REVEALED))
     }
@@ -431,7 +460,9 @@ impl Reveal {
                     Eligible::NeverAsked => {
                         self.served[i] == 0 && self.asked[i] == 0 && self.pending[i] <= 1
                     }
-                    Eligible::Unsent => self.served[i] == 0,
+                    Eligible::Unsent => {
+                        self.served[i] == 0 || client.declined.contains(&(i as u32))
+                    }
                     Eligible::Any => true,
                 };
                 if !ok {

@@ -47,7 +47,7 @@ fn a_client_that_wants_more_is_shown_more() {
     loop {
         let mut more = r.want_more(1);
         if more.is_empty() {
-            // Nothing new in the first pass: any chunk when it asks again.
+            // Nothing new in the first pass: any chunk never sent when it asks again.
             more = r.want_more(1);
         }
         if more.is_empty() {
@@ -289,7 +289,7 @@ fn random_operations_keep_the_counts() {
         for _ in 0..200 {
             let c = rng.u64(0..4);
             let i = ChunkIndex(rng.u32(0..n + 2));
-            let shown = match rng.u8(0..9) {
+            let shown = match rng.u8(0..10) {
                 4 => r.requested(c, i),
                 5 => r.want_more(c),
                 6 => r.declines(c, i).unwrap_or_default(),
@@ -297,8 +297,9 @@ fn random_operations_keep_the_counts() {
                     r.refused(c, i);
                     Vec::new()
                 }
-                8 => {
-                    r.sending(c, i);
+                8 => r.send_or_decline(c, i).unwrap_or_default(),
+                9 => {
+                    r.not_sent(c);
                     Vec::new()
                 }
                 0 => {
@@ -363,7 +364,7 @@ fn a_chunk_is_taken_from_a_client_once_at_most() {
     assert_eq!(
         r.want_more(5).len() as u32,
         AHEAD,
-        "asked again: any chunk, not nothing"
+        "asked again: any chunk never sent, not nothing"
     );
     // Once asked for, a chunk is nobody else's to take: with three of four asked for, the one
     // left is all a client that wants more is shown.
@@ -464,39 +465,76 @@ fn wanting_more_cannot_hoard() {
     r.check_invariants();
 }
 
-/// In the first pass, a request for a chunk sent already, or being sent to another client, is
-/// declined (the client gets it from the swarm) and the client is shown another chunk instead;
-/// a lone client, and every client once each chunk went out once, is sent it.
+/// In the first pass, a request for a chunk sent to a client that still has it, or being sent
+/// to another client, is declined once (the client gets it from the swarm) and the client is
+/// shown another chunk instead; asked again, it is sent. A chunk whose only holder left, a lone
+/// client, and every client once each chunk went out once, are sent it.
 #[test]
-fn a_chunk_sent_already_is_declined_in_the_first_pass() {
-    let mut r = Reveal::new(4, 1);
+fn a_chunk_sent_already_is_declined_once_in_the_first_pass() {
+    let mut r = Reveal::new(6, 1);
     let a = r.join(1, &[]);
-    let b = r.join(2, &[]);
-    assert_eq!(set(&a).len() + set(&b).len(), 4, "two each, none twice");
+    r.join(2, &[]);
+    r.join(3, &[]);
     r.requested(1, a[0]);
-    assert_eq!(r.declines(1, a[0]), None, "never sent: sent");
-    r.sending(1, a[0]);
+    assert_eq!(r.send_or_decline(1, a[0]), None, "never sent: sent");
     assert!(r.declines(2, a[0]).is_some(), "being sent to client 1");
+    assert_eq!(r.declines(2, a[0]), None, "declined once at most");
     r.check_invariants();
     r.served(1, a[0]);
-    r.requested(2, a[0]);
-    let instead = r.declines(2, a[0]).expect("sent once already");
+    r.requested(3, a[0]);
+    let instead = r.declines(3, a[0]).expect("sent to client 1, which has it");
     assert!(instead.iter().all(|i| *i != a[0]));
     r.check_invariants();
+    // Its only holder left: client 4 is sent it.
+    r.leave(1);
+    r.join(4, &[]);
+    assert_eq!(r.declines(4, a[0]), None, "nobody connected has it");
+    r.check_invariants();
     // Once every chunk went out once, anyone is sent anything.
-    for i in [a[1], b[0], b[1]] {
-        r.sending(1, i);
-        r.served(1, i);
+    let mut r = Reveal::new(2, 1);
+    r.join(1, &[]);
+    r.join(2, &[]);
+    for i in 0..2 {
+        assert_eq!(r.send_or_decline(1, ChunkIndex(i)), None);
+        r.served(1, ChunkIndex(i));
     }
-    assert_eq!(r.declines(2, a[0]), None, "the first pass is over");
+    assert_eq!(r.declines(2, ChunkIndex(0)), None, "the first pass is over");
     r.check_invariants();
     // A lone client is never declined.
     let mut r = Reveal::new(4, 1);
-    let a = r.join(1, &[]);
-    r.served(1, a[0]);
+    r.join(1, &[]);
+    r.served(1, ChunkIndex(0));
+    r.join(2, &[true, true, true, true]);
+    r.join(3, &[]);
     r.leave(1);
-    r.join(2, &[]);
-    assert_eq!(r.declines(2, a[0]), None);
+    assert_eq!(r.declines(3, ChunkIndex(0)), None);
+    r.check_invariants();
+}
+
+/// A client declined a chunk that finds nothing else to ask for is shown that chunk again (when
+/// it asks a second time), and is sent it: a client that cannot reach the chunk's holders is not
+/// declined for ever.
+#[test]
+fn a_declined_chunk_is_shown_again_to_a_client_with_nothing_to_ask() {
+    let mut r = Reveal::new(2, 1);
+    let a = r.join(1, &[]);
+    assert_eq!(a.len(), 2);
+    assert!(r.join(2, &[]).is_empty());
+    r.requested(1, ChunkIndex(0));
+    assert_eq!(r.send_or_decline(1, ChunkIndex(0)), None);
+    r.served(1, ChunkIndex(0));
+    assert!(r.declines(2, ChunkIndex(0)).is_some());
+    // Chunk 1 is shown to client 1 only, and never asked for: client 2 may be shown it.
+    assert_eq!(r.want_more(2), vec![ChunkIndex(1)]);
+    r.requested(2, ChunkIndex(1));
+    assert!(r.want_more(2).is_empty(), "nothing new");
+    assert_eq!(
+        r.want_more(2),
+        vec![ChunkIndex(0)],
+        "asked again: the declined chunk"
+    );
+    r.requested(2, ChunkIndex(0));
+    assert_eq!(r.send_or_decline(2, ChunkIndex(0)), None, "sent this time");
     r.check_invariants();
 }
 
