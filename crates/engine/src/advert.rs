@@ -42,12 +42,15 @@ enum Advert {
 }
 
 impl Client {
-    /// Starts advertising to a client that has `client_has`: our Bitfield for it.
-    pub fn join(file: Arc<SharedFile>, client_has: &[bool]) -> (Client, Vec<u8>) {
+    /// Starts advertising to a client that has `client_has`: our Bitfield for it. `complete`:
+    /// what our `Welcome` told the client. Only a client told so is advertised to by the reveal
+    /// policy (it asks for more with `WantMore` only then); a file that completed after the
+    /// `Welcome` advertises everything to it, as a download in progress would.
+    pub fn join(file: Arc<SharedFile>, client_has: &[bool], complete: bool) -> (Client, Vec<u8>) {
         let news = file.news();
         let n = file.manifest.num_chunks() as usize;
         let mut bits = vec![false; n];
-        let advert = match file.reveal() {
+        let advert = match file.reveal().filter(|_| complete) {
             Some(reveal) => {
                 let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
                 for i in reveal.lock().unwrap().join(conn, client_has) {
@@ -208,10 +211,27 @@ mod tests {
             std::fs::File::open(&path).unwrap(),
             &[true, false, false],
         ));
-        let (client, bits) = Client::join(file.clone(), &[]);
+        let (client, bits) = Client::join(file.clone(), &[], false);
         assert_eq!(bits, peer::encode_bitfield(&[true, false, false]));
         assert!(!client.has_news());
         file.add_verified(ChunkIndex(2));
         assert!(client.has_news());
+    }
+
+    /// A client whose `Welcome` said "not complete" (the file completed before its Bitfield
+    /// came) is advertised everything, not by the reveal policy: it would never send `WantMore`,
+    /// so a chunk the policy declined it could never be shown again.
+    #[test]
+    fn a_client_told_not_complete_is_advertised_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![7u8; 3 * 16 * 1024]).unwrap();
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        let file = Arc::new(SharedFile::hash(&path, 16 * 1024, &counter).unwrap());
+        let (client, bits) = Client::join(file.clone(), &[], false);
+        assert_eq!(bits, peer::encode_bitfield(&[true, true, true]));
+        assert!(matches!(client.advert, Advert::Everything(_)));
+        let (client, _) = Client::join(file, &[], true);
+        assert!(matches!(client.advert, Advert::Reveal(_)));
     }
 }

@@ -335,10 +335,13 @@ async fn handshake(
         Header::Hello { file, .. } => match library.get(&file) {
             Some(f) => {
                 tracing::debug!(file = %f.id.short(), "hello");
+                // What the client is told here decides how we advertise to it (`Client::join`),
+                // even if the file completes before its Bitfield comes.
+                let complete = f.is_full();
                 writer
                     .send(&Header::Welcome {
                         version: PROTOCOL_VERSION,
-                        complete: f.is_full(),
+                        complete,
                     })
                     .await?;
                 let n = f.manifest.num_chunks();
@@ -351,7 +354,7 @@ async fn handshake(
                 };
                 let client_has = peer::decode_bitfield(&frame.payload, n)
                     .ok_or(ConnError::Rejected(RejectReason::Protocol))?;
-                let (client, ours) = Client::join(f, &client_has);
+                let (client, ours) = Client::join(f, &client_has, complete);
                 writer.send_payload(&Header::Bitfield, &ours).await?;
                 return Ok(Some(client));
             }

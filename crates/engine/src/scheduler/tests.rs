@@ -269,7 +269,11 @@ fn random_operations_keep_the_invariants() {
         for _ in 0..300 {
             let p = peer(rng.u16(1..6));
             let i = ChunkIndex(rng.u32(0..n + 2));
-            match rng.u8(0..9) {
+            match rng.u8(0..10) {
+                9 => {
+                    s.release(p, i);
+                    s.peer_lacks(p, i);
+                }
                 0..=2 => {
                     if let Some(got) = s.next_for(p) {
                         assert!(s.haves[&p].has(got.0));
