@@ -41,23 +41,8 @@ impl Reveal {
     /// sent it if nobody was meanwhile (or declined, [`Reveal::declines`], if somebody was).
     pub fn refused(&mut self, conn: ConnId, index: ChunkIndex) {
         let i = index.0 as usize;
-        let Some(client) = self.clients.get_mut(&conn) else {
-            return;
-        };
-        let (Some(0), Some(s @ (State::Revealed | State::Asked))) =
-            (self.served.get(i), client.state.get(i).copied())
-        else {
-            return;
-        };
-        if s == State::Asked {
-            self.asked[i] -= 1;
-            client.asked -= 1;
-        }
-        client.revealed -= 1;
-        client.state[i] = State::Lacks;
-        self.pending[i] -= 1;
-        if self.pending[i] == 0 {
-            self.free += 1;
+        if self.served.get(i) == Some(&0) {
+            self.unreveal(conn, i);
         }
     }
 
@@ -91,25 +76,11 @@ impl Reveal {
         if !client.declined.insert(index.0) {
             return None;
         }
-        match client.state[i] {
-            State::Got => {
-                client.declined.remove(&index.0);
-                return None;
-            }
-            State::Lacks => {}
-            s @ (State::Revealed | State::Asked) => {
-                if s == State::Asked {
-                    self.asked[i] -= 1;
-                    client.asked -= 1;
-                }
-                client.revealed -= 1;
-                self.pending[i] -= 1;
-                if self.pending[i] == 0 && self.served[i] == 0 {
-                    self.free += 1;
-                }
-            }
+        if client.state[i] == State::Got {
+            client.declined.remove(&index.0);
+            return None;
         }
-        client.state[i] = State::Lacks;
+        self.unreveal(conn, i);
         tracing::debug!(chunk = i, conn, "declined: sent already");
         Some(self.top_up(conn, MAX_REVEALED))
     }

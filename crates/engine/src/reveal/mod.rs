@@ -274,24 +274,13 @@ impl Reveal {
     }
 
     fn got(&mut self, conn: ConnId, i: u32) {
+        let i = i as usize;
+        self.unreveal(conn, i);
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
-        let i = i as usize;
-        match client.state.get(i) {
-            None | Some(State::Got) => return,
-            Some(s @ (State::Revealed | State::Asked)) => {
-                if *s == State::Asked {
-                    self.asked[i] -= 1;
-                    client.asked -= 1;
-                }
-                client.revealed -= 1;
-                self.pending[i] -= 1;
-                if self.pending[i] == 0 && self.served[i] == 0 {
-                    self.free += 1;
-                }
-            }
-            Some(State::Lacks) => {}
+        if client.state.get(i) != Some(&State::Lacks) {
+            return;
         }
         client.state[i] = State::Got;
         client.got += 1;
@@ -394,6 +383,29 @@ impl Reveal {
             out.push(ChunkIndex(i as u32));
         }
         out
+    }
+
+    /// Takes chunk `i` off what `conn` was shown or asked for (if it is `Revealed` or `Asked`;
+    /// else nothing changes): the client's and the chunk's counts follow (a chunk never sent
+    /// that nobody is shown any more is free again), and the client lacks it.
+    fn unreveal(&mut self, conn: ConnId, i: usize) {
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        match client.state.get(i) {
+            Some(State::Asked) => {
+                self.asked[i] -= 1;
+                client.asked -= 1;
+            }
+            Some(State::Revealed) => {}
+            _ => return,
+        }
+        client.revealed -= 1;
+        client.state[i] = State::Lacks;
+        self.pending[i] -= 1;
+        if self.pending[i] == 0 && self.served[i] == 0 {
+            self.free += 1;
+        }
     }
 
     /// Checks that the counts agree with the clients' states; for tests and the simulation.
