@@ -291,7 +291,7 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
     seeder.wait_stdout_count(1);
     let id = id_of(&seeder.stdout()[0]);
     env.push(("RUST_LOG", "info,shoal_engine::download::verify=debug"));
-    let leechers: Vec<Proc> = (0..3)
+    let mut leechers: Vec<Proc> = (0..3)
         .map(|i| {
             let out = swarm.folder(&format!("l{i}"));
             Proc::spawn(BINS.leecher, &["--window", "2", &id], &out, &env)
@@ -307,9 +307,9 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     seeder.kill();
+    let summaries = wait_all_stderr(&mut leechers, "downloaded big.bin: ", PATIENCE);
     let mut from_leechers = 0;
-    for (i, mut p) in leechers.into_iter().enumerate() {
-        let summary = p.wait_stderr("downloaded big.bin: ");
+    for (i, (mut p, summary)) in leechers.into_iter().zip(summaries).enumerate() {
         let got = std::fs::read(swarm.path(&format!("l{i}/big.bin"))).unwrap();
         assert!(got == data, "leecher {i}: bytes differ\n{}", p.dump());
         from_leechers += Summary::parse(&summary).from_leechers;

@@ -29,7 +29,7 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     // Chunk-level logs from the verifiers: the signal that every chunk has reached a leecher.
     let mut env: Vec<(&str, &str)> = swarm.env().to_vec();
     env.push(("RUST_LOG", "info,shoal_engine::download::verify=debug"));
-    let leechers: Vec<Proc> = (0..LEECHERS)
+    let mut leechers: Vec<Proc> = (0..LEECHERS)
         .map(|i| {
             let out = swarm.folder(&format!("l{i}"));
             Proc::spawn(BINS.leecher, &["--window", "2", &id], &out, &env)
@@ -57,21 +57,9 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
         .count();
     eprintln!("the seeder died with {unfinished} of {LEECHERS} leechers unfinished");
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !leechers
-        .iter()
-        .all(|p| p.stderr().iter().any(|l| Summary::is_summary(l)))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not every leecher finished after the seeder died\n{}",
-            leechers.iter().map(Proc::dump).collect::<String>()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let summaries = wait_all_stderr(&mut leechers, "downloaded big.bin: ", PATIENCE);
     let mut from_leechers = 0;
-    for (i, mut p) in leechers.into_iter().enumerate() {
-        let summary = p.wait_stderr("downloaded big.bin: ");
+    for (i, (mut p, summary)) in leechers.into_iter().zip(summaries).enumerate() {
         eprintln!("leecher {i}: {summary}");
         let got = std::fs::read(swarm.path(&format!("l{i}/big.bin"))).unwrap();
         assert!(got == data, "leecher {i}: bytes differ\n{}", p.dump());

@@ -22,6 +22,9 @@ mod summary;
 mod swarm;
 pub mod tracker;
 
-pub use proc::{chunks_per_peer, finish, port_in, run, verified_chunks, Bins, Proc, Run, PATIENCE};
+pub use proc::{
+    chunks_per_peer, finish, port_in, run, verified_chunks, wait_all_stderr, Bins, Proc, Run,
+    PATIENCE,
+};
 pub use summary::Summary;
 pub use swarm::{dir_names, id_of, part_of, pattern, silent_udp, Listed, Swarm};

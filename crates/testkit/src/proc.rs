@@ -292,6 +292,40 @@ pub fn verified_chunks(leechers: &[Proc]) -> std::collections::BTreeSet<u32> {
         .collect()
 }
 
+/// Waits until every one of `procs` has printed a line on stderr containing `needle`, and returns
+/// those lines in order. On a timeout it prints every process, and says which have exited: when
+/// one of several peers is stuck, the cause is often another that left.
+pub fn wait_all_stderr(procs: &mut [Proc], needle: &str, patience: Duration) -> Vec<String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let found: Vec<Option<String>> = procs
+            .iter()
+            .map(|p| p.stderr().into_iter().find(|l| l.contains(needle)))
+            .collect();
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+        if Instant::now() >= deadline {
+            let report: String = procs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, p)| {
+                    let state = match p.child.try_wait() {
+                        Ok(Some(status)) => format!("exited: {status}"),
+                        _ => "running".to_string(),
+                    };
+                    format!("=== process {i} ({state})\n{}", p.dump())
+                })
+                .collect();
+            panic!(
+                "not every process printed {needle:?} within {} s\n{report}",
+                patience.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs a program (a path, as for [`Proc::spawn`]) to completion.
 pub fn run(name: &str, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     finish(&mut Proc::spawn(name, args, cwd, env))
