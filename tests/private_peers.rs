@@ -284,7 +284,15 @@ fn private_leechers_finish_from_each_other_after_the_seeder_dies() {
     let mut env = env(&swarm, Some(&secret));
     let mut seeder = Proc::spawn(
         BINS.seeder,
-        &["--chunk-size", "16K", path.to_str().unwrap()],
+        // 2 MiB at 1 MiB/s: about one copy has left when the seeder is killed, so the leechers
+        // must trade (uncapped, all three could finish from the seeder before they met).
+        &[
+            "--chunk-size",
+            "16K",
+            "--max-upload-rate",
+            "1M",
+            path.to_str().unwrap(),
+        ],
         swarm.dir.path(),
         &env,
     );

@@ -23,8 +23,13 @@ fn leechers_finish_from_each_other_after_the_seeder_dies() {
     let swarm = Swarm::new(BINS);
     let data = pattern(CHUNK * CHUNKS, 10);
     swarm.write("seed/big.bin", &data);
-    let (mut seeder, lines) =
-        swarm.seeder_in(&swarm.folder("seed"), &["--chunk-size", "16K", "big.bin"]);
+    // The seeder's upload is capped (4 MiB at 2 MiB/s) so that it has sent about one copy when
+    // it is killed: the leechers must then get about two thirds of their chunks from each other.
+    // Uncapped, on loopback, all three could finish from the seeder before they knew each other.
+    let (mut seeder, lines) = swarm.seeder_in(
+        &swarm.folder("seed"),
+        &["--chunk-size", "16K", "--max-upload-rate", "2M", "big.bin"],
+    );
     let id = id_of(&lines[0]);
     // Chunk-level logs from the verifiers: the signal that every chunk has reached a leecher.
     let mut env: Vec<(&str, &str)> = swarm.env().to_vec();
