@@ -352,3 +352,34 @@ fn a_declined_chunk_is_fetched_from_another_peer() {
         run.dump()
     );
 }
+
+/// A peer that declines a chunk, shows it again, and declines it again (an honest seeder declines
+/// a client a chunk once at most) is dropped instead of being asked in a loop; the file comes
+/// from the honest seeder.
+#[test]
+fn a_peer_that_declines_a_chunk_twice_is_dropped() {
+    let swarm = Swarm::new(BINS);
+    let data = test_file(19);
+    let total = chunks_in(&data);
+    let (_b, id, pb) = gated_seeder(&swarm, "b", &data, Gate::closed());
+    let cycler = HostilePeer::one(&swarm, "f.bin", &data, CHUNK as u32, Mode::DeclinesAgain);
+    let out = swarm.folder("out");
+    let mut leecher = swarm.leecher_in(&out, &["--no-seed", &id]);
+
+    leecher.wait_stderr("declined chunk");
+    pb.gate.open_all();
+
+    let run = finish(&mut leecher);
+    run.assert_ok();
+    assert_same_file(&out.join("f.bin"), &data, &run);
+    let s = Summary::from_stderr(&run.stderr);
+    assert_eq!(s.chunks_from(cycler.addr), 0, "{}", run.dump());
+    assert_eq!(s.chunks_from(pb.addr), total, "{}", run.dump());
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| dropped(l, cycler.addr) && l.contains("a second time")),
+        "{}",
+        run.dump()
+    );
+}

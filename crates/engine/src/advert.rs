@@ -127,44 +127,55 @@ impl Client {
     /// the reveal policy's first pass sent it to another client already. If so, what the policy
     /// reveals instead is queued.
     pub fn declines(&mut self, index: ChunkIndex, writer: &mut FrameWriter) -> bool {
-        let mut declined = false;
-        self.reveal_more(writer, |r, conn| {
-            let more = r.declines(conn, index);
-            declined = more.is_some();
-            more.unwrap_or_default()
-        });
-        declined
+        self.decline_step(writer, |r, conn| r.declines(conn, index))
     }
 
     /// The client's request for `index` has its turn: whether to decline it after all (another
     /// client was sent it meanwhile; what the policy reveals instead is queued); if not, it is
     /// being sent until [`Client::served`] or [`Client::not_sent`].
     pub fn send_or_decline(&mut self, index: ChunkIndex, writer: &mut FrameWriter) -> bool {
-        let mut declined = false;
-        self.reveal_more(writer, |r, conn| {
-            let more = r.send_or_decline(conn, index);
-            declined = more.is_some();
-            more.unwrap_or_default()
-        });
-        declined
+        self.decline_step(writer, |r, conn| r.send_or_decline(conn, index))
     }
 
     /// What [`Client::send_or_decline`] started was not sent.
     pub fn not_sent(&mut self) {
-        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
-            reveal.lock().unwrap().not_sent(*conn);
-        }
+        self.with_reveal(|r, conn| r.not_sent(conn));
     }
 
     /// We refused the client's request for `index` as busy.
     pub fn refused(&mut self, index: ChunkIndex) {
-        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
-            reveal.lock().unwrap().refused(*conn, index);
-        }
+        self.with_reveal(|r, conn| r.refused(conn, index));
     }
 
     pub fn served(&mut self, index: ChunkIndex, writer: &mut FrameWriter) {
         self.reveal_more(writer, |r, conn| r.served(conn, index));
+    }
+
+    /// Runs `step` on the reveal policy, if this client is advertised to by it (a file that
+    /// reveals stays complete, so it has the policy).
+    fn with_reveal<T>(&self, step: impl FnOnce(&mut Reveal, ConnId) -> T) -> Option<T> {
+        let Advert::Reveal(conn) = self.advert else {
+            return None;
+        };
+        let reveal = self.file.reveal()?;
+        let mut reveal = reveal.lock().unwrap();
+        Some(step(&mut reveal, conn))
+    }
+
+    /// Runs a step that may decline a request (`Some`: what to reveal instead, queued here);
+    /// whether it did.
+    fn decline_step(
+        &mut self,
+        writer: &mut FrameWriter,
+        step: impl FnOnce(&mut Reveal, ConnId) -> Option<Vec<ChunkIndex>>,
+    ) -> bool {
+        let mut declined = false;
+        self.reveal_more(writer, |r, conn| {
+            let more = step(r, conn);
+            declined = more.is_some();
+            more.unwrap_or_default()
+        });
+        declined
     }
 
     fn reveal_more(
@@ -172,11 +183,7 @@ impl Client {
         writer: &mut FrameWriter,
         step: impl FnOnce(&mut Reveal, ConnId) -> Vec<ChunkIndex>,
     ) {
-        let Advert::Reveal(conn) = self.advert else {
-            return;
-        };
-        let reveal = self.file.reveal().expect("a revealing file stays complete");
-        for index in step(&mut reveal.lock().unwrap(), conn) {
+        for index in self.with_reveal(step).unwrap_or_default() {
             writer.queue(&Header::Have { index });
             self.told_since_want_more = true;
         }
@@ -185,9 +192,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let (Advert::Reveal(conn), Some(reveal)) = (&self.advert, self.file.reveal()) {
-            reveal.lock().unwrap().leave(*conn);
-        }
+        self.with_reveal(|r, conn| r.leave(conn));
     }
 }
 

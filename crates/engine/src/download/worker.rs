@@ -1,7 +1,7 @@
 //! One worker per peer connection: keeps requests in flight and hands each chunk that arrives to
 //! a verifier.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -61,6 +61,10 @@ enum PullError {
     },
     #[error("banned for sending data that failed its hash")]
     Banned,
+    /// A seeder declines a client a chunk once at most (`reveal/first_pass.rs`): a peer that
+    /// shows a chunk and declines it again and again would keep this worker asking in a loop.
+    #[error("declined chunk {0} a second time")]
+    DeclinedTwice(ChunkIndex),
 }
 
 async fn pull(
@@ -111,6 +115,8 @@ async fn pull(
     // the next wait is.
     let mut busy_until: Option<Instant> = None;
     let mut busy_wait = BUSY_WAIT;
+    // Chunks this peer declined as `Elsewhere` on this connection.
+    let mut declined: HashSet<ChunkIndex> = HashSet::new();
     loop {
         if busy_until.is_some_and(|t| t <= Instant::now()) {
             busy_until = None;
@@ -223,6 +229,7 @@ async fn pull(
                     sched.arrived(index);
                     if sched.is_done(index) {
                         // Endgame: someone else's copy already won.
+                        tracing::debug!(chunk = %index, "arrived too late");
                         sched.release(addr, index);
                         continue;
                     }
@@ -249,6 +256,7 @@ async fn pull(
                 },
                 _,
             ) if outstanding.front() == Some(&index) => {
+                tracing::debug!(chunk = %index, "refused: busy");
                 outstanding.pop_front();
                 pace.refused(!outstanding.is_empty());
                 // The requests pipelined behind it are refused with it: one pause for them all.
@@ -268,6 +276,10 @@ async fn pull(
                 },
                 _,
             ) if outstanding.front() == Some(&index) => {
+                tracing::debug!(chunk = %index, "declined: elsewhere");
+                if !declined.insert(index) {
+                    return Err(PullError::DeclinedTwice(index));
+                }
                 outstanding.pop_front();
                 pace.refused(!outstanding.is_empty());
                 let mut sched = shared.sched.lock().unwrap();

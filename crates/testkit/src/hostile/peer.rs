@@ -120,6 +120,9 @@ pub enum Mode {
     /// Declines every chunk request as sent to another peer already (`Elsewhere`), as a seeder
     /// in its first pass does.
     DeclinesAll,
+    /// Declines every chunk request as `Elsewhere`, then shows the chunk again with a `Have`,
+    /// so that a client that took it at its word would ask for it in a loop.
+    DeclinesAgain,
     /// Speaks protocol 1: refuses every other version's hello as protocol 1 did (a bare
     /// `VersionMismatch`), and counts the refusal as garbage.
     ProtocolV1,

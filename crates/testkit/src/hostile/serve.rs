@@ -107,7 +107,7 @@ pub(super) async fn answer(
         st.events.update(|c| c.requests += 1);
         match &st.mode {
             Mode::Silent | Mode::StallChunks | Mode::ProtocolV1 => {}
-            Mode::AlwaysBusy | Mode::DeclinesAll => {
+            Mode::AlwaysBusy | Mode::DeclinesAll | Mode::DeclinesAgain => {
                 let reason = if matches!(st.mode, Mode::AlwaysBusy) {
                     RejectReason::Busy
                 } else {
@@ -118,6 +118,9 @@ pub(super) async fn answer(
                     reason,
                 };
                 send(wr, &reject, &[]).await?;
+                if matches!(st.mode, Mode::DeclinesAgain) {
+                    send(wr, &Header::Have { index }, &[]).await?;
+                }
             }
             Mode::Honest => {
                 st.gate.pass().await;
