@@ -68,6 +68,24 @@ impl FrameSource {
         }
     }
 
+    /// Reads up to `want` bytes (no more than a slice of the rate limit) into the staging
+    /// buffer, under the watchdog, and pays for them; 0 at the end of the stream.
+    async fn stage(&mut self, want: usize, dog: &mut Watchdog) -> Result<usize, ConnError> {
+        use tokio::io::AsyncReadExt;
+        let room = self.read_size(want);
+        let n = dog
+            .read(
+                (&mut self.inner)
+                    .take(room as u64)
+                    .read_buf(&mut self.staged),
+            )
+            .await?;
+        if n > 0 {
+            self.pay(n, dog).await;
+        }
+        Ok(n)
+    }
+
     /// The next frame. A chunk's payload goes into a buffer taken from `pool` (waiting for one
     /// does not count against the peer). Fails when the peer stalls: sends less than
     /// [`MIN_PROGRESS`] bytes in some window of `stall` before the frame is complete. So a slow
@@ -85,22 +103,14 @@ impl FrameSource {
             }
             self.staged
                 .reserve(STAGING.saturating_sub(self.staged.len()).max(1));
-            let room = self.read_size(self.staged.capacity() - self.staged.len());
-            let n = dog
-                .read(
-                    (&mut self.inner)
-                        .take(room as u64)
-                        .read_buf(&mut self.staged),
-                )
-                .await?;
-            if n == 0 {
+            let room = self.staged.capacity() - self.staged.len();
+            if self.stage(room, &mut dog).await? == 0 {
                 return Err(if self.staged.is_empty() {
                     ConnError::Closed
                 } else {
                     ConnError::Truncated
                 });
             }
-            self.pay(n, &mut dog).await;
         };
         let _ = self.staged.split_to(head.head_len);
         let len = head.payload_len;
@@ -125,18 +135,9 @@ impl FrameSource {
             _ => {
                 while self.staged.len() < len {
                     self.staged.reserve(len - self.staged.len());
-                    let room = self.read_size(len - self.staged.len());
-                    let n = dog
-                        .read(
-                            (&mut self.inner)
-                                .take(room as u64)
-                                .read_buf(&mut self.staged),
-                        )
-                        .await?;
-                    if n == 0 {
+                    if self.stage(len - self.staged.len(), &mut dog).await? == 0 {
                         return Err(ConnError::Truncated);
                     }
-                    self.pay(n, &mut dog).await;
                 }
                 Payload::Bytes(self.staged.split_to(len).freeze())
             }
