@@ -73,11 +73,7 @@ impl Reveal {
         if !in_swarm && others_sending == 0 {
             return None;
         }
-        if !client.declined.insert(index.0) {
-            return None;
-        }
-        if client.state[i] == State::Got {
-            client.declined.remove(&index.0);
+        if client.state[i] == State::Got || !client.declined.insert(index.0) {
             return None;
         }
         self.unreveal(conn, i);
