@@ -23,7 +23,7 @@ use model::{Params, Sim};
 
 const USAGE: &str = "usage: swarm_sim [--leechers N,N,...] [--file-mib F] [--chunk-kib C] \
 [--upload-mbit U] [--window W] [--max-peers P] [--latency-ms L] [--join-s J] [--no-reveal] \
-[--cancel] [--fair-share] [--seed S] [--check]
+[--cancel] [--fair-share] [--no-slots] [--seed S] [--check] [--trace]
   --leechers    swarm sizes to run (default 100,1000,10000)
   --file-mib    file size, MiB (default 32)
   --chunk-kib   chunk size, KiB (default 512)
@@ -38,7 +38,11 @@ const USAGE: &str = "usage: swarm_sim [--leechers N,N,...] [--file-mib F] [--chu
                 does not send Cancel today; this shows what it would change)
   --fair-share  every uplink sends to all its connections at once, each at its share of the
                 rate, as TCP does (default: one chunk at a time, connections in turn)
+  --no-slots    every request waits its turn at the uplink (default: upload slots as the engine
+                gives them, 4 sending and 4 waiting, the rest refused as busy)
   --seed        random seed (default 1)
+  --trace       print the swarm's state every half second of simulated time, and why idle
+                uplinks are idle (`examples/swarm_sim/trace.rs`)
   --check       check the scheduler's and the reveal policy's invariants after every event (slow)";
 
 fn main() -> ExitCode {
@@ -56,7 +60,8 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
     let u = base.upload;
     println!(
         "F = {:.0} MiB in {} chunks of {} KiB; upload {:.0} Mbit/s per host{}; window {} (paced); at \
-         most {} connections per host; latency {} ms; joins within {} s; super-seeding {}; cancel {}",
+         most {} connections per host; upload slots {}; latency {} ms; joins within {} s; super-seeding {}; \
+         cancel {}",
         file / 1048576.0,
         base.chunks,
         base.chunk_bytes / 1024,
@@ -68,6 +73,7 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
         },
         base.window,
         base.max_peers,
+        if base.slots { "on" } else { "off" },
         base.latency * 1e3,
         base.join,
         if base.reveal { "on" } else { "off" },
@@ -77,13 +83,14 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
     let alone = Sim::new(Params {
         leechers: 1,
         join: 0.0,
+        trace: false,
         ..base.clone()
     })
     .run();
     let t1 = alone.finish[0];
     println!("T1 = {t1:.2} s (F/u = {:.2} s)", file / u);
     println!(
-        "{:>6} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>7} {:>8} {:>9} {:>7}",
+        "{:>6} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>7} {:>8} {:>7} {:>9} {:>7}",
         "N",
         "first s",
         "last s",
@@ -93,6 +100,7 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
         "all out s",
         "dup xF",
         "l. busy",
+        "busy/N F",
         "events",
         "wall s"
     );
@@ -109,7 +117,7 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
         // so the middle term is 0.
         let bound = (file / u).max(f64::from(n) * file / (u + f64::from(n) * u));
         println!(
-            "{:>6} {:>8.2} {:>8.2} {:>6.2} {:>8.2} {:>10.2} {:>10.2} {:>7.2} {:>7.0}% {:>9} {:>7.1}",
+            "{:>6} {:>8.2} {:>8.2} {:>6.2} {:>8.2} {:>10.2} {:>10.2} {:>7.2} {:>7.0}% {:>7.2} {:>9} {:>7.1}",
             n,
             first,
             last,
@@ -119,6 +127,7 @@ fn run((base, sizes): (Params, Vec<u32>)) -> Result<()> {
             out.all_out,
             out.wasted_chunks as f64 / f64::from(base.chunks),
             out.leecher_busy * 100.0,
+            out.busy as f64 / (f64::from(n) * f64::from(base.chunks)),
             out.events,
             started.elapsed().as_secs_f64(),
         );
@@ -140,6 +149,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Params, Vec<u32>)> {
         cancel: false,
         check: false,
         fair_share: false,
+        slots: true,
+        trace: false,
         seed: 1,
     };
     let mut sizes = vec![100, 1000, 10_000];
@@ -159,6 +170,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(Params, Vec<u32>)> {
         }
         if flag == "--fair-share" {
             p.fair_share = true;
+            continue;
+        }
+        if flag == "--no-slots" {
+            p.slots = false;
+            continue;
+        }
+        if flag == "--trace" {
+            p.trace = true;
             continue;
         }
         if flag == "--check" {

@@ -7,12 +7,20 @@ use std::net::SocketAddr;
 
 use std::time::{Duration, Instant};
 
-use shoal_engine::download::pace::Pace;
+use shoal_engine::download::pace::{Pace, BUSY_WAIT, BUSY_WAIT_MOST};
 use shoal_engine::reveal::Reveal;
 use shoal_engine::scheduler::{Completion, Scheduler};
 use shoal_proto::ChunkIndex;
 
 use super::uplink::FairUplink;
+use slots::Slots;
+
+#[path = "serve.rs"]
+mod serve;
+#[path = "slots.rs"]
+mod slots;
+#[path = "trace.rs"]
+mod trace;
 
 /// What one run simulates.
 #[derive(Clone, Debug)]
@@ -39,6 +47,11 @@ pub struct Params {
     /// Uplinks shared by all connections at once, as TCP shares them, instead of one chunk at a
     /// time with connections in turn.
     pub fair_share: bool,
+    /// Upload slots as the engine gives them (`uploads.rs`); without them every request waits
+    /// its turn at the uplink.
+    pub slots: bool,
+    /// Print the swarm's state every half second (`trace.rs`).
+    pub trace: bool,
     pub seed: u64,
 }
 
@@ -54,6 +67,8 @@ pub struct Outcome {
     pub all_out: f64,
     /// Chunks uploaded by all leechers, over (leechers x last finish x chunks/s of one uplink).
     pub leecher_busy: f64,
+    /// Requests refused as busy (upload slots taken).
+    pub busy: u64,
     pub events: u64,
 }
 
@@ -74,6 +89,10 @@ struct Link {
     asked_more: bool,
     /// When a wake-up for a late chunk (endgame) is due on this link, if one is.
     wake_at: Option<u64>,
+    /// Until when this host asks the peer nothing, after it refused a request as busy; and how
+    /// long the next such pause is (ns), as the worker does.
+    busy_until: Option<u64>,
+    busy_wait: u64,
 }
 
 struct Host {
@@ -85,6 +104,7 @@ struct Host {
     next_link: usize,
     /// With `fair_share`: the chunks being sent, one per connection at most.
     fair: FairUplink,
+    slots: Slots,
     finished: Option<f64>,
     uploaded: u64,
 }
@@ -113,6 +133,12 @@ enum Msg {
     },
     /// From the seeder: a request declined in its first pass (`Reject { reason: Elsewhere }`).
     Declined {
+        to: u32,
+        link: u32,
+        chunk: u32,
+    },
+    /// A request refused: the server's upload slots are taken (`Reject { reason: Busy }`).
+    Busy {
         to: u32,
         link: u32,
         chunk: u32,
@@ -154,6 +180,10 @@ const UPLINK_DONE: u8 = 0;
 const CONNECT: u8 = 1;
 /// A worker with room looks again: a chunk in flight elsewhere became late (endgame).
 const WAKE: u8 = 2;
+/// A worker's pause after a busy refusal is over.
+const BUSY_OVER: u8 = 3;
+/// `--trace`: a line of the swarm's state is due.
+const SAMPLE: u8 = 4;
 
 impl Sim {
     pub fn new(p: Params) -> Sim {
@@ -167,6 +197,7 @@ impl Sim {
                 sending: None,
                 next_link: 0,
                 fair: FairUplink::default(),
+                slots: Slots::default(),
                 finished: None,
                 uploaded: 0,
             })
@@ -185,6 +216,7 @@ impl Sim {
                 wasted_chunks: 0,
                 all_out: 0.0,
                 leecher_busy: 0.0,
+                busy: 0,
                 events: 0,
             },
             p,
@@ -253,6 +285,8 @@ impl Sim {
             live: false,
             asked_more: false,
             wake_at: None,
+            busy_until: None,
+            busy_wait: nanos(BUSY_WAIT.as_secs_f64()),
         };
         self.hosts[a as usize].links.push(new(b, lb));
         self.hosts[b as usize].links.push(new(a, la));
@@ -262,6 +296,10 @@ impl Sim {
     }
 
     pub fn run(mut self) -> Outcome {
+        if self.p.trace {
+            self.trace_header();
+            self.timed.push(Reverse((0, SAMPLE, 0, 0)));
+        }
         let leechers = self.p.leechers as usize;
         while self.out.finish.len() < leechers {
             let next_timed = self.timed.peek().map(|Reverse(e)| e.0);
@@ -279,6 +317,10 @@ impl Sim {
                 self.now = t;
                 if kind == CONNECT {
                     self.connect(h, l);
+                } else if kind == SAMPLE {
+                    self.sample();
+                } else if kind == BUSY_OVER {
+                    self.fill(h, l);
                 } else if kind == WAKE {
                     let link = &mut self.hosts[h as usize].links[l as usize];
                     if link.wake_at == Some(t) {
@@ -305,6 +347,7 @@ impl Sim {
                     if let Some(s) = &h.sched {
                         s.check_invariants();
                     }
+                    h.slots.check_invariants();
                 }
             }
         }
@@ -371,8 +414,11 @@ impl Sim {
         let Some(sched) = &mut host.sched else { return };
         let link = &mut host.links[l as usize];
         sched.set_clock(Duration::from_nanos(self.now));
+        if link.busy_until.is_some_and(|t| t <= self.now) {
+            link.busy_until = None;
+        }
         let mut asked = Vec::new();
-        while link.live && link.asked.len() < link.pace.window() {
+        while link.live && link.busy_until.is_none() && link.asked.len() < link.pace.window() {
             match sched.next_for(key(link.peer)) {
                 Some(i) => {
                     link.pace.requested(link.asked.is_empty(), now);
@@ -382,7 +428,7 @@ impl Sim {
                 None => break,
             }
         }
-        let room = link.live && link.asked.len() < link.pace.window();
+        let room = link.live && link.busy_until.is_none() && link.asked.len() < link.pace.window();
         // As the worker does: ask the seeder to show more when what it showed leaves room.
         let want_more = room && reveal && link.peer == SEEDER && !link.asked_more;
         if want_more {
@@ -422,19 +468,34 @@ impl Sim {
                     let more = self.reveal.requested(u64::from(link), ChunkIndex(chunk));
                     self.reveal_to(link, more);
                 }
-                if self.p.fair_share {
-                    if !self.hosts[to as usize].fair.sending_on(link) {
-                        self.hosts[to as usize]
-                            .fair
-                            .advance(self.now, self.p.upload);
-                        self.fair_start(to, link);
-                        self.fair_schedule(to);
-                    }
-                } else if self.hosts[to as usize].sending.is_none() {
-                    self.start_upload(to);
-                }
+                self.take_request(to, link);
             }
             Msg::Chunk { to, link, chunk } => self.receive(to, link, chunk),
+            Msg::Busy { to, link, chunk } => {
+                let now = self.now;
+                let host = &mut self.hosts[to as usize];
+                let l = &mut host.links[link as usize];
+                let Some(pos) = l.asked.iter().position(|c| *c == chunk) else {
+                    return;
+                };
+                l.asked.remove(pos);
+                l.pace.refused(!l.asked.is_empty());
+                // The requests pipelined behind it are refused with it: one pause for them all.
+                if l.busy_until.is_none() {
+                    let until = now + l.busy_wait;
+                    l.busy_until = Some(until);
+                    l.busy_wait = (2 * l.busy_wait).min(nanos(BUSY_WAIT_MOST.as_secs_f64()));
+                    self.timed.push(Reverse((until, BUSY_OVER, to, link)));
+                }
+                let host = &mut self.hosts[to as usize];
+                let peer = key(host.links[link as usize].peer);
+                if let Some(s) = &mut host.sched {
+                    s.release(peer, ChunkIndex(chunk));
+                }
+                for k in 0..self.hosts[to as usize].links.len() as u32 {
+                    self.fill(to, k);
+                }
+            }
             Msg::Declined { to, link, chunk } => {
                 let host = &mut self.hosts[to as usize];
                 let l = &mut host.links[link as usize];
@@ -442,6 +503,7 @@ impl Sim {
                     return;
                 };
                 l.asked.remove(pos);
+                l.pace.refused(!l.asked.is_empty());
                 let peer = key(l.peer);
                 if let Some(s) = &mut host.sched {
                     s.release(peer, ChunkIndex(chunk));
@@ -495,121 +557,6 @@ impl Sim {
         }
     }
 
-    /// The uplink of `h` is free: send the next queued chunk, taking links in turn, as TCP
-    /// connections sharing one uplink would (at chunk granularity).
-    fn start_upload(&mut self, h: u32) {
-        loop {
-            let host = &mut self.hosts[h as usize];
-            let (n, first) = (host.links.len(), host.next_link);
-            let Some((l, chunk)) = (0..n)
-                .map(|k| (first + k) % n)
-                .find_map(|l| host.links[l].queue.pop_front().map(|c| (l, c)))
-            else {
-                return;
-            };
-            host.next_link = (l + 1) % n;
-            if h == SEEDER && self.p.reveal && self.decline(l as u32, chunk) {
-                continue;
-            }
-            self.hosts[h as usize].sending = Some((l as u32, chunk));
-            let secs = self.p.chunk_bytes as f64 / self.p.upload;
-            self.timed
-                .push(Reverse((self.now + nanos(secs), UPLINK_DONE, h, l as u32)));
-            return;
-        }
-    }
-
-    /// The seeder is about to send `chunk` on `link`: whether its first pass declines it (the
-    /// client is told, and shown others); if not, it is being sent.
-    fn decline(&mut self, link: u32, chunk: u32) -> bool {
-        match self
-            .reveal
-            .send_or_decline(u64::from(link), ChunkIndex(chunk))
-        {
-            Some(more) => {
-                self.reveal_to(link, more);
-                let l = &self.hosts[SEEDER as usize].links[link as usize];
-                let (to, back) = (l.peer, l.back);
-                self.send(Msg::Declined {
-                    to,
-                    link: back,
-                    chunk,
-                });
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn uplink_done(&mut self, h: u32) {
-        let (l, chunk) = self.hosts[h as usize]
-            .sending
-            .take()
-            .expect("an uplink finished that was sending");
-        self.sent(h, l, chunk);
-        self.start_upload(h);
-    }
-
-    /// With `fair_share`: starts the next chunk queued on `link` of `h`, if any.
-    fn fair_start(&mut self, h: u32, link: u32) {
-        let bytes = self.p.chunk_bytes as f64;
-        while let Some(chunk) = self.hosts[h as usize].links[link as usize]
-            .queue
-            .pop_front()
-        {
-            if h == SEEDER && self.p.reveal && self.decline(link, chunk) {
-                continue;
-            }
-            self.hosts[h as usize].fair.start(link, chunk, bytes);
-            return;
-        }
-    }
-
-    fn fair_schedule(&mut self, h: u32) {
-        let fair = &mut self.hosts[h as usize].fair;
-        if let Some(at) = fair.next_done(self.p.upload) {
-            let generation = fair.generation;
-            self.timed.push(Reverse((at, UPLINK_DONE, h, generation)));
-        }
-    }
-
-    /// With `fair_share`: chunks of `h` are done; each connection goes on with its next one.
-    fn fair_done(&mut self, h: u32) {
-        self.hosts[h as usize].fair.advance(self.now, self.p.upload);
-        let done = self.hosts[h as usize].fair.take_finished();
-        for &(l, chunk) in &done {
-            self.sent(h, l, chunk);
-        }
-        for (l, _) in done {
-            self.fair_start(h, l);
-        }
-        self.fair_schedule(h);
-    }
-
-    /// `h` has sent `chunk` on its link `l`: it goes on the wire to the peer.
-    fn sent(&mut self, h: u32, l: u32, chunk: u32) {
-        self.hosts[h as usize].uploaded += 1;
-        let (to, back) = {
-            let link = &self.hosts[h as usize].links[l as usize];
-            (link.peer, link.back)
-        };
-        if h == SEEDER {
-            self.seeder_sent[chunk as usize] = true;
-            if self.out.all_out == 0.0 && self.seeder_sent.iter().all(|s| *s) {
-                self.out.all_out = self.now as f64 / 1e9;
-            }
-        }
-        if h == SEEDER && self.p.reveal {
-            let more = self.reveal.served(u64::from(l), ChunkIndex(chunk));
-            self.reveal_to(l, more);
-        }
-        self.send(Msg::Chunk {
-            to,
-            link: back,
-            chunk,
-        });
-    }
-
     /// `h` got `chunk` on link `got_on`: its other requests for it are withdrawn.
     fn cancel_others(&mut self, h: u32, got_on: u32, chunk: u32) {
         let host = &mut self.hosts[h as usize];
@@ -639,6 +586,7 @@ impl Sim {
             return;
         };
         link.asked.remove(pos);
+        link.busy_wait = nanos(BUSY_WAIT.as_secs_f64());
         link.pace.arrived(bytes, !link.asked.is_empty(), now);
         let sched = host.sched.as_mut().expect("only leechers ask for chunks");
         sched.set_clock(Duration::from_nanos(self.now));

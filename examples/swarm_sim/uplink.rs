@@ -15,6 +15,16 @@ pub struct FairUplink {
 }
 
 impl FairUplink {
+    /// Whether any chunk is being sent.
+    pub fn busy(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// Whether `chunk` is being sent on `link`.
+    pub fn sending(&self, link: u32, chunk: u32) -> bool {
+        self.active.iter().any(|a| a.0 == link && a.1 == chunk)
+    }
+
     /// Whether `link` has a chunk being sent now.
     pub fn sending_on(&self, link: u32) -> bool {
         self.active.iter().any(|a| a.0 == link)

@@ -11,6 +11,10 @@ pub const QUEUE_TIME: Duration = Duration::from_millis(500);
 const FIRST_WINDOW: usize = 2;
 /// Weight of the newest sample in the rate estimate.
 const WEIGHT: f64 = 0.3;
+/// A peer that refused a request as busy (its upload slots are taken) is asked again after this
+/// long at first, then twice as long each time it refuses again, up to [`BUSY_WAIT_MOST`].
+pub const BUSY_WAIT: Duration = Duration::from_millis(50);
+pub const BUSY_WAIT_MOST: Duration = Duration::from_millis(400);
 
 /// The measured delivery rate of one peer connection, and the window it allows.
 pub struct Pace {

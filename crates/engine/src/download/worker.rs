@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shoal_proto::peer::{self, Header, RejectReason};
 use shoal_proto::ChunkIndex;
 
-use super::pace::Pace;
+use super::pace::{Pace, BUSY_WAIT, BUSY_WAIT_MOST};
 use super::verify::Job;
 use super::Shared;
 use crate::conn::{max_frame_for, ConnError, Payload, PeerConn};
@@ -22,10 +22,6 @@ const IDLE_WAIT: Duration = Duration::from_secs(180);
 /// A `WantMore` that brought no Have is sent again after this long, while the window still has
 /// room (the server may have had nothing for us then, and have something now).
 const WANT_MORE_AGAIN: Duration = Duration::from_secs(2);
-/// A peer that refused a request as busy (its upload slots are taken) is asked again after this
-/// long at first, then twice as long each time it refuses again, up to [`BUSY_WAIT_MOST`].
-const BUSY_WAIT: Duration = Duration::from_millis(50);
-const BUSY_WAIT_MOST: Duration = Duration::from_millis(400);
 
 /// One peer connection: keeps up to `window` requests in flight and hands each chunk that arrives
 /// to a verifier. Returns whether it ended cleanly (nothing left to do).
