@@ -40,6 +40,8 @@ mod folders;
 mod load;
 #[path = "bench/machine.rs"]
 mod machine;
+#[path = "bench/neigh.rs"]
+mod neigh;
 #[path = "bench/private_lan.rs"]
 mod private_lan;
 #[path = "bench/procs.rs"]

@@ -9,7 +9,7 @@
 //! To see where a round's time goes: `SHOAL_BENCH_RUST_LOG` is every program's `RUST_LOG` (default
 //! `info`; `info,shoal_engine=debug` logs every request, verified chunk, chunk the seeder sent and
 //! `WantMore`, with times), and `SHOAL_BENCH_LOG_DIR=DIR` keeps each round's stderr of the seeder
-//! and of every leecher in `DIR/rK-nN/`.
+//! and of every leecher in `DIR/rK-nN/`, and the tracker's, for all rounds, in `DIR/tracker.log`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
+use crate::neigh::NeighRoom;
 use crate::procs::{self, Opts, Proc, Stream};
 use crate::report::{median, Report, Target, Unit};
 use crate::table::Outcome;
@@ -122,6 +123,12 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
         });
     }
     tracker.stop(libc::SIGINT, Duration::from_secs(5));
+    if let Some(dir) = std::env::var_os("SHOAL_BENCH_LOG_DIR") {
+        tracker.wait_output_closed(Duration::from_secs(5));
+        let log = Path::new(&dir).join("tracker.log");
+        std::fs::write(&log, tracker.lines(Stream::Err).join("\n") + "\n")
+            .with_context(|| format!("writing {}", log.display()))?;
+    }
     Ok(Results {
         file_size: plan.file_size,
         rate_bits: plan.rate_bits,
@@ -147,6 +154,8 @@ pub(crate) struct Lan {
     net: String,
     dir: PathBuf,
     made: Vec<String>,
+    /// Room in the kernel's ARP table for every host's neighbours, while the namespaces live.
+    _neigh: NeighRoom,
     /// A private swarm's secret, given to every program started from then on (`P2P_SECRET`).
     pub(crate) secret: Option<String>,
 }
@@ -161,6 +170,7 @@ impl Lan {
             net: format!("10.{}.{}", 20 + pid % 200, (pid / 200) % 250 + 1),
             dir: dir.to_path_buf(),
             made: Vec::new(),
+            _neigh: NeighRoom::for_hosts(hosts),
             secret: None,
         };
         let sw = lan.ns_name(0);
