@@ -448,3 +448,5 @@ impl Reveal {
 mod first_pass;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_first_pass;
