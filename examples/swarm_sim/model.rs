@@ -472,14 +472,11 @@ impl Sim {
             }
             Msg::Chunk { to, link, chunk } => self.receive(to, link, chunk),
             Msg::Busy { to, link, chunk } => {
-                let now = self.now;
-                let host = &mut self.hosts[to as usize];
-                let l = &mut host.links[link as usize];
-                let Some(pos) = l.asked.iter().position(|c| *c == chunk) else {
+                if !self.refused(to, link, chunk) {
                     return;
-                };
-                l.asked.remove(pos);
-                l.pace.refused(!l.asked.is_empty());
+                }
+                let now = self.now;
+                let l = &mut self.hosts[to as usize].links[link as usize];
                 // The requests pipelined behind it are refused with it: one pause for them all.
                 if l.busy_until.is_none() {
                     let until = now + l.busy_wait;
@@ -487,31 +484,18 @@ impl Sim {
                     l.busy_wait = (2 * l.busy_wait).min(nanos(BUSY_WAIT_MOST.as_secs_f64()));
                     self.timed.push(Reverse((until, BUSY_OVER, to, link)));
                 }
+                self.fill_all(to);
+            }
+            Msg::Declined { to, link, chunk } => {
+                if !self.refused(to, link, chunk) {
+                    return;
+                }
                 let host = &mut self.hosts[to as usize];
                 let peer = key(host.links[link as usize].peer);
                 if let Some(s) = &mut host.sched {
-                    s.release(peer, ChunkIndex(chunk));
-                }
-                for k in 0..self.hosts[to as usize].links.len() as u32 {
-                    self.fill(to, k);
-                }
-            }
-            Msg::Declined { to, link, chunk } => {
-                let host = &mut self.hosts[to as usize];
-                let l = &mut host.links[link as usize];
-                let Some(pos) = l.asked.iter().position(|c| *c == chunk) else {
-                    return;
-                };
-                l.asked.remove(pos);
-                l.pace.refused(!l.asked.is_empty());
-                let peer = key(l.peer);
-                if let Some(s) = &mut host.sched {
-                    s.release(peer, ChunkIndex(chunk));
                     s.peer_lacks(peer, ChunkIndex(chunk));
                 }
-                for k in 0..self.hosts[to as usize].links.len() as u32 {
-                    self.fill(to, k);
-                }
+                self.fill_all(to);
             }
             Msg::Cancel { to, link, chunk } => {
                 self.hosts[to as usize].links[link as usize]
@@ -541,6 +525,30 @@ impl Sim {
                 }
                 self.fill(to, link);
             }
+        }
+    }
+
+    /// `to`'s request for `chunk` on `link` was refused (busy) or declined: it is no longer
+    /// asked there, and goes back to the scheduler. False if it was not asked there.
+    fn refused(&mut self, to: u32, link: u32, chunk: u32) -> bool {
+        let host = &mut self.hosts[to as usize];
+        let l = &mut host.links[link as usize];
+        let Some(pos) = l.asked.iter().position(|c| *c == chunk) else {
+            return false;
+        };
+        l.asked.remove(pos);
+        l.pace.refused(!l.asked.is_empty());
+        let peer = key(l.peer);
+        if let Some(s) = &mut host.sched {
+            s.release(peer, ChunkIndex(chunk));
+        }
+        true
+    }
+
+    /// Every worker of `h` asks for what it can.
+    fn fill_all(&mut self, h: u32) {
+        for k in 0..self.hosts[h as usize].links.len() as u32 {
+            self.fill(h, k);
         }
     }
 
@@ -616,8 +624,6 @@ impl Sim {
             }
         }
         // Workers wake on every completion (the engine's `changed` signal): endgame may have begun.
-        for k in 0..self.hosts[h as usize].links.len() as u32 {
-            self.fill(h, k);
-        }
+        self.fill_all(h);
     }
 }
