@@ -7,7 +7,8 @@
 //! cap the kernel says "neighbor table overflow" and drops packets to addresses it cannot
 //! resolve, so a host that came late could reach neither the tracker nor its peers for 10–15 s
 //! until old entries aged out: those were the N = 32 stragglers of rounds 6 and 7
-//! (PERFORMANCE.md). The thresholds are raised for the run and put back afterwards.
+//! (PERFORMANCE.md). The thresholds are raised for the run and put back afterwards, also when
+//! the run is interrupted (Ctrl-C) or panics; only a SIGKILL leaves them raised.
 
 use std::path::Path;
 
@@ -46,7 +47,10 @@ impl NeighRoom {
                 continue;
             }
             match std::fs::write(&path, want.to_string()) {
-                Ok(()) => old.push((name.to_string(), now)),
+                Ok(()) => {
+                    crate::procs::restore_on_abort(path, now.to_string());
+                    old.push((name.to_string(), now));
+                }
                 Err(e) => println!(
                     "    could not raise {} from {now} to {want} ({e}): the ARP table may overflow",
                     path.display()
@@ -70,7 +74,9 @@ impl Drop for NeighRoom {
     fn drop(&mut self) {
         // The lowest first, for the same reason.
         for (name, value) in self.old.iter().rev() {
-            let _ = std::fs::write(Path::new(DIR).join(name), value.to_string());
+            let path = Path::new(DIR).join(name);
+            let _ = std::fs::write(&path, value.to_string());
+            crate::procs::restored(&path);
         }
     }
 }

@@ -26,6 +26,8 @@ static LIVE: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
 static TEMP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Network namespaces to delete on an abnormal exit (the swarm case's).
 static NETNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Files to write back on an abnormal exit, with what they held (the ARP table's thresholds).
+static RESTORE: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 /// Set once cleanup started: no more children may be spawned.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Echo every child's output as it arrives (`--verbose`).
@@ -52,6 +54,22 @@ pub fn delete_netns_on_abort(name: &str) {
         .push(name.to_string());
 }
 
+/// Writes `value` back into `path` if the benchmark is interrupted or panics; [`restored`] once
+/// it was put back. The last registered is written first.
+pub fn restore_on_abort(path: PathBuf, value: String) {
+    RESTORE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((path, value));
+}
+
+pub fn restored(path: &std::path::Path) {
+    RESTORE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(p, _)| p != path);
+}
+
 pub fn netns_deleted(name: &str) {
     NETNS
         .lock()
@@ -59,8 +77,8 @@ pub fn netns_deleted(name: &str) {
         .retain(|n| n != name);
 }
 
-/// SIGKILLs every live child, then deletes the registered namespaces and removes the registered
-/// folders. Idempotent.
+/// SIGKILLs every live child, then deletes the registered namespaces, writes the registered files
+/// back and removes the registered folders. Idempotent.
 pub fn kill_everything() {
     STOPPING.store(true, Ordering::SeqCst);
     for &(pid, group) in live().iter() {
@@ -75,6 +93,14 @@ pub fn kill_everything() {
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
+    }
+    for (path, value) in RESTORE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .rev()
+    {
+        let _ = std::fs::write(path, value);
     }
     for dir in TEMP.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         let _ = std::fs::remove_dir_all(&dir);
