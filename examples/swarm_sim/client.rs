@@ -80,10 +80,20 @@ impl Sim {
         true
     }
 
-    /// Every worker of `h` asks for what it can.
+    /// The idle workers of `h` (nothing outstanding with their peer) look again, as the engine's
+    /// `changed` signal wakes them; a worker with requests out looks again when its peer's next
+    /// frame comes.
     pub(super) fn fill_all(&mut self, h: u32) {
         for k in 0..self.hosts[h as usize].links.len() as u32 {
-            self.fill(h, k);
+            self.wake(h, k);
+        }
+    }
+
+    /// The worker of `h` for link `l` looks again if it is idle: a timer (a busy pause over, a
+    /// chunk late) wakes only a worker that waits with nothing outstanding.
+    pub(super) fn wake(&mut self, h: u32, l: u32) {
+        if self.hosts[h as usize].links[l as usize].asked.is_empty() {
+            self.fill(h, l);
         }
     }
 
@@ -145,7 +155,9 @@ impl Sim {
                 }
             }
         }
-        // Workers wake on every completion (the engine's `changed` signal): endgame may have begun.
+        // This worker asks again (a frame came); the idle ones wake on every completion (the
+        // engine's `changed` signal): endgame may have begun.
+        self.fill(h, l);
         self.fill_all(h);
     }
 }

@@ -95,6 +95,12 @@ struct Link {
     /// long the next such pause is (ns), as the worker does.
     busy_until: Option<u64>,
     busy_wait: u64,
+    /// Serving: whether further requests were queued behind the chunk being sent when it was
+    /// taken (the engine's `more`, read then, not after the send).
+    sent_more: bool,
+    /// Serving: while the link waits for a slot, whether requests were queued behind the one
+    /// that waits (the engine reads no further request meanwhile).
+    line_more: Option<bool>,
 }
 
 struct Host {
@@ -289,6 +295,8 @@ impl Sim {
             wake_at: None,
             busy_until: None,
             busy_wait: nanos(BUSY_WAIT.as_secs_f64()),
+            sent_more: false,
+            line_more: None,
         };
         self.hosts[a as usize].links.push(new(b, lb));
         self.hosts[b as usize].links.push(new(a, la));
@@ -322,12 +330,12 @@ impl Sim {
                 } else if kind == SAMPLE {
                     self.sample();
                 } else if kind == BUSY_OVER {
-                    self.fill(h, l);
+                    self.wake(h, l);
                 } else if kind == WAKE {
                     let link = &mut self.hosts[h as usize].links[l as usize];
                     if link.wake_at == Some(t) {
                         link.wake_at = None;
-                        self.fill(h, l);
+                        self.wake(h, l);
                     }
                 } else if self.p.fair_share {
                     // `l` is the generation the event was scheduled for.
@@ -350,6 +358,18 @@ impl Sim {
                         s.check_invariants();
                     }
                     h.slots.check_invariants();
+                    for (k, link) in h.links.iter().enumerate() {
+                        let sending = h.sending.is_some_and(|(l, _)| l == k as u32)
+                            || h.fair.sending_on(k as u32);
+                        assert!(
+                            !h.slots.holds(k as u32) || sending || !link.queue.is_empty(),
+                            "a link holds a slot with nothing to send"
+                        );
+                        assert!(
+                            !h.slots.waits(k as u32) || !link.queue.is_empty(),
+                            "a link waits for a slot with nothing to send"
+                        );
+                    }
                 }
             }
         }
@@ -434,6 +454,7 @@ impl Sim {
                     l.busy_wait = (2 * l.busy_wait).min(nanos(BUSY_WAIT_MOST.as_secs_f64()));
                     self.timed.push(Reverse((until, BUSY_OVER, to, link)));
                 }
+                self.fill(to, link);
                 self.fill_all(to);
             }
             Msg::Declined { to, link, chunk } => {
@@ -445,12 +466,14 @@ impl Sim {
                 if let Some(s) = &mut host.sched {
                     s.peer_lacks(peer, ChunkIndex(chunk));
                 }
+                self.fill(to, link);
                 self.fill_all(to);
             }
             Msg::Cancel { to, link, chunk } => {
                 self.hosts[to as usize].links[link as usize]
                     .queue
                     .retain(|c| *c != chunk);
+                self.cancelled(to, link);
             }
             Msg::WantMore { to, link } => {
                 if to == SEEDER && self.p.reveal {

@@ -48,8 +48,14 @@ impl Sim {
                 continue;
             }
             let host = &mut self.hosts[h as usize];
-            if host.slots.begin(link) != Begin::Busy {
-                return;
+            match host.slots.begin(link) {
+                Begin::Go => return,
+                Begin::Wait => {
+                    let l = &mut host.links[link as usize];
+                    l.line_more = Some(l.queue.len() > 1);
+                    return;
+                }
+                Begin::Busy => {}
             }
             host.links[link as usize].queue.pop_front();
             let (to, back) = (
@@ -76,12 +82,43 @@ impl Sim {
             return None;
         }
         let host = &mut self.hosts[h as usize];
-        let more = !host.links[link as usize].queue.is_empty();
+        let more = host.links[link as usize].sent_more;
         let next = host.slots.end(link, more);
         if !self.hosts[h as usize].slots.holds(link) {
             self.admit(h, link);
         }
         next
+    }
+
+    /// The next queued request of `link` is taken to be sent (or declined), with whether more
+    /// were queued behind it then: the engine reads that before the send, and while a
+    /// connection waits for a slot it reads no further request.
+    fn take(&mut self, h: u32, link: u32) -> u32 {
+        let l = &mut self.hosts[h as usize].links[link as usize];
+        let chunk = l.queue.pop_front().expect("a link with a queue");
+        l.sent_more = l.line_more.take().unwrap_or(!l.queue.is_empty());
+        chunk
+    }
+
+    /// A Cancel (`--cancel`) emptied `link`'s queue: a link that waited leaves the line, and one
+    /// that holds a slot without sending on it gives the slot to the first waiting.
+    pub(super) fn cancelled(&mut self, h: u32, link: u32) {
+        let host = &mut self.hosts[h as usize];
+        let sending = host.sending.is_some_and(|(l, _)| l == link) || host.fair.sending_on(link);
+        if !self.p.slots || sending || !host.links[link as usize].queue.is_empty() {
+            return;
+        }
+        host.links[link as usize].line_more = None;
+        let next = host.slots.leave(link);
+        if self.p.fair_share {
+            if let Some(next) = next {
+                self.hosts[h as usize].fair.advance(self.now, self.p.upload);
+                self.fair_start(h, next);
+                self.fair_schedule(h);
+            }
+        } else if self.hosts[h as usize].sending.is_none() {
+            self.start_upload(h);
+        }
     }
 
     /// Whether `link` may be sent its queued chunks now.
@@ -100,12 +137,8 @@ impl Sim {
             }) else {
                 return;
             };
-            let host = &mut self.hosts[h as usize];
-            let chunk = host.links[l]
-                .queue
-                .pop_front()
-                .expect("a link with a queue");
-            host.next_link = (l + 1) % n;
+            let chunk = self.take(h, l as u32);
+            self.hosts[h as usize].next_link = (l + 1) % n;
             if h == SEEDER && self.p.reveal && self.decline(l as u32, chunk, true) {
                 self.end_turn(h, l as u32);
                 continue;
@@ -157,12 +190,10 @@ impl Sim {
     fn fair_start(&mut self, h: u32, link: u32) {
         let bytes = self.p.chunk_bytes as f64;
         while self.may_send(h, link) && !self.hosts[h as usize].fair.sending_on(link) {
-            let Some(chunk) = self.hosts[h as usize].links[link as usize]
-                .queue
-                .pop_front()
-            else {
+            if self.hosts[h as usize].links[link as usize].queue.is_empty() {
                 return;
-            };
+            }
+            let chunk = self.take(h, link);
             if h == SEEDER && self.p.reveal && self.decline(link, chunk, true) {
                 if let Some(next) = self.end_turn(h, link) {
                     self.fair_start(h, next);

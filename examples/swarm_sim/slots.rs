@@ -4,8 +4,9 @@
 //! keeps its slot while it has requests queued; after `TENURE` chunks in a row it lets a waiting
 //! one go first, and its next request is refused unless a slot is free.
 //!
-//! Not modelled: `SLOT_HOLD` (a chunk takes 84 ms here, never 2 s) and `PER_SOURCE` (every
-//! simulated connection comes from its own host).
+//! Not modelled: `SLOT_HOLD` (with the defaults a chunk takes 84 ms, far from 2 s; at about 2
+//! Mbit/s or less, or with large chunks, the engine would give a slot up during a send) and
+//! `PER_SOURCE` (every simulated connection comes from its own host).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -68,6 +69,17 @@ impl Slots {
         if more {
             self.yielded.insert(link);
         }
+        self.holders.swap_remove(at);
+        let next = self.waiting.pop_front()?;
+        self.holders.push((next, 0));
+        Some(next)
+    }
+
+    /// `link` has nothing left to send (`--cancel` emptied its queue; the engine ignores Cancel):
+    /// it leaves the line, or gives its slot to the first link waiting (returned).
+    pub fn leave(&mut self, link: u32) -> Option<u32> {
+        self.waiting.retain(|w| *w != link);
+        let at = self.holders.iter().position(|h| h.0 == link)?;
         self.holders.swap_remove(at);
         let next = self.waiting.pop_front()?;
         self.holders.push((next, 0));
