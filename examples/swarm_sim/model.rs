@@ -357,20 +357,8 @@ impl Sim {
                     if let Some(s) = &h.sched {
                         s.check_invariants();
                     }
-                    h.slots.check_invariants();
-                    for (k, link) in h.links.iter().enumerate() {
-                        let sending = h.sending.is_some_and(|(l, _)| l == k as u32)
-                            || h.fair.sending_on(k as u32);
-                        assert!(
-                            !h.slots.holds(k as u32) || sending || !link.queue.is_empty(),
-                            "a link holds a slot with nothing to send"
-                        );
-                        assert!(
-                            !h.slots.waits(k as u32) || !link.queue.is_empty(),
-                            "a link waits for a slot with nothing to send"
-                        );
-                    }
                 }
+                self.check_serving();
             }
         }
         self.out.seeder_chunks = self.hosts[SEEDER as usize].uploaded;

@@ -121,6 +121,26 @@ impl Sim {
         }
     }
 
+    /// `--check`: every host's slot table holds, and no connection holds a slot, or waits for
+    /// one, with nothing to send.
+    pub(super) fn check_serving(&self) {
+        for h in &self.hosts {
+            h.slots.check_invariants();
+            for (k, link) in h.links.iter().enumerate() {
+                let k = k as u32;
+                let sending = h.sending.is_some_and(|(l, _)| l == k) || h.fair.sending_on(k);
+                assert!(
+                    !h.slots.holds(k) || sending || !link.queue.is_empty(),
+                    "a link holds a slot with nothing to send"
+                );
+                assert!(
+                    !h.slots.waits(k) || !link.queue.is_empty(),
+                    "a link waits for a slot with nothing to send"
+                );
+            }
+        }
+    }
+
     /// Whether `link` may be sent its queued chunks now.
     fn may_send(&self, h: u32, link: u32) -> bool {
         !self.p.slots || self.hosts[h as usize].slots.holds(link)
