@@ -18,6 +18,12 @@ impl Sim {
                 return;
             }
         }
+        self.kick(h, link);
+    }
+
+    /// `link` of `h` may send: the uplink starts on it if it is idle (with `fair_share`, if this
+    /// link is not sending already).
+    fn kick(&mut self, h: u32, link: u32) {
         if self.p.fair_share {
             if !self.hosts[h as usize].fair.sending_on(link) {
                 self.hosts[h as usize].fair.advance(self.now, self.p.upload);
@@ -109,15 +115,8 @@ impl Sim {
             return;
         }
         host.links[link as usize].line_more = None;
-        let next = host.slots.leave(link);
-        if self.p.fair_share {
-            if let Some(next) = next {
-                self.hosts[h as usize].fair.advance(self.now, self.p.upload);
-                self.fair_start(h, next);
-                self.fair_schedule(h);
-            }
-        } else if self.hosts[h as usize].sending.is_none() {
-            self.start_upload(h);
+        if let Some(next) = host.slots.leave(link) {
+            self.kick(h, next);
         }
     }
 

@@ -69,10 +69,7 @@ impl Slots {
         if more {
             self.yielded.insert(link);
         }
-        self.holders.swap_remove(at);
-        let next = self.waiting.pop_front()?;
-        self.holders.push((next, 0));
-        Some(next)
+        self.give_up(at)
     }
 
     /// `link` has nothing left to send (`--cancel` emptied its queue; the engine ignores Cancel):
@@ -80,6 +77,11 @@ impl Slots {
     pub fn leave(&mut self, link: u32) -> Option<u32> {
         self.waiting.retain(|w| *w != link);
         let at = self.holders.iter().position(|h| h.0 == link)?;
+        self.give_up(at)
+    }
+
+    /// The holder at `at` gives its slot up, to the first link waiting (returned) if any.
+    fn give_up(&mut self, at: usize) -> Option<u32> {
         self.holders.swap_remove(at);
         let next = self.waiting.pop_front()?;
         self.holders.push((next, 0));
