@@ -32,6 +32,14 @@ pub fn plan() -> Result<Plan> {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.args(["build", "--bins"]);
     command.args(profile_flag(&profile).split_whitespace());
+    // `cargo run` tells the example about its own package (CARGO_MANIFEST_DIR, CARGO_PKG_NAME
+    // and the like). Build scripts that watch those (ring's does) would see them change between
+    // the example's build and this one, and rebuild every time, with all that depends on them.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_run) {
+            command.env_remove(key);
+        }
+    }
     if let Some(workspace) = option_env!("CARGO_MANIFEST_DIR") {
         command.current_dir(workspace);
     }
@@ -40,6 +48,20 @@ pub fn plan() -> Result<Plan> {
         profile,
         command,
     })
+}
+
+/// Whether `cargo run` sets `key` for the program it runs (not for cargo itself).
+fn set_by_cargo_run(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 /// What selects `profile` on cargo's command line: "", " --release" or " --profile NAME".
