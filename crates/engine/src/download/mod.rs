@@ -240,6 +240,11 @@ struct Shared {
     /// Bumped whenever the scheduler changes in a way that may give an idle worker work (or end
     /// the download), so nobody polls.
     changed: watch::Sender<()>,
+    /// Bumped when a chunk is verified and the download goes on: no idle worker can have more to
+    /// ask for then, so only the workers of complete peers listen (they tell theirs with a
+    /// `Have`); with 31 peers, waking every worker on every chunk was a large share of a
+    /// swarm's CPU.
+    verified: watch::Sender<()>,
     progress: Arc<Progress>,
     /// Every chunk in memory (being received, verified or written) lives in one of these.
     pool: Arc<BufferPool>,
@@ -424,6 +429,7 @@ pub async fn download(
         from_seeders: AtomicU32::new(0),
         from_leechers: AtomicU32::new(0),
         changed: watch::channel(()).0,
+        verified: watch::channel(()).0,
         progress: progress.clone(),
         pool: BufferPool::new(pool_size(opts.max_peers, cores, chunk_size)),
         verifying: TaskTracker::new(),

@@ -108,13 +108,12 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
     // Written: from now on it may be served, and announced to every peer.
     shared.store.add_verified(*index);
     tracing::debug!(chunk = %index, peer = %addr, "chunk verified");
-    if shared
-        .sched
-        .lock()
-        .unwrap()
-        .completed(*addr, *index, data.len() as u32)
-        == Completion::Accepted
-    {
+    let (completion, complete) = {
+        let mut sched = shared.sched.lock().unwrap();
+        let completion = sched.completed(*addr, *index, data.len() as u32);
+        (completion, sched.is_complete())
+    };
+    if completion == Completion::Accepted {
         let from = if job.from_seeder {
             &shared.from_seeders
         } else {
@@ -127,7 +126,13 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         *shared.last_activity.lock().unwrap() = Instant::now();
     }
-    shared.notify();
+    // A chunk done takes work away and gives none: only the end of the download, and the Haves
+    // owed to complete peers, need a worker to wake.
+    if complete {
+        shared.notify();
+    } else {
+        shared.verified.send_replace(());
+    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,7 @@ async fn pull(
     }
     shared.notify();
     let mut changed = shared.changed.subscribe();
+    let mut verified = shared.verified.subscribe();
     let mut outstanding: VecDeque<ChunkIndex> = VecDeque::new();
     let (most, unit) = super::part::pace_unit(&shared.manifest, shared.opts.window);
     let mut pace = Pace::new(most, unit);
@@ -118,6 +119,7 @@ async fn pull(
             busy_until = None;
         }
         changed.borrow_and_update();
+        verified.borrow_and_update();
         // Only a complete peer's reveal policy reads them: a download in progress announces
         // what it has on the connection where it is the client, and every Have is a packet on
         // both sides (31 per chunk per connection kind in a swarm of 32).
@@ -174,6 +176,8 @@ async fn pull(
             tokio::select! {
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = changed.changed() => continue,
+                // Our news, owed to a complete peer as a Have.
+                _ = verified.changed(), if conn.complete => continue,
                 _ = tokio::time::sleep_until((shared.epoch + late.unwrap_or_default()).into()), if late.is_some() => continue,
                 _ = tokio::time::sleep_until((asked_more.unwrap_or(shared.epoch) + WANT_MORE_AGAIN).into()), if asked_more.is_some() && conn.complete => continue,
                 _ = tokio::time::sleep_until(busy_until.unwrap_or(shared.epoch).into()), if busy_until.is_some() => continue,
