@@ -36,6 +36,8 @@ mod aria;
 mod build;
 #[path = "bench/folders.rs"]
 mod folders;
+#[path = "bench/lan.rs"]
+mod lan;
 #[path = "bench/load.rs"]
 mod load;
 #[path = "bench/machine.rs"]
@@ -83,6 +85,9 @@ usage: cargo run --release --example bench -- [FLAGS]
                    with a note, otherwise): N leechers of a 32 MiB file at once, every upload
                    capped at 50 Mbit/s with tc; results in target/bench-swarm.json by default
   --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)
+  --swarm-rate M   every host's upload cap in the swarm case, Mbit/s (default 50, the issue's)
+  --swarm-cc NAME  every host's TCP congestion control in the swarm case (default cubic, Linux's
+                   default; `system` keeps this machine's, `bbr` for BBR)
   --folders        run only the folder cases instead (issue 12): 10,000 files of 4 KiB beside
                    tar | tar + sync, seeder start-up in files/s, 8 x 128 MiB beside one 1 GiB
                    file from 4 seeders; results in target/bench-folders.json by default
@@ -110,6 +115,9 @@ struct Args {
     json: Option<Option<PathBuf>>,
     swarm: bool,
     swarm_sizes: Vec<usize>,
+    swarm_rate_mbit: u64,
+    /// `None`: the machine's own.
+    swarm_cc: Option<String>,
     folders: bool,
     private_lan: bool,
 }
@@ -129,6 +137,8 @@ fn parse_args() -> Result<Args> {
         json: Some(None),
         swarm: false,
         swarm_sizes: vec![8, 16, 32],
+        swarm_rate_mbit: 50,
+        swarm_cc: Some("cubic".into()),
         folders: false,
         private_lan: false,
     };
@@ -171,6 +181,15 @@ fn parse_args() -> Result<Args> {
                     .collect::<Result<_, _>>()
                     .context("--swarm-sizes takes numbers like 8,16,32")?
             }
+            "--swarm-rate" => {
+                a.swarm_rate_mbit = value()?
+                    .parse()
+                    .context("--swarm-rate takes a whole number of Mbit/s")?
+            }
+            "--swarm-cc" => {
+                let cc = value()?;
+                a.swarm_cc = (cc != "system").then_some(cc);
+            }
             "--verbose" => procs::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed),
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
@@ -189,6 +208,10 @@ fn parse_args() -> Result<Args> {
     ensure!(
         !a.swarm_sizes.is_empty() && a.swarm_sizes.iter().all(|&n| (1..=248).contains(&n)),
         "--swarm-sizes must be numbers from 1 to 248"
+    );
+    ensure!(
+        (1..=10_000).contains(&a.swarm_rate_mbit),
+        "--swarm-rate must be from 1 to 10000 (Mbit/s)"
     );
     ensure!(
         a.load_secs > 0.0 && a.load_secs <= 600.0,
@@ -363,6 +386,10 @@ fn bench(args: &Args) -> Result<()> {
             "seeders": args.seeders,
             "drop_caches": args.drop_caches,
             "swarm_sizes": args.swarm.then_some(&args.swarm_sizes),
+            "swarm_rate_mbit": args.swarm.then_some(args.swarm_rate_mbit),
+            "swarm_congestion_control": args
+                .swarm
+                .then(|| args.swarm_cc.clone().unwrap_or_else(|| "system".into())),
             "sections": report.json(),
         });
         match std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n") {
@@ -381,12 +408,14 @@ fn swarm_case(args: &Args, bins: &Path, dir: &Path) -> report::Report {
         sizes: args.swarm_sizes.clone(),
         runs: args.runs,
         file_size: SWARM_FILE,
-        rate_bits: 50_000_000,
+        rate_bits: args.swarm_rate_mbit * 1_000_000,
+        cc: args.swarm_cc.clone(),
     };
     step(&format!(
-        "swarm: N = {:?} leechers of {} at once, every upload capped at 50 Mbit/s",
+        "swarm: N = {:?} leechers of {} at once, every upload capped at {} Mbit/s",
         plan.sizes,
-        human(plan.file_size)
+        human(plan.file_size),
+        args.swarm_rate_mbit
     ));
     let results = swarm::run(&plan, bins, dir);
     if let Err(why) = &results {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::lan::Lan;
 use crate::procs;
 use crate::report::{median, Report, Target, Unit};
-use crate::swarm::Lan;
 use crate::table::Outcome;
 
 /// The link's cap, bits per second.
@@ -36,7 +36,7 @@ pub fn run(bins: &Path, dir: &Path, runs: usize, file_size: u64) -> Outcome<Resu
 }
 
 fn measure(bins: &Path, dir: &Path, runs: usize, file_size: u64) -> Result<Results> {
-    let mut lan = Lan::new(3, RATE_BITS, dir)?;
+    let mut lan = Lan::new(3, RATE_BITS, None, dir)?;
     crate::machine::generate(&lan.home(2).join("s.bin"), file_size)?;
     let tracker_addr = format!("{}:6969", lan.ip(1));
     let secret = shoal_secret::Secret::generate()?.to_text();

@@ -11,14 +11,13 @@
 //! `WantMore`, with times), and `SHOAL_BENCH_LOG_DIR=DIR` keeps each round's stderr of the seeder
 //! and of every leecher in `DIR/rK-nN/`, and the tracker's, for all rounds, in `DIR/tracker.log`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::neigh::NeighRoom;
-use crate::procs::{self, Opts, Proc, Stream};
+use crate::lan::Lan;
+use crate::procs::{self, Proc, Stream};
 use crate::report::{median, Report, Target, Unit};
 use crate::table::Outcome;
 
@@ -29,6 +28,8 @@ pub struct Plan {
     pub file_size: u64,
     /// Every host's upload cap, bits per second.
     pub rate_bits: u64,
+    /// Every host's TCP congestion control; `None`: this machine's.
+    pub cc: Option<String>,
 }
 
 /// The figures of one swarm size, one sample per run.
@@ -47,6 +48,8 @@ pub struct SizeResult {
 pub struct Results {
     pub file_size: u64,
     pub rate_bits: u64,
+    /// The hosts' TCP congestion control, as the LAN printed it.
+    pub cc: String,
     pub t1: Vec<f64>,
     pub sizes: Vec<Outcome<SizeResult>>,
 }
@@ -65,7 +68,7 @@ pub fn run(plan: &Plan, bins: &Path, dir: &Path) -> Outcome<Results> {
 
 fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
     let max_n = plan.sizes.iter().copied().max().unwrap_or(1);
-    let lan = Lan::new(2 + max_n, plan.rate_bits, dir)?;
+    let lan = Lan::new(2 + max_n, plan.rate_bits, plan.cc.as_deref(), dir)?;
     let src = lan.home(2).join("s.bin");
     crate::machine::generate(&src, plan.file_size)?;
 
@@ -132,6 +135,7 @@ fn measure(plan: &Plan, bins: &Path, dir: &Path) -> Result<Results> {
     Ok(Results {
         file_size: plan.file_size,
         rate_bits: plan.rate_bits,
+        cc: lan.cc.clone(),
         t1,
         sizes,
     })
@@ -148,163 +152,7 @@ pub(crate) struct Round {
     peak_rss_kib: u64,
 }
 
-/// The namespaces: `shoal-bench-PID-sw` holds the bridge, `...-hK` host K (from 1).
-pub(crate) struct Lan {
-    prefix: String,
-    net: String,
-    dir: PathBuf,
-    made: Vec<String>,
-    /// Room in the kernel's ARP table for every host's neighbours, while the namespaces live.
-    _neigh: NeighRoom,
-    /// A private swarm's secret, given to every program started from then on (`P2P_SECRET`).
-    pub(crate) secret: Option<String>,
-}
-
 impl Lan {
-    pub(crate) fn new(hosts: usize, rate_bits: u64, dir: &Path) -> Result<Lan> {
-        ensure!(hosts <= 250, "at most 248 leechers");
-        let pid = std::process::id();
-        let mut lan = Lan {
-            prefix: format!("shoal-bench-{pid}"),
-            // Only these namespaces see it; the pid keeps two benchmarks apart.
-            net: format!("10.{}.{}", 20 + pid % 200, (pid / 200) % 250 + 1),
-            dir: dir.to_path_buf(),
-            made: Vec::new(),
-            _neigh: NeighRoom::for_hosts(hosts),
-            secret: None,
-        };
-        let sw = lan.ns_name(0);
-        lan.add_ns(&sw)?;
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&[
-            "-n",
-            &sw,
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-        let rate = format!("{rate_bits}bit");
-        for h in 1..=hosts {
-            let n = lan.ns_name(h);
-            lan.add_ns(&n)?;
-            let port = format!("p{h}");
-            let addr = format!("{}/24", lan.ip(h));
-            ip(&["-n", &n, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &n,
-            ])?;
-            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&["-n", &n, "addr", "add", &addr, "dev", "eth0"])?;
-            ip(&["-n", &n, "link", "set", "eth0", "up"])?;
-            // The host's upload only, as in the issue.
-            tool(
-                "tc",
-                &[
-                    "-n", &n, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", &rate,
-                ]
-                .into_iter()
-                .chain(["burst", "64kb", "latency", "50ms"])
-                .collect::<Vec<_>>(),
-            )?;
-            std::fs::create_dir_all(lan.home(h))?;
-        }
-        for h in 1..=hosts {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !tool("ip", &["-n", &lan.ns_name(h), "link", "show", "eth0"])?
-                .contains("LOWER_UP")
-            {
-                ensure!(
-                    Instant::now() < deadline,
-                    "h{h}'s link did not come up within 5 s"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        println!(
-            "    {} hosts on {}.0/24 behind a bridge, every upload capped at {} Mbit/s (tc tbf)",
-            hosts,
-            lan.net,
-            rate_bits / 1_000_000
-        );
-        Ok(lan)
-    }
-
-    fn ns_name(&self, h: usize) -> String {
-        match h {
-            0 => format!("{}-sw", self.prefix),
-            h => format!("{}-h{h}", self.prefix),
-        }
-    }
-
-    fn add_ns(&mut self, name: &str) -> Result<()> {
-        ip(&["netns", "add", name])?;
-        procs::delete_netns_on_abort(name);
-        self.made.push(name.to_string());
-        Ok(())
-    }
-
-    pub(crate) fn ip(&self, h: usize) -> String {
-        format!("{}.{h}", self.net)
-    }
-
-    pub(crate) fn home(&self, h: usize) -> PathBuf {
-        self.dir.join(format!("h{h}"))
-    }
-
-    /// Starts `prog ARGS` on host `h`, in its folder, with discovery off.
-    pub(crate) fn spawn(&self, h: usize, label: &str, prog: &Path, args: &[&str]) -> Result<Proc> {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns_name(h)])
-            .arg(prog)
-            .args(args)
-            .current_dir(self.home(h))
-            .env("P2P_NO_DISCOVERY", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("SHOAL_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1");
-        if let Some(secret) = &self.secret {
-            cmd.env("P2P_SECRET", secret);
-        }
-        procs::spawn(label, &mut cmd, Opts::default())
-    }
-
-    /// A tracker on h1, listening on port 6969 of its address, once it says so.
-    pub(crate) fn tracker(&self, bins: &Path) -> Result<Proc> {
-        let tracker = self.spawn(
-            1,
-            "tracker",
-            &bins.join("tracker"),
-            &["--listen", "0.0.0.0:6969"],
-        )?;
-        tracker.wait_line(Stream::Out, "its address", Duration::from_secs(30), |l| {
-            l.starts_with("tracker listening on ")
-        })?;
-        Ok(tracker)
-    }
-
-    /// Bytes host `h` has sent on its link, as its qdisc counts them (headers included).
-    fn sent(&self, h: usize) -> Result<u64> {
-        let out = tool(
-            "tc",
-            &["-n", &self.ns_name(h), "-s", "qdisc", "show", "dev", "eth0"],
-        )?;
-        out.split_whitespace()
-            .skip_while(|w| *w != "Sent")
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("no 'Sent N bytes' in tc's output: {out}"))
-    }
-
     /// A seeder of h2's file, registered with the tracker: a fresh one per round, so that no
     /// round starts with what the seeder learned serving the one before (its reveal policy's
     /// counts of what it sent). Returns it with the file's id.
@@ -422,16 +270,6 @@ impl Lan {
     }
 }
 
-impl Drop for Lan {
-    fn drop(&mut self) {
-        // Deleting the switch takes the bridge and every veth pair with it.
-        for n in self.made.iter().rev() {
-            let _ = tool("ip", &["netns", "del", n]);
-            procs::netns_deleted(n);
-        }
-    }
-}
-
 /// Writes the round's stderr of the seeder and of each leecher into `dir/rK-nN/` (K counts the
 /// rounds of this run).
 fn keep_logs(dir: &Path, n: usize, seeder: &Proc, leechers: &[Proc]) -> Result<()> {
@@ -451,16 +289,6 @@ fn keep_logs(dir: &Path, n: usize, seeder: &Proc, leechers: &[Proc]) -> Result<(
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Result<String> {
-    tool("ip", args)
-}
-
-fn tool(prog: &str, args: &[&str]) -> Result<String> {
-    let (_, out) = procs::run_tool(prog, Command::new(prog).args(args), Duration::from_secs(30))
-        .with_context(|| format!("{prog} {}", args.join(" ")))?;
-    Ok(out)
-}
-
 /// The Kumar-Ross minimum distribution time max(F/u_s, F/d_min, N F / (u_s + sum u_i)), every
 /// upload `u` bytes/s; downloads are not capped here, so F/d_min is left out (taken as 0).
 pub fn kumar_ross(file: u64, n: usize, u: f64) -> f64 {
@@ -478,7 +306,10 @@ pub fn tabulate(r: &mut Report, x: &Outcome<Results>) {
     let mib = x.file_size >> 20;
     let mbit = x.rate_bits / 1_000_000;
     r.row(
-        &format!("T1: one leecher alone, {mib} MiB at {mbit} Mbit/s"),
+        &format!(
+            "T1: one leecher alone, {mib} MiB at {mbit} Mbit/s, TCP {}",
+            x.cc
+        ),
         Unit::Secs,
         x.t1.clone(),
         None,
