@@ -18,7 +18,8 @@
 //!
 //! 7. with `--swarm` (instead of 1-6; needs root): N leechers of a 32 MiB file started together
 //!    for N = 8, 16, 32 (`--swarm-sizes`), each host in a network namespace with its upload
-//!    capped at 50 Mbit/s: T1 (one leecher alone), the first and last finish times, TN/T1, the
+//!    capped at 50 Mbit/s (`--swarm-rate`) and Linux's default TCP congestion control, CUBIC
+//!    (`--swarm-cc`): T1 (one leecher alone), the first and last finish times, TN/T1, the
 //!    Kumar-Ross bound, the seeder's upload as a multiple of the file (`bench/swarm.rs`).
 //!
 //! 8. with `--folders` (instead of 1-6): the folder cases of issue 12 (`bench/folders.rs`).
@@ -30,6 +31,8 @@
 //! Debian's packages when missing (as root; `--no-install` to skip, `--skip-aria2` to leave out
 //! the comparison).
 
+#[path = "bench/args.rs"]
+mod args;
 #[path = "bench/aria.rs"]
 mod aria;
 #[path = "common/build.rs"]
@@ -57,176 +60,19 @@ mod swarm;
 #[path = "bench/table.rs"]
 mod table;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use args::{parse_args, Args};
 use machine::{clear_dir, free_bytes};
 use table::{Big, Outcome, Results};
-
-const USAGE: &str = "\
-usage: cargo run --release --example bench -- [FLAGS]
-  --runs N         times each case runs (default 3)
-  --size SIZE      file size for cases 1-3 and 5 (default 1G; suffixes K, M, G)
-  --big-size SIZE  the second file for the peak-RSS case (default 4G)
-  --skip-big       leave out the big-file case
-  --skip-aria2     leave out the aria2 + opentracker comparison
-  --skip-tracker   leave out the tracker throughput case
-  --load-secs S    seconds of tracker load per run (default 5)
-  --quick          --runs 1 --skip-big --load-secs 2
-  --seeders N      seeders in the swarm (default 4)
-  --dir DIR        where to make the temporary folder (default: the system temp folder)
-  --drop-caches    drop the page cache before every timed run (root), so seeders read from disk;
-                   by default the source file is read into the cache first
-  --no-install     do not apt-get install aria2, mktorrent, opentracker when missing
-  --json PATH      write the results there (default target/bench.json); --no-json to skip
-  --verbose        show every program's output as it arrives
-  --swarm          run only the swarm case instead (needs root: network namespaces; skipped,
-                   with a note, otherwise): N leechers of a 32 MiB file at once, every upload
-                   capped at 50 Mbit/s with tc; results in target/bench-swarm.json by default
-  --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)
-  --swarm-rate M   every host's upload cap in the swarm case, Mbit/s (default 50, the issue's)
-  --swarm-cc NAME  every host's TCP congestion control in the swarm case (default cubic, Linux's
-                   default; `system` keeps this machine's, `bbr` for BBR)
-  --folders        run only the folder cases instead (issue 12): 10,000 files of 4 KiB beside
-                   tar | tar + sync, seeder start-up in files/s, 8 x 128 MiB beside one 1 GiB
-                   file from 4 seeders; results in target/bench-folders.json by default
-  --private-lan    run only the private-swarm LAN case instead (issue 13; needs root): a file of
-                   --size from one seeder whose upload is capped at 1 Gbit/s with tc, open and
-                   private runs interleaved; results in target/bench-private-lan.json by default";
 
 const NAME: &str = "bench.bin";
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 /// The swarm case's file, as in the issue.
 const SWARM_FILE: u64 = 32 * MIB;
-
-struct Args {
-    runs: usize,
-    size: u64,
-    big: Option<u64>,
-    aria2: bool,
-    tracker: bool,
-    load_secs: f64,
-    seeders: usize,
-    dir: Option<PathBuf>,
-    drop_caches: bool,
-    install: bool,
-    json: Option<Option<PathBuf>>,
-    swarm: bool,
-    swarm_sizes: Vec<usize>,
-    swarm_rate_mbit: u64,
-    /// `None`: the machine's own.
-    swarm_cc: Option<String>,
-    folders: bool,
-    private_lan: bool,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        runs: 3,
-        size: GIB,
-        big: Some(4 * GIB),
-        aria2: true,
-        tracker: true,
-        load_secs: 5.0,
-        seeders: 4,
-        dir: None,
-        drop_caches: false,
-        install: true,
-        json: Some(None),
-        swarm: false,
-        swarm_sizes: vec![8, 16, 32],
-        swarm_rate_mbit: 50,
-        swarm_cc: Some("cubic".into()),
-        folders: false,
-        private_lan: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--runs" => a.runs = value()?.parse().context("--runs takes a number")?,
-            "--size" => a.size = parse_size(&value()?)?,
-            "--big-size" => a.big = Some(parse_size(&value()?)?),
-            "--skip-big" | "--skip-4g" => a.big = None,
-            "--skip-aria2" => a.aria2 = false,
-            "--skip-tracker" => a.tracker = false,
-            "--load-secs" => a.load_secs = value()?.parse().context("--load-secs takes seconds")?,
-            "--quick" => {
-                a.runs = 1;
-                a.big = None;
-                a.load_secs = 2.0;
-            }
-            "--seeders" => a.seeders = value()?.parse().context("--seeders takes a number")?,
-            "--dir" => a.dir = Some(PathBuf::from(value()?)),
-            "--drop-caches" => a.drop_caches = true,
-            "--no-install" => a.install = false,
-            "--json" => a.json = Some(Some(PathBuf::from(value()?))),
-            "--no-json" => a.json = None,
-            "--swarm" => a.swarm = true,
-            "--folders" => a.folders = true,
-            "--private-lan" => a.private_lan = true,
-            "--swarm-sizes" => {
-                a.swarm_sizes = value()?
-                    .split(',')
-                    .map(|n| n.trim().parse::<usize>())
-                    .collect::<Result<_, _>>()
-                    .context("--swarm-sizes takes numbers like 8,16,32")?
-            }
-            "--swarm-rate" => {
-                a.swarm_rate_mbit = value()?
-                    .parse()
-                    .context("--swarm-rate takes a whole number of Mbit/s")?
-            }
-            "--swarm-cc" => {
-                let cc = value()?;
-                a.swarm_cc = (cc != "system").then_some(cc);
-            }
-            "--verbose" => procs::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed),
-            other => bail!("unknown flag {other:?}\n{USAGE}"),
-        }
-    }
-    ensure!(
-        [a.swarm, a.folders, a.private_lan]
-            .iter()
-            .filter(|on| **on)
-            .count()
-            <= 1,
-        "--swarm, --folders and --private-lan are cases of their own: give one at most"
-    );
-    ensure!(a.runs >= 1, "--runs must be at least 1");
-    ensure!(a.size >= MIB, "--size must be at least 1M");
-    ensure!(a.seeders >= 1, "--seeders must be at least 1");
-    ensure!(
-        !a.swarm_sizes.is_empty() && a.swarm_sizes.iter().all(|&n| (1..=248).contains(&n)),
-        "--swarm-sizes must be numbers from 1 to 248"
-    );
-    ensure!(
-        (1..=10_000).contains(&a.swarm_rate_mbit),
-        "--swarm-rate must be from 1 to 10000 (Mbit/s)"
-    );
-    ensure!(
-        a.load_secs > 0.0 && a.load_secs <= 600.0,
-        "--load-secs must be between 0 and 600"
-    );
-    Ok(a)
-}
-
-/// `1G`, `512M`, `64K`, `4GiB` or a plain number of bytes.
-fn parse_size(s: &str) -> Result<u64> {
-    parse_human_bytes(s)
-        .filter(|v| *v >= 1.0)
-        .map(|v| v as u64)
-        .ok_or_else(|| anyhow!("{s:?} is not a size like 1G or 512M"))
-}
 
 /// Parses sizes the way our programs and aria2 print them: `1.00 GiB`, `350MiB`, `12 B`, `1G`.
 pub fn parse_human_bytes(s: &str) -> Option<f64> {
