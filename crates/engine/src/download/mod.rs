@@ -240,10 +240,9 @@ struct Shared {
     /// Bumped whenever the scheduler changes in a way that may give an idle worker work (or end
     /// the download), so nobody polls.
     changed: watch::Sender<()>,
-    /// Bumped when a chunk is verified and the download goes on: no idle worker can have more to
-    /// ask for then, so only the workers of complete peers listen (they tell theirs with a
-    /// `Have`); with 31 peers, waking every worker on every chunk was a large share of a
-    /// swarm's CPU.
+    /// Bumped when a chunk is verified before the endgame: no idle worker can have more to ask
+    /// for then, so only the workers of complete peers listen (they tell theirs with a `Have`).
+    /// In the endgame and at the end, `changed` is bumped instead.
     verified: watch::Sender<()>,
     progress: Arc<Progress>,
     /// Every chunk in memory (being received, verified or written) lives in one of these.

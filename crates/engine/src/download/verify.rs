@@ -108,10 +108,10 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
     // Written: from now on it may be served, and announced to every peer.
     shared.store.add_verified(*index);
     tracing::debug!(chunk = %index, peer = %addr, "chunk verified");
-    let (completion, complete) = {
+    let (completion, wake_all) = {
         let mut sched = shared.sched.lock().unwrap();
         let completion = sched.completed(*addr, *index, data.len() as u32);
-        (completion, sched.is_complete())
+        (completion, sched.is_complete() || sched.in_endgame())
     };
     if completion == Completion::Accepted {
         let from = if job.from_seeder {
@@ -126,9 +126,11 @@ fn verify_and_store(job: Job, hash: &ChunkHash) {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         *shared.last_activity.lock().unwrap() = Instant::now();
     }
-    // A chunk done takes work away and gives none: only the end of the download, and the Haves
-    // owed to complete peers, need a worker to wake.
-    if complete {
+    // Before the endgame a chunk done takes work away and gives none: only the Haves owed to
+    // complete peers need a worker to wake. In the endgame (this chunk may have started it: its
+    // peer left and nobody else has it), an idle worker may copy a late chunk, or learn when one
+    // will be late; and at the end every worker leaves.
+    if wake_all {
         shared.notify();
     } else {
         shared.verified.send_replace(());

@@ -128,7 +128,7 @@ async fn pull(
                 conn.writer.queue(&Header::Have { index });
             }
         }
-        let (stuck, late) = {
+        let (stuck, late, endgame_began) = {
             let mut sched = shared.sched.lock().unwrap();
             sched.set_clock(shared.clock());
             if sched.is_banned(&addr) {
@@ -137,6 +137,7 @@ async fn pull(
             if sched.is_complete() {
                 return Ok(());
             }
+            let before = sched.in_endgame();
             while busy_until.is_none() && outstanding.len() < pace.window() {
                 match sched.next_for(addr) {
                     Some(i) => {
@@ -160,8 +161,13 @@ async fn pull(
             (
                 room && conn.complete && (asked_more.is_none() || again),
                 late,
+                // This worker took the last missing chunk: the others may now copy late ones.
+                !before && sched.in_endgame(),
             )
         };
+        if endgame_began {
+            shared.notify();
+        }
         if stuck {
             tracing::debug!("asking for more");
             conn.writer.queue(&Header::WantMore);

@@ -172,6 +172,12 @@ impl Scheduler {
         self.done_count == self.num_chunks
     }
 
+    /// Every chunk not done is on its way from some peer, and some are not done yet: idle
+    /// workers may now double up on late ones ([`Scheduler::next_for`]).
+    pub fn in_endgame(&self) -> bool {
+        self.missing_count == 0 && !self.is_complete()
+    }
+
     pub fn done_count(&self) -> u32 {
         self.done_count
     }

@@ -181,6 +181,35 @@ fn endgame_doubles_up_only_on_chunks_the_peer_has() {
 }
 
 #[test]
+fn the_endgame_begins_with_the_last_missing_chunk_asked_for_and_ends_with_the_download() {
+    let mut s = Scheduler::new(2, &[], 7);
+    let (a, b) = (peer(1), peer(2));
+    s.peer_bitfield(a, &all(2));
+    assert!(!s.in_endgame(), "nothing asked for yet");
+    let first = s.next_for(a).unwrap();
+    assert!(!s.in_endgame());
+    let second = s.next_for(a).unwrap();
+    assert!(
+        s.in_endgame(),
+        "both on their way: the worker that took the last one wakes the others"
+    );
+    assert_eq!(s.completed(a, first, 10), Completion::Accepted);
+    assert!(s.in_endgame(), "{second} is still on its way");
+    // Its only holder leaves: it is missing again, until another peer is asked for it.
+    s.peer_gone(a);
+    assert!(!s.in_endgame());
+    s.peer_bitfield(b, &all(2));
+    assert_eq!(s.next_for(b), Some(second));
+    assert!(s.in_endgame());
+    assert_eq!(s.completed(b, second, 10), Completion::Accepted);
+    assert!(
+        s.is_complete() && !s.in_endgame(),
+        "done is not the endgame"
+    );
+    s.check_invariants();
+}
+
+#[test]
 fn a_lost_peer_gives_its_chunks_and_its_availability_back() {
     let mut s = Scheduler::new(4, &[true, false, false, false], 9);
     let (a, b) = (peer(1), peer(2));
