@@ -25,7 +25,8 @@ usage: cargo run --release --example bench -- [FLAGS]
   --verbose        show every program's output as it arrives
   --swarm          run only the swarm case instead (needs root: network namespaces; skipped,
                    with a note, otherwise): N leechers of a 32 MiB file at once, every upload
-                   capped at 50 Mbit/s with tc; results in target/bench-swarm.json by default
+                   capped at 50 Mbit/s (--swarm-rate) with tc; results in target/bench-swarm.json
+                   by default
   --swarm-sizes L  the N of the swarm case, comma-separated (default 8,16,32)
   --swarm-rate M   every host's upload cap in the swarm case, Mbit/s (default 50, the issue's)
   --swarm-cc NAME  every host's TCP congestion control in the swarm case (default cubic, Linux's
@@ -124,6 +125,10 @@ pub fn parse_args() -> Result<Args> {
             }
             "--swarm-cc" => {
                 let cc = value()?;
+                ensure!(
+                    crate::lan::is_congestion_control_name(&cc),
+                    "--swarm-cc takes a name like cubic or bbr, or system"
+                );
                 a.swarm_cc = (cc != "system").then_some(cc);
             }
             "--verbose" => procs::VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed),

@@ -43,13 +43,7 @@ impl Lan {
             made: Vec::new(),
             _neigh: NeighRoom::for_hosts(hosts),
             secret: None,
-            cc: match cc {
-                Some(cc) => cc.to_string(),
-                None => {
-                    let machine = std::fs::read_to_string(CONGESTION_CONTROL).unwrap_or_default();
-                    format!("{} (this machine's)", machine.trim())
-                }
-            },
+            cc: cc.unwrap_or_default().to_string(),
         };
         let sw = lan.ns_name(0);
         lan.add_ns(&sw)?;
@@ -108,6 +102,11 @@ impl Lan {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        if cc.is_none() {
+            // What a new namespace starts with: the machine's own (its first namespace's).
+            let machine = ip(&["netns", "exec", &lan.ns_name(1), "cat", CONGESTION_CONTROL])?;
+            lan.cc = format!("{} (this machine's)", machine.trim());
         }
         println!(
             "    {} hosts on {}.0/24 behind a bridge, every upload capped at {} Mbit/s (tc tbf), \
@@ -202,10 +201,15 @@ impl Drop for Lan {
 /// Where a network namespace's TCP congestion control is set (read from inside it).
 const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 
+/// Whether `cc` can be the name of a TCP congestion control (`cubic`, `bbr`, `dctcp`...).
+pub(crate) fn is_congestion_control_name(cc: &str) -> bool {
+    !cc.is_empty() && cc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Sets namespace `ns`'s TCP congestion control to `cc`, and checks that it took.
 fn set_congestion_control(ns: &str, cc: &str) -> Result<()> {
     ensure!(
-        !cc.is_empty() && cc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        is_congestion_control_name(cc),
         "{cc:?} is not the name of a TCP congestion control"
     );
     // The name goes in as an argument of the shell, not as part of its script.
@@ -216,7 +220,8 @@ fn set_congestion_control(ns: &str, cc: &str) -> Result<()> {
         let have = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
             .unwrap_or_default();
         bail!(
-            "this kernel has no TCP congestion control {cc:?} (available: {})",
+            "could not set TCP congestion control {cc:?} (loaded: {}; is tcp_{cc} built into \
+             this kernel or loadable?)",
             have.trim()
         );
     }

@@ -56,6 +56,7 @@ fn set_by_cargo_run(key: &str) -> bool {
         || matches!(
             key,
             "CARGO_MANIFEST_DIR"
+                | "OUT_DIR"
                 | "CARGO_MANIFEST_PATH"
                 | "CARGO_MANIFEST_LINKS"
                 | "CARGO_CRATE_NAME"
