@@ -83,6 +83,35 @@ async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
     cancel.cancel();
 }
 
+/// An idle client's Haves go out at most every `HAVES_EVERY`: the first at once, the next ones
+/// together once that time has passed since.
+#[tokio::test]
+async fn an_idle_clients_haves_are_sent_together_at_most_every_haves_every() {
+    let (file, _, addr, cancel) = partial_server().await;
+    let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+    conn.manifest(&file.id, LIMIT).await.unwrap();
+    let pool = BufferPool::new(2);
+    // Nothing can be sent about chunk 1 before it is verified, so the next Haves are due no
+    // sooner than HAVES_EVERY after this.
+    let before_first = Instant::now();
+    file.add_verified(ChunkIndex(1));
+    let have = |h: Header| match h {
+        Header::Have { index } => index,
+        other => panic!("expected a Have, got {other:?}"),
+    };
+    let first = have(conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0);
+    assert_eq!(first, ChunkIndex(1));
+    file.add_verified(ChunkIndex(2));
+    let second = have(conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0);
+    assert_eq!(second, ChunkIndex(2));
+    assert!(
+        before_first.elapsed() >= HAVES_EVERY,
+        "held back: sent {:?} after chunk 1 was verified",
+        before_first.elapsed()
+    );
+    cancel.cancel();
+}
+
 /// A protocol 1 peer gets the one refusal it can read, and a leecher that meets a protocol 1
 /// server says so in one sentence.
 #[tokio::test]
