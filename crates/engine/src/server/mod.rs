@@ -49,7 +49,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An idle client is sent `Have`s on their own at most this often: the chunks verified meanwhile
 /// go together, in one packet, and the first news after a quiet spell goes at once. In a swarm
 /// of 32 every chunk a leecher verifies is news for 31 clients, and a packet to each of them was
-/// about 7 % of the bench's 2-vCPU machine's work (PERFORMANCE.md, round 9). A client being
+/// about 6 % of the bench's 2-vCPU machine's work (PERFORMANCE.md, round 9). A client being
 /// served gets its news with the next answer, as before.
 pub const HAVES_EVERY: Duration = Duration::from_millis(250);
 /// A client that asks for nothing (no request, no manifest) for this long is disconnected; frames
@@ -189,7 +189,8 @@ async fn serve_conn(
     // that. A connection that ends, or sends something malformed, still has what it asked for
     // before answered. Each answer must be taken off our hands within WRITE_TIMEOUT: a client
     // that stops reading gives its connection slot back. Chunks the file gains meanwhile (a
-    // download in progress) are announced with `Have` between answers, or at once when idle.
+    // download in progress) are announced with `Have` between answers, or when idle on their own
+    // at most every HAVES_EVERY.
     let most = (QUEUED_BYTES / file.manifest.chunk_size() as usize).clamp(2, MAX_QUEUED);
     let mut queue = VecDeque::with_capacity(most);
     let mut ended = None;

@@ -83,8 +83,8 @@ async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
     cancel.cancel();
 }
 
-/// An idle client's Haves go out at most every `HAVES_EVERY`: the first at once, the next ones
-/// together once that time has passed since.
+/// An idle client's Haves go out at most every `HAVES_EVERY`: the news that comes sooner after
+/// the last is held back until then.
 #[tokio::test]
 async fn an_idle_clients_haves_are_sent_together_at_most_every_haves_every() {
     let (file, _, addr, cancel) = partial_server().await;
@@ -109,6 +109,44 @@ async fn an_idle_clients_haves_are_sent_together_at_most_every_haves_every() {
         "held back: sent {:?} after chunk 1 was verified",
         before_first.elapsed()
     );
+    cancel.cancel();
+}
+
+/// News held back for an idle client goes out with the next answer, before its chunk.
+#[tokio::test]
+async fn haves_held_back_go_with_the_next_answer() {
+    let (file, data, addr, cancel) = partial_server().await;
+    let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
+    conn.manifest(&file.id, LIMIT).await.unwrap();
+    let pool = BufferPool::new(2);
+    file.add_verified(ChunkIndex(1));
+    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+        Header::Have {
+            index: ChunkIndex(1),
+        } => {}
+        other => panic!("expected Have for chunk 1, got {other:?}"),
+    }
+    // Within HAVES_EVERY of that Have: held back, until this request's answer.
+    file.add_verified(ChunkIndex(2));
+    conn.writer
+        .send(&Header::Request {
+            index: ChunkIndex(0),
+        })
+        .await
+        .unwrap();
+    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
+        Header::Have {
+            index: ChunkIndex(2),
+        } => {}
+        other => panic!("expected Have for chunk 2 before the chunk, got {other:?}"),
+    }
+    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
+        (Header::Chunk { index }, Payload::Chunk(buf)) => {
+            assert_eq!(index, ChunkIndex(0));
+            assert!(buf[..] == data[..16 * 1024]);
+        }
+        (other, _) => panic!("expected chunk 0, got {other:?}"),
+    }
     cancel.cancel();
 }
 
