@@ -29,7 +29,7 @@ const USAGE: &str = "usage: swarm_sim [--leechers N,N,...] [--file-mib F] [--chu
   --chunk-kib   chunk size, KiB (default 512)
   --upload-mbit every host's upload, Mbit/s (default 50); downloads are not capped
   --window      requests in flight per connection at most (default 6, as the leecher), paced
-                as the engine paces them (half a second of the peer's measured delivery)
+                as the engine paces them (a quarter of a second of the peer's measured delivery)
   --max-peers   connections per host at most, the seeder's too (default 32, as the leecher)
   --latency-ms  one-way latency of every message (default 5)
   --join-s      leechers register with the tracker within this many seconds (default 1)

@@ -81,8 +81,8 @@ struct Link {
     back: u32,
     /// Requests this host has outstanding with the peer (at most the window).
     asked: Vec<u32>,
-    /// The engine's pacing of those requests: no more than half a second of the peer's measured
-    /// delivery (`download/pace.rs`), within the window.
+    /// The engine's pacing of those requests: no more than a quarter of a second of the peer's
+    /// measured delivery (`download/pace.rs`), within the window.
     pace: Pace,
     /// Requests from the peer waiting for this host's uplink.
     queue: VecDeque<u32>,

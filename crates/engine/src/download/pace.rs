@@ -5,8 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-/// The most time's worth of delivery, at the measured rate, kept requested from one peer.
-pub const QUEUE_TIME: Duration = Duration::from_millis(500);
+/// The most time's worth of delivery, at the measured rate, kept requested from one peer. A
+/// quarter of a second rather than half: in the bench's swarms a request then waits less behind
+/// this client's others, and N = 8 and 16 finished 0.1–0.7 s sooner (PERFORMANCE.md, round 9).
+/// On a LAN a round trip is far shorter than that; a slow, distant peer may get one request at a
+/// time, and wait a round trip between chunks.
+pub const QUEUE_TIME: Duration = Duration::from_millis(250);
 /// The window before the first chunk has come: a new peer's rate is unknown.
 const FIRST_WINDOW: usize = 2;
 /// Weight of the newest sample in the rate estimate.
