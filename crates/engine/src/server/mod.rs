@@ -462,3 +462,5 @@ fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_haves;

@@ -7,10 +7,10 @@ use shoal_proto::Manifest;
 use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const LIMIT: Duration = Duration::from_secs(10);
+pub(super) const LIMIT: Duration = Duration::from_secs(10);
 
 /// A download in progress that has verified chunk 0 of three, served by a running server.
-async fn partial_server() -> (Arc<SharedFile>, Vec<u8>, SocketAddr, CancellationToken) {
+pub(super) async fn partial_server() -> (Arc<SharedFile>, Vec<u8>, SocketAddr, CancellationToken) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.part");
     let data: Vec<u8> = (0..3 * 16 * 1024u32).map(|i| (i % 249) as u8).collect();
@@ -80,73 +80,6 @@ async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
         (other, _) => panic!("expected chunk 1, got {other:?}"),
     }
     assert_eq!(file.uploaded(), 1);
-    cancel.cancel();
-}
-
-/// An idle client's Haves go out at most every `HAVES_EVERY`: the news that comes sooner after
-/// the last is held back until then.
-#[tokio::test]
-async fn an_idle_clients_haves_are_sent_together_at_most_every_haves_every() {
-    let (file, _, addr, cancel) = partial_server().await;
-    let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
-    conn.manifest(&file.id, LIMIT).await.unwrap();
-    let pool = BufferPool::new(2);
-    // Nothing can be sent about chunk 1 before it is verified, so the next Haves are due no
-    // sooner than HAVES_EVERY after this.
-    let before_first = Instant::now();
-    file.add_verified(ChunkIndex(1));
-    let have = |h: Header| match h {
-        Header::Have { index } => index,
-        other => panic!("expected a Have, got {other:?}"),
-    };
-    let first = have(conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0);
-    assert_eq!(first, ChunkIndex(1));
-    file.add_verified(ChunkIndex(2));
-    let second = have(conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0);
-    assert_eq!(second, ChunkIndex(2));
-    assert!(
-        before_first.elapsed() >= HAVES_EVERY,
-        "held back: sent {:?} after chunk 1 was verified",
-        before_first.elapsed()
-    );
-    cancel.cancel();
-}
-
-/// News held back for an idle client goes out with the next answer, before its chunk.
-#[tokio::test]
-async fn haves_held_back_go_with_the_next_answer() {
-    let (file, data, addr, cancel) = partial_server().await;
-    let mut conn = PeerConn::connect(addr, file.id, LIMIT, &[]).await.unwrap();
-    conn.manifest(&file.id, LIMIT).await.unwrap();
-    let pool = BufferPool::new(2);
-    file.add_verified(ChunkIndex(1));
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(1),
-        } => {}
-        other => panic!("expected Have for chunk 1, got {other:?}"),
-    }
-    // Within HAVES_EVERY of that Have: held back, until this request's answer.
-    file.add_verified(ChunkIndex(2));
-    conn.writer
-        .send(&Header::Request {
-            index: ChunkIndex(0),
-        })
-        .await
-        .unwrap();
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(2),
-        } => {}
-        other => panic!("expected Have for chunk 2 before the chunk, got {other:?}"),
-    }
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
-        (Header::Chunk { index }, Payload::Chunk(buf)) => {
-            assert_eq!(index, ChunkIndex(0));
-            assert!(buf[..] == data[..16 * 1024]);
-        }
-        (other, _) => panic!("expected chunk 0, got {other:?}"),
-    }
     cancel.cancel();
 }
 
