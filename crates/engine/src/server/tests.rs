@@ -32,6 +32,30 @@ pub(super) async fn partial_server() -> (Arc<SharedFile>, Vec<u8>, SocketAddr, C
     (file, data, addr, cancel)
 }
 
+/// Reads the next frame, which must be a Have for chunk `index`.
+pub(super) async fn expect_have(conn: &mut PeerConn, pool: &Arc<BufferPool>, index: u32) {
+    match conn.reader.next(LIMIT, Some(pool)).await.unwrap().0 {
+        Header::Have { index: got } if got == ChunkIndex(index) => {}
+        other => panic!("expected Have for chunk {index}, got {other:?}"),
+    }
+}
+
+/// Reads the next frame, which must be chunk `index` of the 16 KiB-chunked `data`.
+pub(super) async fn expect_chunk(
+    conn: &mut PeerConn,
+    pool: &Arc<BufferPool>,
+    index: u32,
+    data: &[u8],
+) {
+    match conn.reader.next(LIMIT, Some(pool)).await.unwrap() {
+        (Header::Chunk { index: got }, Payload::Chunk(buf)) if got == ChunkIndex(index) => {
+            let at = index as usize * 16 * 1024;
+            assert!(buf[..] == data[at..at + 16 * 1024]);
+        }
+        (other, _) => panic!("expected chunk {index}, got {other:?}"),
+    }
+}
+
 /// A download in progress serves only what it verified: the rest is refused as `NotHave`
 /// (whatever the `.part` holds there), and a chunk verified later is announced with `Have`
 /// and then served.
@@ -60,25 +84,14 @@ async fn a_partial_file_serves_only_verified_chunks_and_announces_new_ones() {
         other => panic!("expected NotHave for chunk 1, got {other:?}"),
     }
     file.add_verified(ChunkIndex(1));
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(1),
-        } => {}
-        other => panic!("expected Have for chunk 1, got {other:?}"),
-    }
+    expect_have(&mut conn, &pool, 1).await;
     conn.writer
         .send(&Header::Request {
             index: ChunkIndex(1),
         })
         .await
         .unwrap();
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
-        (Header::Chunk { index }, Payload::Chunk(buf)) => {
-            assert_eq!(index, ChunkIndex(1));
-            assert!(buf[..] == data[16 * 1024..32 * 1024]);
-        }
-        (other, _) => panic!("expected chunk 1, got {other:?}"),
-    }
+    expect_chunk(&mut conn, &pool, 1, &data).await;
     assert_eq!(file.uploaded(), 1);
     cancel.cancel();
 }

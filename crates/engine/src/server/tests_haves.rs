@@ -1,9 +1,9 @@
 //! How a chunk server times the `Have`s it sends an idle client (`HAVES_EVERY`), over real
 //! sockets on loopback.
 
-use super::tests::{partial_server, LIMIT};
+use super::tests::{expect_chunk, expect_have, partial_server, LIMIT};
 use super::*;
-use crate::conn::{Payload, PeerConn};
+use crate::conn::PeerConn;
 use crate::pool::BufferPool;
 
 /// A client of a download in progress that had verified chunk 0 of three, told of chunk 1.
@@ -25,12 +25,7 @@ async fn told_of_chunk_1() -> Told {
     let pool = BufferPool::new(2);
     let verified = Instant::now();
     file.add_verified(ChunkIndex(1));
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(1),
-        } => {}
-        other => panic!("expected Have for chunk 1, got {other:?}"),
-    }
+    expect_have(&mut conn, &pool, 1).await;
     Told {
         file,
         data,
@@ -54,12 +49,7 @@ async fn an_idle_clients_haves_are_sent_together_at_most_every_haves_every() {
         ..
     } = told_of_chunk_1().await;
     file.add_verified(ChunkIndex(2));
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(2),
-        } => {}
-        other => panic!("expected Have for chunk 2, got {other:?}"),
-    }
+    expect_have(&mut conn, &pool, 2).await;
     assert!(
         verified.elapsed() >= HAVES_EVERY,
         "held back: sent {:?} after chunk 1 was verified",
@@ -87,18 +77,8 @@ async fn haves_held_back_go_with_the_next_answer() {
         })
         .await
         .unwrap();
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap().0 {
-        Header::Have {
-            index: ChunkIndex(2),
-        } => {}
-        other => panic!("expected Have for chunk 2 before the chunk, got {other:?}"),
-    }
-    match conn.reader.next(LIMIT, Some(&pool)).await.unwrap() {
-        (Header::Chunk { index }, Payload::Chunk(buf)) => {
-            assert_eq!(index, ChunkIndex(0));
-            assert!(buf[..] == data[..16 * 1024]);
-        }
-        (other, _) => panic!("expected chunk 0, got {other:?}"),
-    }
+    // Have 2 first: expect_have fails on the chunk.
+    expect_have(&mut conn, &pool, 2).await;
+    expect_chunk(&mut conn, &pool, 0, &data).await;
     cancel.cancel();
 }
